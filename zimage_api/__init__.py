@@ -1,0 +1,50 @@
+"""zimage_api: a plain Python client for Z-Image at WaveSpeed (OpenAI-images style and v3) and at Qingbo.
+
+Importing the package is cheap: the clients, and the HTTP and picture libraries behind them, load on first use.
+
+    from zimage_api import ImagesClient
+    result = ImagesClient().generate("a ceramic mug on a linen table", width=1024, height=1024)
+    open("mug.png", "wb").write(result.images[0])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import *  # noqa: F401,F403  (the error types are light and always wanted)
+from .errors import __all__ as _error_names
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+    from .openai_images import ImagesClient
+    from .polling import PollSchedule, TaskState
+    from .qingbo import QingboClient, QingboTask
+    from .results import GenerationResult
+    from .retry import RetryPolicy
+    from .wavespeed_v3 import Prediction, WaveSpeedClient
+
+_LAZY = {
+    "ImagesClient": "openai_images",
+    "WaveSpeedClient": "wavespeed_v3",
+    "Prediction": "wavespeed_v3",
+    "QingboClient": "qingbo",
+    "QingboTask": "qingbo",
+    "GenerationResult": "results",
+    "Ledger": "ledger",
+    "RetryPolicy": "retry",
+    "PollSchedule": "polling",
+    "TaskState": "polling",
+}
+
+__all__ = ["__version__", *_LAZY, *_error_names]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zimage_api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

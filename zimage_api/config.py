@@ -1,0 +1,112 @@
+"""Where keys and base URLs come from.
+
+Keys are read at call time, so a key rotated in the environment or the config file works without a restart.
+The environment wins over the config file. The config file is an ini file outside any workflow: by default
+``zimage.ini`` in the pack folder (git-ignored; ``zimage.ini.example`` is the template), or the path in
+``ZIMAGE_CONFIG``::
+
+    [wavespeed]
+    api_key = ...
+    base_url = https://api.wavespeed.ai
+
+    [qingbo]
+    api_key = ...
+    base_url = https://www.qingbo.dev
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "resolve_api_key", "resolve_base_url", "normalize_base_url"]
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+CONFIG_ENV = "ZIMAGE_CONFIG"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One remote service: its display name, config section, key variables and default base URL."""
+
+    name: str
+    section: str
+    key_envs: tuple[str, ...]
+    base_url_env: str
+    default_base_url: str
+
+
+WAVESPEED = Provider("WaveSpeed", "wavespeed", ("WAVESPEED_API_KEY",), "WAVESPEED_BASE_URL", "https://api.wavespeed.ai")
+QINGBO = Provider("Qingbo", "qingbo", ("QINGBO_API_KEY", "WAVE_API_KEY"), "QINGBO_BASE_URL", "https://www.qingbo.dev")
+
+
+def config_path() -> Path:
+    """The config file in use: ``$ZIMAGE_CONFIG`` if set, else ``zimage.ini`` in the pack folder."""
+    override = os.environ.get(CONFIG_ENV, "").strip()
+    return Path(override).expanduser() if override else PACK_DIR / "zimage.ini"
+
+
+_parsed: dict[tuple[str, float], configparser.ConfigParser] = {}
+
+
+def _read_config(section: str, option: str) -> str:
+    path = config_path()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return ""
+    # Keyed by modification time: a key edited in the file is picked up by the next request, without a restart.
+    parser = _parsed.get((str(path), mtime))
+    if parser is None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            # utf-8-sig: Notepad on Windows writes a byte-order mark.
+            parser.read(path, encoding="utf-8-sig")
+        except (configparser.Error, OSError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"The config file {path} could not be read ({type(err).__name__}); fix or delete it."
+            ) from None
+        _parsed.clear()
+        _parsed[(str(path), mtime)] = parser
+    return parser.get(section, option, fallback="").strip().strip('"').strip("'")
+
+
+def resolve_api_key(provider: Provider, explicit: str | None = None) -> str:
+    """Return the key for ``provider``: ``explicit``, else the environment, else the config file.
+
+    Raises :class:`ConfigError` naming the variable and the file when there is none.
+    """
+    if explicit:
+        return explicit.strip()
+    for env in provider.key_envs:
+        value = os.environ.get(env, "").strip()
+        if value:
+            return value
+    value = _read_config(provider.section, "api_key")
+    if value:
+        return value
+    names = " or ".join(provider.key_envs)
+    raise ConfigError(
+        f"No {provider.name} API key: set the environment variable {names}, or put api_key under "
+        f"[{provider.section}] in {config_path()}, then run again."
+    )
+
+
+def normalize_base_url(url: str) -> str:
+    """Strip a trailing ``/`` and ``/v1`` so that paths can always be appended with their version."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"The base URL {url!r} must start with http:// or https://.")
+    return url
+
+
+def resolve_base_url(provider: Provider, explicit: str | None = None) -> str:
+    """Return the base URL without a trailing ``/v1``: ``explicit``, env, config file, then the default."""
+    value = explicit or os.environ.get(provider.base_url_env, "").strip() or _read_config(provider.section, "base_url")
+    return normalize_base_url(value or provider.default_base_url)

@@ -1,0 +1,173 @@
+"""Typed errors raised by the Z-Image client library.
+
+The hierarchy is shallow on purpose: catch :class:`ZImageError` for everything, :class:`APIError` for any answer
+the provider gave, or one of the status-keyed subclasses for a specific case.  Every message is one sentence meant
+for an artist: it says what happened and what to do, and it never contains an API key or a base64 blob.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ZImageError",
+    "ConfigError",
+    "ValidationError",
+    "APIError",
+    "AuthenticationError",
+    "PaymentRequiredError",
+    "BadRequestError",
+    "NotFoundError",
+    "ResultExpiredError",
+    "RateLimitError",
+    "ServerError",
+    "InvalidResponseError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "ImageDecodeError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "TaskCancelledError",
+]
+
+
+class ZImageError(Exception):
+    """Base class of every error raised by ``zimage_api``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ZImageError):
+    """The library is not configured: a key or a base URL is missing or malformed."""
+
+
+class ValidationError(ZImageError, ValueError):
+    """An input was rejected locally, before any request was sent."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class APIError(ZImageError):
+    """The provider answered with an error.
+
+    Attributes: ``provider`` (display name), ``status`` (HTTP status or None), ``code`` (provider error code),
+    ``param`` (the offending field when the provider named one), ``request_id`` and ``body`` (the parsed body,
+    for debugging; never shown in the message).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+        self.body = body
+
+
+class AuthenticationError(APIError):
+    """401/403: the key is missing, wrong, revoked or lacks the permission."""
+
+
+class PaymentRequiredError(APIError):
+    """402: the account has no balance left."""
+
+
+class BadRequestError(APIError):
+    """400/415/422: the provider rejected a parameter (``param`` names it when known)."""
+
+
+class NotFoundError(APIError):
+    """404: the task, prediction or file does not exist (any more)."""
+
+
+class ResultExpiredError(NotFoundError):
+    """A result URL answered 404/410: the provider no longer hosts the picture."""
+
+
+class RateLimitError(APIError):
+    """429: too many requests. ``retry_after`` is seconds to wait, ``reset_at`` a unix time, when known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, reset_at: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+        self.reset_at = reset_at
+
+
+class ServerError(APIError):
+    """5xx: the provider or its upstream failed."""
+
+
+class InvalidResponseError(APIError):
+    """The provider answered something that is not the documented JSON (an HTML page, truncated JSON...)."""
+
+
+class APIConnectionError(ZImageError):
+    """The request did not get an answer.
+
+    ``may_have_processed`` is True when the request reached the server, so a paid job may exist: the caller must
+    not blindly send it again.
+    """
+
+    def __init__(self, message: str, *, provider: str = "", may_have_processed: bool = False) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.may_have_processed = may_have_processed
+
+
+class APITimeoutError(APIConnectionError):
+    """The server did not answer in time."""
+
+
+class ImageDecodeError(ZImageError):
+    """A returned picture could not be decoded: invalid base64, not an image, truncated or too large."""
+
+
+class TaskError(ZImageError):
+    """Base class of errors about one remote task; ``task_id`` and ``provider`` identify it."""
+
+    def __init__(self, message: str, *, task_id: str, provider: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.provider = provider
+
+
+class TaskFailedError(TaskError):
+    """The task ended as failed. ``code`` is the provider's code; ``retryable`` says a re-run may succeed."""
+
+    def __init__(self, message: str, *, task_id: str, provider: str = "", code: str | None = None,
+                 retryable: bool = False) -> None:
+        super().__init__(message, task_id=task_id, provider=provider)
+        self.code = code
+        self.retryable = retryable
+
+
+class TaskTimeoutError(TaskError):
+    """The deadline passed while the task was still running; it can be collected later by its id."""
+
+
+class TaskCancelledError(TaskError):
+    """Waiting was cancelled by the caller. ``remote_cancelled`` says whether the provider cancelled the task."""
+
+    def __init__(self, message: str, *, task_id: str, provider: str = "", remote_cancelled: bool = False) -> None:
+        super().__init__(message, task_id=task_id, provider=provider)
+        self.remote_cancelled = remote_cancelled

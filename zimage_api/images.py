@@ -1,0 +1,555 @@
+"""Picture conversion between provider bytes, PIL images and ComfyUI tensors.
+
+Tensor contract (the one ComfyUI uses everywhere):
+
+* IMAGE is a ``torch.Tensor`` ``[B, H, W, 3]``, float32, values in 0..1, on the CPU, contiguous.
+* MASK is a ``torch.Tensor`` ``[B, H, W]``, float32, values in 0..1.  It follows ComfyUI's ``LoadImage``:
+  ``mask = 1 - alpha``, so 1.0 marks the *transparent* part of a picture and 0.0 the opaque part.
+
+Decoding is written for throughput: a batch is decoded into one preallocated uint8 array and converted to float
+once, with no per-picture float copies.  Pillow and numpy are imported eagerly; torch only inside the functions
+that make or read tensors, so this module can be imported (and the byte-level helpers used) without torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import re
+import struct
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zimage_api.errors import ImageDecodeError, ValidationError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "decode_base64",
+    "open_image",
+    "image_to_array",
+    "bytes_to_tensor",
+    "b64_to_tensor",
+    "tensor_to_pil",
+    "validate_image_tensor",
+    "prepare_upload",
+    "tensor_to_upload",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""Decompression-bomb guard: the largest width*height accepted from a provider."""
+
+# Raster formats a provider can plausibly return.  Restricting Image.open to these keeps untrusted bytes away
+# from plugins that shell out (EPS runs Ghostscript) or parse exotic containers.  HEIF/AVIF count only when a
+# plugin for them is installed.
+_PROVIDER_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
+
+# Errors Pillow raises for damaged or truncated data, depending on the format and the stage.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+_ORIENTATION_TAG = 0x0112
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+# (Pillow format, file extension, content type) per upload format name.
+_UPLOAD_FORMATS: dict[str, tuple[str, str, str]] = {
+    "png": ("PNG", "png", "image/png"),
+    "jpeg": ("JPEG", "jpg", "image/jpeg"),
+    "jpg": ("JPEG", "jpg", "image/jpeg"),
+    "webp": ("WEBP", "webp", "image/webp"),
+}
+
+_BASE64_SIGNATURES = (b"data:image", b"ivborw0kggo", b"/9j/", b"uklgr", b"r0lgod")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# base64 and bytes -> PIL
+# --------------------------------------------------------------------------------------------------------------
+
+
+def decode_base64(data: str) -> bytes:
+    """Decode base64 picture data as providers send it.
+
+    Accepts a ``data:image/...;base64,`` URL or a bare string; tolerates whitespace and newlines, the urlsafe
+    alphabet (``-`` and ``_``) and missing ``=`` padding.
+
+    Raises:
+        ImageDecodeError: the text is not valid base64.  The message gives its length, never its content.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("latin-1")
+    if not isinstance(data, str):
+        raise ImageDecodeError(
+            f"The provider returned no base64 image data (got {type(data).__name__}); try the request again."
+        )
+    length = len(data)
+    text = data.strip()
+    if text[:5].lower() == "data:":
+        comma = text.find(",")
+        if comma < 0 or ";base64" not in text[:comma].lower():
+            raise _invalid_base64(length, "a data: URL without base64 content")
+        text = text[comma + 1 :]
+    elif text[:8].lower().startswith(("http://", "https://")):
+        raise _invalid_base64(length, "it is a URL, not base64")
+    if not text:
+        raise _invalid_base64(length, "it is empty")
+    try:
+        # Fast path: clean standard base64, decoded in C without intermediate copies.
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
+    cleaned = "".join(text.split()).translate(_URLSAFE_TO_STANDARD).rstrip("=")
+    if len(cleaned) % 4 == 1:
+        raise _invalid_base64(length, "its length is impossible for base64, it may be cut off")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        decoded = binascii.a2b_base64(cleaned, strict_mode=True)
+    except (binascii.Error, ValueError) as err:
+        raise _invalid_base64(length, "it contains characters that are not base64") from err
+    if not decoded:
+        raise _invalid_base64(length, "it is empty")
+    return decoded
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def _invalid_base64(length: int, reason: str) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"The provider returned invalid base64 image data ({length} characters): {reason}; "
+        "try the request again."
+    )
+
+
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> Image.Image:
+    """Open encoded picture bytes as a fully loaded, upright PIL image.
+
+    The size from the header is checked against ``max_pixels`` before any pixel is decoded.  The EXIF
+    orientation is applied, so the result is the picture as a viewer shows it.  Animated formats give their first
+    frame.
+
+    Args:
+        data: the encoded picture (PNG, JPEG, WebP, GIF, BMP, TIFF; AVIF/HEIF when Pillow can read them).
+        max_pixels: the largest ``width * height`` accepted.
+        source: who sent the bytes, for the error messages ("the provider", "the result URL"...).
+
+    Raises:
+        ImageDecodeError: the bytes are empty, an HTML page, JSON or other text, not a picture, truncated or
+            damaged, or larger than ``max_pixels``.
+    """
+    view = memoryview(data)
+    size = view.nbytes
+    who = source[:1].upper() + source[1:]
+    if size == 0:
+        raise ImageDecodeError(f"{who} returned an empty picture (0 bytes); try the request again.")
+    looks_like = _describe_non_image(bytes(view[:2048]), data)
+    if looks_like is not None:
+        raise ImageDecodeError(f"{who} returned {looks_like} instead of a picture ({size} bytes).")
+
+    try:
+        img = Image.open(io.BytesIO(data), formats=_readable_formats())
+    except Image.DecompressionBombError as err:
+        raise _too_large(who, _header_size(bytes(view[:32])), max_pixels, err) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError(
+            f"{who} returned data that is not a picture this node can read ({size} bytes); "
+            "try again or choose PNG or JPEG output."
+        ) from err
+    except _DECODE_ERRORS as err:
+        raise ImageDecodeError(f"{who} returned a damaged picture ({size} bytes): {err}; try the request again.") \
+            from err
+
+    width, height = img.size
+    if width * height > max_pixels:
+        raise _too_large(who, (width, height), max_pixels, None)
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"{who} returned a picture of {width}x{height} pixels, which is empty.")
+
+    try:
+        img.load()
+    except _DECODE_ERRORS as err:
+        raise ImageDecodeError(
+            f"{who} returned a truncated or damaged {img.format or 'picture'} file ({size} bytes): {err}; "
+            "try the request again."
+        ) from err
+    return _upright(img, in_place=True)
+
+
+def _readable_formats() -> tuple[str, ...]:
+    Image.init()  # registers every installed plugin; instant after the first call
+    return tuple(name for name in _PROVIDER_FORMATS if name in Image.OPEN)
+
+
+def _describe_non_image(head: bytes, data: Any) -> str | None:
+    """Say what the bytes look like when they are obviously not a picture, else None."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if not text:
+        return "only whitespace (empty)"
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text or b"<body" in text or b"<head" in text:
+        return "an HTML page (often a login, error or proxy page; check the base URL)"
+    if text.startswith((b"<?xml", b"<svg")):
+        return "an SVG/XML document"
+    if text[:1] in (b"{", b"["):
+        hint = _json_error_hint(data)
+        return f"JSON ({hint})" if hint else "JSON"
+    if text.startswith(_BASE64_SIGNATURES):
+        return "base64 text that was not decoded"
+    return None
+
+
+def _json_error_hint(data: Any) -> str | None:
+    """The provider's own error sentence from a JSON body, shortened; None when there is none."""
+    if len(data) > 65536:
+        return None
+    try:
+        body = json.loads(bytes(data))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    for _ in range(3):
+        if not isinstance(body, dict):
+            return None
+        for key in ("message", "error", "detail", "msg"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                message = " ".join(value.split())
+                return message if len(message) <= 200 else message[:197] + "..."
+        body = body.get("error") or body.get("data")
+    return None
+
+
+def _header_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG header, for error messages; None for other formats."""
+    if len(head) >= 24 and head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    return None
+
+
+def _too_large(who: str, size: tuple[int, int] | None, max_pixels: int, err: Exception | None) -> ImageDecodeError:
+    side = int(round(max_pixels**0.5))
+    cap = f"{max_pixels:,} pixels" + (f" ({side}x{side})" if side * side == max_pixels else "")
+    if size is not None:
+        what = f"a picture of {size[0]}x{size[1]} pixels ({size[0] * size[1]:,})"
+    else:
+        counted = re.search(r"\((\d+) pixels\)", str(err)) if err is not None else None
+        what = f"a picture of {int(counted.group(1)):,} pixels" if counted else "a picture"
+    return ImageDecodeError(f"{who} returned {what}, more than the limit of {cap}; ask for a smaller size.")
+
+
+def _upright(img: Image.Image, *, in_place: bool) -> Image.Image:
+    """Apply the EXIF orientation so the pixels are as a viewer shows them."""
+    try:
+        orientation = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block must not make good pixels unusable
+        logger.debug("ignoring unreadable EXIF data", exc_info=True)
+        return img
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return img
+    if in_place:
+        ImageOps.exif_transpose(img, in_place=True)
+        return img
+    transposed = ImageOps.exif_transpose(img)
+    return img if transposed is None else transposed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PIL -> arrays -> tensors
+# --------------------------------------------------------------------------------------------------------------
+
+
+def image_to_array(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split a PIL image into 8-bit colour and float alpha.
+
+    Returns:
+        ``(rgb, alpha)``: ``rgb`` is uint8 ``[H, W, 3]``; ``alpha`` is float32 ``[H, W]`` in 0..1 (1 = opaque),
+        or None when the picture has no transparency.  ``rgb`` may be a read-only view of the decoded pixels; copy
+        it before writing to it.
+
+    Modes: RGB, RGBA, LA, PA, P (palette, with or without transparency), L, 1, CMYK, YCbCr, LAB, HSV, RGBa, La;
+    16-bit greyscale (I;16, I;16B, I) is scaled from 0..65535 to 0..255 with rounding, not clipped; F (float) is
+    read on the 0..255 scale like Pillow's own conversions, clipped and rounded.
+    """
+    rgb, alpha = _split_channels(img)
+    if alpha is None:
+        return rgb, None
+    return rgb, np.divide(alpha, np.float32(255), dtype=np.float32)
+
+
+def _split_channels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(rgb uint8 [H,W,3], alpha uint8 [H,W] or None)``, as views of the decoded pixels when possible."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return np.asarray(img), None
+    if mode == "RGBA":
+        pixels = np.asarray(img)
+        return pixels[..., :3], pixels[..., 3]
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_channels(img)
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(img), nan=0.0, posinf=255.0, neginf=0.0)
+        grey = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2), None
+    return _split_channels(img.convert("RGBA" if img.has_transparency_data else "RGB"))
+
+
+def _sixteen_bit_channels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    values = np.asarray(img)
+    if img.mode == "I":
+        values = np.clip(values, 0, 65535)
+    # round(v * 255 / 65535) == round(v / 257) == (v + 128) // 257, exact in integers
+    grey = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    alpha = None
+    key = img.info.get("transparency")
+    if isinstance(key, int):
+        alpha = np.where(np.asarray(img) == key, np.uint8(0), np.uint8(255))
+    return np.repeat(grey[..., None], 3, axis=2), alpha
+
+
+def _u8_to_float(pixels: np.ndarray) -> torch.Tensor:
+    """One float32 tensor holding ``pixels / 255``, written straight into its final storage."""
+    import torch
+
+    out = torch.empty(pixels.shape, dtype=torch.float32)
+    # Written by numpy into torch-owned memory: no float temporaries, and no torch view of the (read-only)
+    # buffers Pillow hands out.  Same values as torch's ``u8.to(float32) / 255``.
+    np.divide(pixels, np.float32(255), out=out.numpy(), dtype=np.float32)
+    return out
+
+
+def bytes_to_tensor(
+    blobs: Sequence[bytes],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str = "the provider",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode encoded pictures into one IMAGE batch and its MASK.
+
+    Returns:
+        ``(image, mask)``: ``image`` is float32 ``[B, H, W, 3]`` in 0..1 on the CPU.  ``mask`` is None when no
+        picture has transparency; otherwise float32 ``[B, H, W]`` with ComfyUI ``LoadImage``'s convention
+        ``mask = 1 - alpha`` (1.0 = transparent).  Pictures of the batch without transparency get an all-zeros
+        mask, i.e. fully opaque, which is what ``LoadImage`` reports for them too.
+
+    Raises:
+        ImageDecodeError: a picture cannot be decoded (see :func:`open_image`).
+        ValidationError: no pictures, or pictures of different sizes (a batch needs one size; nothing is resized).
+    """
+    if isinstance(blobs, (bytes, bytearray, memoryview)):
+        blobs = [blobs]
+    count = len(blobs)
+    if count == 0:
+        raise ValidationError(f"{source[:1].upper() + source[1:]} returned no pictures.", field="images")
+
+    batch: np.ndarray | None = None
+    alpha_batch: np.ndarray | None = None
+    first_size: tuple[int, int] | None = None
+    for index, blob in enumerate(blobs):
+        img = open_image(blob, max_pixels=max_pixels, source=source)
+        rgb, alpha = _split_channels(img)
+        del img
+        height, width = rgb.shape[:2]
+        if first_size is None:
+            first_size = (width, height)
+            # A single picture is converted straight from its decoded pixels: no staging copy.
+            batch = rgb[None] if count == 1 else np.empty((count, height, width, 3), dtype=np.uint8)
+        elif (width, height) != first_size:
+            raise ValidationError(
+                f"{source[:1].upper() + source[1:]} returned pictures of different sizes: "
+                f"{first_size[0]}x{first_size[1]} and {width}x{height}; a batch needs one size.",
+                field="images",
+            )
+        if count > 1:
+            batch[index] = rgb
+        if alpha is not None:
+            if alpha_batch is None:
+                alpha_batch = np.full((count, height, width), 255, dtype=np.uint8)
+            alpha_batch[index] = alpha
+        del rgb, alpha
+
+    image = _u8_to_float(batch)
+    del batch
+    mask = None
+    if alpha_batch is not None:
+        mask = _u8_to_float(alpha_batch).neg_().add_(1.0)
+    return image, mask
+
+
+def b64_to_tensor(items: Sequence[str], **kw: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode base64 pictures (bare or ``data:`` URLs) into ``(image, mask)``; see :func:`bytes_to_tensor`."""
+    if isinstance(items, str):
+        items = [items]
+    return bytes_to_tensor([decode_base64(item) for item in items], **kw)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tensors -> PIL -> upload bytes
+# --------------------------------------------------------------------------------------------------------------
+
+_EXPECTED = "expected [batch, height, width, 3] (channels last)"
+
+
+def _check_layout(image: Any) -> None:
+    import torch
+
+    if not isinstance(image, torch.Tensor):
+        raise ValidationError(
+            f"The image input is a {type(image).__name__}; expected a tensor [batch, height, width, 3].",
+            field="image",
+        )
+    shape = list(image.shape)
+    if image.ndim not in (3, 4) or shape[-1] not in (3, 4):
+        raise ValidationError(f"The image input has shape {shape}; {_EXPECTED}.", field="image")
+    if image.numel() == 0:
+        raise ValidationError(
+            f"The image input is empty (shape {shape}); connect a node that produces a picture.", field="image"
+        )
+    if not image.dtype.is_floating_point:
+        raise ValidationError(
+            f"The image input has type {str(image.dtype).replace('torch.', '')}; expected float values in 0..1.",
+            field="image",
+        )
+
+
+def _check_finite(image: torch.Tensor) -> None:
+    import torch
+
+    if not bool(torch.isfinite(image).all()):
+        raise ValidationError(
+            "The image input contains NaN or infinite values; check the node that produced it.", field="image"
+        )
+
+
+def validate_image_tensor(image: Any) -> None:
+    """Check an IMAGE input without converting it.
+
+    Accepts ``[B, H, W, C]`` or ``[H, W, C]`` float tensors with C in (3, 4).  Values outside 0..1 are allowed
+    (they are clamped on conversion); NaN and infinities are not.
+
+    Raises:
+        ValidationError: (``field="image"``) not a tensor, wrong rank or channel count, empty, not float, or
+            containing NaN/inf.  For example: "The image input has shape [1, 3, 512, 512]; expected [batch,
+            height, width, 3] (channels last)."
+    """
+    _check_layout(image)
+    _check_finite(image.detach())
+
+
+def tensor_to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
+    """One picture of an IMAGE tensor as a PIL image (RGB, or RGBA for 4 channels).
+
+    Args:
+        image: ``[B, H, W, C]`` or ``[H, W, C]``, C in (3, 4), float in 0..1 (clamped), any device.
+        index: which picture of the batch; negative counts from the end.
+
+    Only the chosen picture is checked for NaN and converted.
+
+    Raises:
+        ValidationError: (``field="image"``) see :func:`validate_image_tensor`; or ``index`` outside the batch.
+    """
+    import torch
+
+    _check_layout(image)
+    picture = image.detach()
+    if picture.ndim == 4:
+        count = picture.shape[0]
+        if not -count <= index < count:
+            raise ValidationError(
+                f"The image input has {count} picture{'s' if count != 1 else ''}; picture {index} does not exist.",
+                field="image",
+            )
+        picture = picture[index]
+    elif index not in (0, -1):
+        raise ValidationError(f"The image input has 1 picture; picture {index} does not exist.", field="image")
+    _check_finite(picture)
+    pixels = picture.to(torch.float32).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(pixels)
+
+
+def prepare_upload(
+    image: Image.Image,
+    *,
+    max_side: int = 1024,
+    fmt: str = "png",
+    quality: int = 92,
+) -> tuple[bytes, str, str]:
+    """Encode a reference picture for upload.
+
+    The picture is turned upright (EXIF orientation), shrunk with Lanczos so its long side is at most
+    ``max_side`` (aspect ratio kept, never enlarged, never rejected for being large) and encoded.
+
+    Args:
+        fmt: "png" (fast compression level 1, alpha kept), "jpeg"/"jpg" (RGB; transparency is flattened onto
+            white; ``quality`` applies) or "webp" (``quality`` applies, alpha kept).
+
+    Returns:
+        ``(data, filename, content_type)``, e.g. ``(b"...", "reference.png", "image/png")``, ready for a multipart
+        ``(filename, data, content_type)`` tuple.
+
+    Raises:
+        ValidationError: unknown ``fmt`` (``field="fmt"``) or ``max_side`` below 1 (``field="max_side"``).
+    """
+    spec = _UPLOAD_FORMATS.get(str(fmt).lower().lstrip("."))
+    if spec is None:
+        raise ValidationError(f"Unknown upload format {fmt!r}; use png, jpeg or webp.", field="fmt")
+    if max_side < 1:
+        raise ValidationError(f"max_side must be at least 1 pixel, got {max_side}.", field="max_side")
+    pil_format, extension, content_type = spec
+
+    picture = _uploadable(_upright(image, in_place=False))
+    width, height = picture.size
+    if max(width, height) > max_side:
+        if width >= height:
+            size = (max_side, max(1, round(height * max_side / width)))
+        else:
+            size = (max(1, round(width * max_side / height)), max_side)
+        logger.debug("downscaling reference %sx%s to %sx%s", width, height, size[0], size[1])
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+
+    buffer = io.BytesIO()
+    if pil_format == "PNG":
+        picture.save(buffer, format="PNG", compress_level=1)
+    elif pil_format == "JPEG":
+        _flatten(picture).save(buffer, format="JPEG", quality=quality)
+    else:
+        picture.save(buffer, format=pil_format, quality=quality)
+    return buffer.getvalue(), f"reference.{extension}", content_type
+
+
+def _uploadable(img: Image.Image) -> Image.Image:
+    """The picture in RGB, RGBA, L or LA, the modes every encoder and the Lanczos filter handle."""
+    if img.mode in ("RGB", "RGBA", "L", "LA") and "transparency" not in img.info:
+        return img
+    rgb, alpha = _split_channels(img)
+    if alpha is None:
+        return Image.fromarray(np.ascontiguousarray(rgb))
+    return Image.fromarray(np.dstack((rgb, alpha)))
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """RGB for JPEG: transparent parts become white instead of whatever colour hides under them."""
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.getchannel("A"))
+        return background
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def tensor_to_upload(
+    image: torch.Tensor,
+    index: int = 0,
+    *,
+    max_side: int = 1024,
+    fmt: str = "png",
+) -> tuple[bytes, str, str]:
+    """Encode one picture of an IMAGE tensor for upload: :func:`tensor_to_pil` then :func:`prepare_upload`."""
+    return prepare_upload(tensor_to_pil(image, index), max_side=max_side, fmt=fmt)

@@ -1,0 +1,141 @@
+"""Z-Image at WaveSpeed through the OpenAI-images style API: ``/v1/images/generations`` and ``/v1/images/edits``.
+
+Both calls are synchronous: the answer carries the pictures (``b64_json``) or short-lived URLs, which are
+downloaded at once. A submit is paid work, so it is retried only when the server certainly did nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .config import WAVESPEED
+from .errors import InvalidResponseError
+from .images import decode_base64
+from .logs import log_call, prompt_hash
+from .results import GenerationResult
+from .transport import Transport
+from .validation import IMAGES_SIZE, check_choice, check_count, check_number, check_prompt, check_seed, check_size
+
+__all__ = ["ImagesClient", "MODELS", "RESPONSE_FORMATS"]
+
+MODELS = ("Z-Image-Base", "Z-Image-Turbo")
+RESPONSE_FORMATS = ("b64_json", "url")
+Upload = tuple[bytes, str, str]  # (data, filename, content_type)
+
+
+class ImagesClient:
+    """Client of the OpenAI-images style endpoints. Keyword arguments other than ``transport`` go to
+    :class:`~zimage_api.transport.Transport` (``api_key``, ``base_url``, ``timeout``, ``retry``, ``sleep``...)."""
+
+    protocol = "images"
+
+    def __init__(self, *, transport: Transport | None = None, **transport_options: Any) -> None:
+        self.transport = transport or Transport(WAVESPEED, **transport_options)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str = "",
+        guidance_scale: float = 7.5,
+        width: int = 1024,
+        height: int = 1024,
+        seed: int | None = None,
+        n: int = 1,
+        model: str = "Z-Image-Base",
+        response_format: str = "b64_json",
+    ) -> GenerationResult:
+        """Text to image. Returns the pictures as encoded bytes (PNG or JPEG, as served)."""
+        body = self._common(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
+        started = time.monotonic()
+        answer = self.transport.request_json("POST", "/v1/images/generations", json=body,
+                                             what="the image generation request")
+        return self._result(answer, body, started, "generate")
+
+    def edit(
+        self,
+        image: Upload,
+        prompt: str,
+        *,
+        strength: float = 0.5,
+        negative_prompt: str = "",
+        guidance_scale: float = 6.5,
+        width: int | None = None,
+        height: int | None = None,
+        seed: int | None = None,
+        n: int = 1,
+        model: str = "Z-Image-Base",
+        response_format: str = "b64_json",
+    ) -> GenerationResult:
+        """Image to image: ``image`` is ``(bytes, filename, content_type)``, sent as the multipart field ``image``.
+
+        ``width``/``height`` default to the provider's choice (the reference's size).
+        """
+        strength = check_number(strength, "strength", 0.0, 1.0)
+        if (width is None) != (height is None):
+            raise ValueError("give both width and height, or neither")
+        body = self._common(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
+        body["strength"] = strength
+        data = {key: str(value) for key, value in body.items()}
+        upload = image
+
+        def files() -> dict[str, Upload]:
+            return {"image": upload}
+
+        started = time.monotonic()
+        answer = self.transport.request_json("POST", "/v1/images/edits", data=data, files=files,
+                                             what="the image edit request")
+        return self._result(answer, body, started, "edit")
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _common(prompt: str, negative_prompt: str, guidance_scale: float, width: int | None, height: int | None,
+                seed: int | None, n: int, model: str, response_format: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": check_choice(model, "model", MODELS),
+            "prompt": check_prompt(prompt),
+        }
+        if negative_prompt and negative_prompt.strip():
+            body["negative_prompt"] = negative_prompt
+        body["guidance_scale"] = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
+        if width is not None and height is not None:
+            w, h = check_size(width, height, IMAGES_SIZE)
+            body["size"] = f"{w}x{h}"
+        body["n"] = check_count(n, field="n")
+        fixed = check_seed(seed)
+        if fixed is not None:
+            body["seed"] = fixed
+        body["response_format"] = check_choice(response_format, "response_format", RESPONSE_FORMATS)
+        return body
+
+    def _result(self, answer: Any, body: dict[str, Any], started: float, call: str) -> GenerationResult:
+        items = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or not items:
+            raise InvalidResponseError(
+                "WaveSpeed answered without any picture (no 'data' list); nothing was decoded.",
+                provider=WAVESPEED.name, status=200, body=answer)
+        images: list[bytes] = []
+        urls: list[str] = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+                images.append(decode_base64(item["b64_json"]))
+            elif isinstance(item, dict) and isinstance(item.get("url"), str):
+                urls.append(item["url"])
+            else:
+                raise InvalidResponseError(
+                    "WaveSpeed answered a picture entry with neither 'b64_json' nor 'url'.",
+                    provider=WAVESPEED.name, status=200, body=answer)
+        images.extend(self.transport.download(url) for url in urls)
+        elapsed = time.monotonic() - started
+        size = body.get("size")
+        log_call(f"images.{call}", model=body["model"], guidance_scale=body["guidance_scale"], size=size,
+                 prompt=body["prompt"], status=200, duration=elapsed, n=len(images))
+        dims = tuple(int(v) for v in size.split("x")) if size else None
+        return GenerationResult(
+            provider=WAVESPEED.name, protocol=self.protocol, model=body["model"], images=images,
+            prompt_sha256=prompt_hash(body["prompt"]), urls=urls, seeds=[body.get("seed")] * len(images),
+            size=dims,  # type: ignore[arg-type]
+            elapsed=elapsed,
+        )

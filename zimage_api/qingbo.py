@@ -1,0 +1,379 @@
+"""z-image-turbo through Qingbo's task API: ``POST /v1/tasks``, then ``GET /v1/tasks/{id}`` until final.
+
+Every submit carries an ``Idempotency-Key``, so a submit whose answer was lost is sent again safely: Qingbo returns
+the same task and bills once. Every task id goes to the ledger the moment it is issued. Result URLs are short-lived,
+so pictures are downloaded as soon as the task completes and kept beside the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import QINGBO
+from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from .ledger import Ledger
+from .logs import log_call, logger, prompt_hash
+from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
+from .results import GenerationResult, quota_to_usd
+from .transport import Transport
+from .validation import (
+    ASPECT_RATIOS,
+    QINGBO_PROMPT_LIMIT,
+    RESOLUTIONS,
+    check_choice,
+    check_prompt,
+    check_seed,
+    check_task_id,
+)
+
+__all__ = ["QingboClient", "QingboTask", "MODEL", "PRICE_QUOTA", "parse_progress", "parse_timestamp", "output_size"]
+
+MODEL = "z-image-turbo"
+PRICE_QUOTA = 5313  # per image: $0.010625 at 500,000 quota per USD
+FAILURE_ADVICE = {
+    "upstream_unavailable": "the upstream service is temporarily unavailable; this is retryable, run again",
+    "upstream_bad_request": "the upstream model rejected the request (often the prompt); change it and run again",
+    "upstream_rate_limited": "the upstream service is rate-limited; wait a minute and run again",
+    "task_failed": "the task failed at Qingbo; run again, or change the prompt if it keeps failing",
+}
+_RATIOS = {"1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4), "16:9": (16, 9), "9:16": (9, 16), "3:2": (3, 2), "2:3": (2, 3)}
+
+
+def parse_progress(value: Any) -> float | None:
+    """Qingbo's ``progress`` (45, 45.0, "45", "45%" or "") as a fraction 0..1; None when absent or unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().rstrip("%").strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or value != value:  # NaN
+        return None
+    return min(max(float(value) / 100.0, 0.0), 1.0)
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """A unix time in seconds from seconds or milliseconds (both appear in Qingbo's docs)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number or number <= 0:
+        return None
+    return number / 1000.0 if number > 1e11 else number
+
+
+def output_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
+    """The nominal picture size of an aspect ratio at 1K (long side 1024) or 2K (long side 2048)."""
+    a, b = _RATIOS[aspect_ratio]
+    long_side = 2048 if resolution.upper() == "2K" else 1024
+    if a >= b:
+        return long_side, round(long_side * b / a)
+    return round(long_side * a / b), long_side
+
+
+@dataclass(frozen=True)
+class QingboTask:
+    """A Qingbo task as last seen."""
+
+    task_id: str
+    state: TaskState
+    progress: float | None = None
+    created_at: float | None = None
+    completed_at: float | None = None
+    cost: float | None = None
+    pre_consumed_cost: float | None = None
+    billing_status: str | None = None
+    urls: list[str] = field(default_factory=list)
+    expires_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, answer: Any) -> "QingboTask":
+        if not isinstance(answer, dict) or not answer.get("task_id"):
+            raise InvalidResponseError("Qingbo answered without a task_id.", provider=QINGBO.name, status=200,
+                                       body=answer)
+        task_id = str(answer["task_id"])
+        urls: list[str] = []
+        expires: list[float] = []
+        result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
+        for image in result.get("images") or []:
+            if not isinstance(image, dict):
+                continue
+            url = image.get("url")
+            for item in url if isinstance(url, list) else [url]:
+                if isinstance(item, str) and item:
+                    urls.append(item)
+            stamp = parse_timestamp(image.get("expires_at"))
+            if stamp is not None:
+                expires.append(stamp)
+        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        return cls(
+            task_id=task_id,
+            state=TaskState.parse(answer.get("status"), task_id=task_id, provider=QINGBO.name),
+            progress=parse_progress(answer.get("progress")),
+            created_at=parse_timestamp(answer.get("created_at")),
+            completed_at=parse_timestamp(answer.get("completed_at")),
+            cost=_number(answer.get("cost")),
+            pre_consumed_cost=_number(answer.get("pre_consumed_cost")),
+            billing_status=answer.get("billing_status"),
+            urls=urls,
+            expires_at=min(expires) if expires else None,
+            error_code=error.get("code"),
+            error_message=error.get("message"),
+            raw=answer,
+        )
+
+    def snapshot(self) -> TaskSnapshot["QingboTask"]:
+        return TaskSnapshot(self.state, self.progress, self)
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else number
+
+
+class QingboClient:
+    """Client of Qingbo's task API for z-image-turbo.
+
+    ``ledger`` is where task ids are recorded (default: :meth:`Ledger.default`; ``False`` disables it). Other keyword
+    arguments go to :class:`~zimage_api.transport.Transport` (``api_key``, ``base_url``, ``sleep``, ``now``...).
+    """
+
+    protocol = "qingbo"
+
+    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
+                 **transport_options: Any) -> None:
+        self.transport = transport or Transport(QINGBO, **transport_options)
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> Ledger | None:
+        if self._ledger is False:
+            return None
+        if isinstance(self._ledger, Ledger):
+            return self._ledger
+        return Ledger.default()
+
+    # -- single calls ---------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        aspect_ratio: str = "1:1",
+        resolution: str = "1K",
+        prompt_extend: bool = False,
+        seed: int | None = None,
+        callback_url: str | None = None,
+        callback_events: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        prefer_wait: int | None = None,
+    ) -> QingboTask:
+        """Create a task and record its id. Only documented parameters are sent; ``seed`` only when fixed.
+
+        ``prefer_wait`` (1-60 s) asks Qingbo to answer with the final task if it finishes within that time.
+        """
+        body = self.build_body(prompt, aspect_ratio=aspect_ratio, resolution=resolution,
+                               prompt_extend=prompt_extend, seed=seed, callback_url=callback_url,
+                               callback_events=callback_events)
+        headers = {"Idempotency-Key": idempotency_key or f"zimage-{uuid.uuid4().hex}"}
+        if prefer_wait:
+            headers["Prefer"] = f"wait={max(1, min(int(prefer_wait), 60))}"
+        started = time.monotonic()
+        answer = self.transport.request_json("POST", "/v1/tasks", json=body, headers=headers,
+                                             what="the task request")
+        task = QingboTask.parse(answer)
+        ledger = self.ledger
+        if ledger is not None:
+            params = {k: v for k, v in body.items() if k not in ("prompt", "callback_url")}
+            ledger.record_submitted(task.task_id, provider="qingbo", model=MODEL, prompt_sha256=prompt_hash(prompt),
+                                    params=params, status=task.state.value)
+        log_call("qingbo.submit", model=MODEL, size=f"{aspect_ratio}@{body['resolution']}", prompt=prompt,
+                 task_id=task.task_id, status=200, duration=time.monotonic() - started,
+                 pre_consumed_quota=task.pre_consumed_cost)
+        return task
+
+    @staticmethod
+    def build_body(prompt: str, *, aspect_ratio: str = "1:1", resolution: str = "1K", prompt_extend: bool = False,
+                   seed: int | None = None, callback_url: str | None = None,
+                   callback_events: Sequence[str] | None = None) -> dict[str, Any]:
+        """The validated request body (raises :class:`ValidationError` before anything is sent)."""
+        body: dict[str, Any] = {
+            "model": MODEL,
+            "action": "generate",
+            "prompt": check_prompt(prompt, limit=QINGBO_PROMPT_LIMIT, provider="Qingbo"),
+            "aspect_ratio": check_choice(aspect_ratio, "aspect_ratio", ASPECT_RATIOS),
+            "resolution": check_choice(resolution, "resolution", RESOLUTIONS, case_insensitive=True),
+        }
+        if prompt_extend:
+            body["prompt_extend"] = True
+        fixed = check_seed(seed)
+        if fixed is not None:
+            body["seed"] = fixed
+        if callback_url:
+            body["callback_url"] = callback_url.strip()
+        events = [e.strip() for e in (callback_events or []) if e and e.strip()]
+        if events:
+            body["callback_events"] = events
+        return body
+
+    def get(self, task_id: str) -> QingboTask:
+        """The task's current state (a free GET, retried on transient failures)."""
+        tid = check_task_id(task_id, provider="Qingbo")
+        try:
+            answer = self.transport.request_json("GET", f"/v1/tasks/{tid}", what="the status request")
+        except NotFoundError as err:
+            raise NotFoundError(
+                f"Qingbo has no task {tid} (HTTP 404); check the id, and that it belongs to this API key.",
+                provider=QINGBO.name, status=404, code=err.code, body=err.body) from err
+        return QingboTask.parse(answer)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a queued task; returns True when Qingbo cancelled and refunded it. Processing tasks can't be."""
+        tid = check_task_id(task_id, provider="Qingbo")
+        answer = self.transport.request_json("POST", f"/v1/tasks/{tid}/cancel", repeatable=True,
+                                             what="the cancel request")
+        refunded = isinstance(answer, dict) and str(answer.get("status", "")).lower() == "cancelled"
+        if refunded:
+            self._note(tid, "cancelled", refunded_quota=answer.get("refunded_quota"))
+        return refunded
+
+    def try_cancel(self, task: QingboTask | None, task_id: str) -> bool:
+        """Best-effort remote cancel while queued (used on Cancel); never raises."""
+        if task is not None and task.state is not TaskState.QUEUED:
+            return False
+        try:
+            return self.cancel(task_id)
+        except Exception as err:  # the local cancel must win even if the remote one fails
+            logger.info("remote cancel of %s failed: %s", task_id, type(err).__name__)
+            return False
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        cancel_check: CancelCheck | None = None,
+        on_progress: ProgressCallback | None = None,
+        schedule: PollSchedule = PollSchedule(),
+        first: QingboTask | None = None,
+    ) -> QingboTask:
+        """Poll until the task is final; return it completed, or raise a typed task error.
+
+        On cancel, a task still queued is cancelled remotely (refunded) before :class:`TaskCancelledError`.
+        """
+        tid = check_task_id(task_id, provider="Qingbo")
+        snapshot = wait_for_task(
+            lambda: self.get(tid).snapshot(), task_id=tid, provider=QINGBO.name, timeout=timeout, sleep=sleep,
+            clock=clock, cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
+            on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
+            first=first.snapshot() if first is not None else None,
+            resume_hint=f"paste {tid} into Qingbo Task Poll, or run `python -m zimage_api poll {tid}`",
+        )
+        task = snapshot.task
+        if task.state is TaskState.COMPLETED:
+            return task
+        self._note(tid, task.state.value, error={"code": task.error_code, "message": task.error_message})
+        if task.state is TaskState.FAILED:
+            code = task.error_code or "task_failed"
+            advice = FAILURE_ADVICE.get(code, "run again, or change the prompt if it keeps failing")
+            said = f": {task.error_message}" if task.error_message else ""
+            raise TaskFailedError(
+                f"Qingbo task {tid} failed ({code}{said}); {advice}. Failed tasks are not billed.",
+                task_id=tid, provider=QINGBO.name, code=code, retryable=code in ("upstream_unavailable",
+                                                                                "upstream_rate_limited"))
+        raise TaskFailedError(f"Qingbo task {tid} ended as {task.state.value}; it has no pictures (and is refunded).",
+                              task_id=tid, provider=QINGBO.name, code=task.state.value)
+
+    # -- whole runs -----------------------------------------------------------------------------------------------
+
+    def collect(self, task_id: str, *, first: QingboTask | None = None, started: float | None = None,
+                **wait_options: Any) -> GenerationResult:
+        """Wait for a task and download its pictures at once: recovers a paid result by id, never re-submits.
+
+        A task already collected is served from the ledger's local copies without any request.
+        """
+        tid = check_task_id(task_id, provider="Qingbo")
+        started = time.monotonic() if started is None else started
+        ledger = self.ledger
+        entry = ledger.get(tid) if ledger is not None else None
+        saved = ledger.local_pictures(tid) if ledger is not None else None
+        if saved is not None and entry is not None:
+            return self._result(tid, entry, saved, list(entry.get("urls") or []), entry.get("cost_quota"),
+                                list(entry.get("paths") or []), 0.0,
+                                notes=["served from the local copy; no request was sent"])
+        if first is not None and first.state is TaskState.COMPLETED:
+            task = first
+        else:
+            try:
+                task = self.wait(tid, first=first, **wait_options)
+            except TaskTimeoutError:
+                self._note(tid, "timeout")
+                raise
+            except TaskCancelledError as err:
+                if not err.remote_cancelled:
+                    self._note(tid, "interrupted")
+                raise
+        if not task.urls:
+            raise InvalidResponseError(f"Qingbo task {tid} completed without a result URL.", provider=QINGBO.name,
+                                       status=200, body=task.raw)
+        images = [self.transport.download(url, what=f"the picture of task {tid}") for url in task.urls]
+        paths = ledger.save_pictures(tid, images) if ledger is not None else []
+        self._note(tid, "completed", urls=task.urls, paths=paths, cost_quota=task.cost,
+                   expires_at=task.expires_at)
+        log_call("qingbo.collect", model=MODEL, task_id=tid, status="completed",
+                 duration=time.monotonic() - started, cost_quota=task.cost)
+        return self._result(tid, entry or {}, images, task.urls, task.cost, paths, time.monotonic() - started)
+
+    def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
+                 on_progress: ProgressCallback | None = None, **submit_options: Any) -> GenerationResult:
+        """Submit one task and collect its picture."""
+        started = time.monotonic()
+        task = self.submit(prompt, **submit_options)
+        result = self.collect(task.task_id, first=task, started=started, timeout=timeout, sleep=sleep, clock=clock,
+                              cancel_check=cancel_check, on_progress=on_progress)
+        result.prompt_sha256 = prompt_hash(prompt)
+        return result
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _result(self, tid: str, entry: dict[str, Any], images: list[bytes], urls: list[str], cost: Any,
+                paths: list[str], elapsed: float, notes: list[str] | None = None) -> GenerationResult:
+        params = entry.get("params") or {}
+        ratio, resolution = params.get("aspect_ratio"), params.get("resolution")
+        size = output_size(ratio, resolution) if ratio in _RATIOS and resolution else None
+        quota = _number(cost)
+        return GenerationResult(
+            provider=QINGBO.name, protocol=self.protocol, model=MODEL, images=images,
+            prompt_sha256=str(entry.get("prompt_sha256", "")), urls=urls, task_ids=[tid],
+            seeds=[params.get("seed")] * len(images), size=size, cost_quota=quota, cost_usd=quota_to_usd(quota),
+            elapsed=elapsed, paths=paths, notes=list(notes or []))
+
+    def _note(self, tid: str, status: str, **fields: Any) -> None:
+        ledger = self.ledger
+        if ledger is not None:
+            try:
+                ledger.record_status(tid, status, **{k: v for k, v in fields.items() if v is not None})
+            except OSError as err:
+                logger.warning("could not update the ledger for %s: %s", tid, err)

@@ -1,0 +1,140 @@
+"""Checks that run before any request is sent, so bad input never costs money.
+
+Each function raises :class:`~zimage_api.errors.ValidationError` naming the field and the allowed range, and
+returns the normalised value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import ValidationError
+
+__all__ = [
+    "SizeLimits", "IMAGES_SIZE", "V3_SIZE", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
+    "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count",
+]
+
+QINGBO_PROMPT_LIMIT = 800
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+RESOLUTIONS = ("1K", "2K")
+_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """Per-side bounds and the largest total area a protocol accepts."""
+
+    protocol: str
+    min_side: int
+    max_side: int
+    max_area: int
+
+
+IMAGES_SIZE = SizeLimits("the /v1/images API", 256, 2048, 2048 * 2048)
+V3_SIZE = SizeLimits("WaveSpeed v3", 256, 1536, 1536 * 1536)
+
+
+def check_prompt(prompt: object, *, limit: int | None = None, provider: str = "", field: str = "prompt") -> str:
+    """A non-empty string, at most ``limit`` characters when a limit is given."""
+    if not isinstance(prompt, str):
+        raise ValidationError(f"The {field} must be text, not {type(prompt).__name__}.", field=field)
+    if not prompt.strip():
+        raise ValidationError(f"The {field} is empty; describe the picture you want.", field=field)
+    if limit is not None and len(prompt) > limit:
+        who = f"{provider} rejects" if provider else "The limit is"
+        raise ValidationError(
+            f"The {field} has {len(prompt)} characters; {who} more than {limit}. Shorten it by {len(prompt) - limit}.",
+            field=field)
+    return prompt
+
+
+def _as_int(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())):
+        raise ValidationError(f"The {field} must be a whole number of pixels, not {value!r}.", field=field)
+    return int(value)
+
+
+def check_size(width: object, height: object, limits: SizeLimits) -> tuple[int, int]:
+    """Width and height within the protocol's per-side range and area cap."""
+    w, h = _as_int(width, "width"), _as_int(height, "height")
+    for field, value in (("width", w), ("height", h)):
+        if not limits.min_side <= value <= limits.max_side:
+            raise ValidationError(
+                f"The {field} {value} is outside {limits.min_side}-{limits.max_side} pixels, the range of "
+                f"{limits.protocol}.", field=field)
+    if w * h > limits.max_area:
+        side = int(math.isqrt(limits.max_area))
+        raise ValidationError(
+            f"The size {w}x{h} is {w * h:,} pixels; {limits.protocol} allows at most {side}x{side} "
+            f"({limits.max_area:,}).", field="size")
+    return w, h
+
+
+def check_number(value: object, field: str, low: float, high: float) -> float:
+    """A finite number within ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"The {field} must be a number, not {value!r}.", field=field)
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValidationError(f"The {field} {value!r} is outside {low:g}-{high:g}.", field=field)
+    return number
+
+
+def check_choice(value: object, field: str, choices: Iterable[str], *, case_insensitive: bool = False) -> str:
+    """One of ``choices`` (returned in its canonical spelling)."""
+    options = list(choices)
+    for option in options:
+        if value == option or (case_insensitive and isinstance(value, str) and value.lower() == option.lower()):
+            return option
+    raise ValidationError(f"The {field} {value!r} is not one of {', '.join(options)}.", field=field)
+
+
+def check_seed(seed: object, *, field: str = "seed") -> int | None:
+    """None (random), or an integer 0..2**63-1. -1 also means random, as the providers use it."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValidationError(f"The {field} must be a whole number, not {seed!r}.", field=field)
+    if seed == -1:
+        return None
+    if not 0 <= seed < 2 ** 63:
+        raise ValidationError(f"The {field} {seed} is outside 0-{2 ** 63 - 1} (or -1 for random).", field=field)
+    return seed
+
+
+def check_count(count: object, *, field: str = "count", high: int = 8) -> int:
+    """How many pictures or tasks: 1..high."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= high:
+        raise ValidationError(f"The {field} {count!r} is outside 1-{high}.", field=field)
+    return count
+
+
+def check_task_id(task_id: object, *, provider: str = "the provider") -> str:
+    """A provider task or prediction id: 1-128 characters of letters, digits and ``_ . : -``, no path tricks."""
+    if not isinstance(task_id, str):
+        raise ValidationError(f"The task id must be text, not {type(task_id).__name__}.", field="task_id")
+    stripped = task_id.strip()
+    if not stripped:
+        raise ValidationError("The task id is empty; paste the id that Qingbo Task Submit returned.", field="task_id")
+    if len(stripped) > 128:
+        raise ValidationError(f"The task id has {len(stripped)} characters; ids have at most 128.", field="task_id")
+    if ".." in stripped or not _TASK_ID.match(stripped):
+        shown = stripped.encode("unicode_escape").decode("ascii")[:40]
+        raise ValidationError(
+            f"The task id {shown!r} is not a valid {provider} task id (letters, digits, '-', '_', '.', ':' only).",
+            field="task_id")
+    return stripped
+
+
+def split_task_ids(text: str) -> list[str]:
+    """Task ids from pasted text: one per line, or separated by commas/spaces; duplicates removed, order kept."""
+    ids: list[str] = []
+    for token in re.split(r"[\s,;]+", text or ""):
+        if token and token not in ids:
+            ids.append(token)
+    return ids

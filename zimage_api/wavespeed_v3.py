@@ -1,0 +1,271 @@
+"""Z-Image through WaveSpeed's native v3 prediction API: submit, then poll ``/api/v3/predictions/{id}/result``.
+
+Reference pictures for image-to-image are uploaded first with ``/api/v3/media/upload/binary``. Every prediction id
+goes to the ledger the moment it is issued, so a paid result can always be collected later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import WAVESPEED
+from .errors import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from .images import decode_base64
+from .ledger import Ledger
+from .logs import log_call, logger, prompt_hash
+from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
+from .results import GenerationResult
+from .transport import Transport
+from .validation import V3_SIZE, check_choice, check_number, check_prompt, check_seed, check_size, check_task_id
+
+__all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
+
+MODEL_PATHS = {"Z-Image-Base": "wavespeed-ai/z-image/base", "Z-Image-Turbo": "wavespeed-ai/z-image/turbo"}
+OUTPUT_FORMATS = ("png", "jpeg")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One v3 prediction as last seen."""
+
+    id: str
+    state: TaskState
+    outputs: list[str] = field(default_factory=list)
+    error: str = ""
+    inference_ms: float | None = None
+    model: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, answer: Any) -> "Prediction":
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or not data.get("id"):
+            raise InvalidResponseError("WaveSpeed answered without a prediction id.", provider=WAVESPEED.name,
+                                       status=200, body=answer)
+        pid = str(data["id"])
+        outputs = data.get("outputs") or []
+        timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+        return cls(
+            id=pid,
+            state=TaskState.parse(data.get("status"), task_id=pid, provider=WAVESPEED.name),
+            outputs=[str(o) for o in outputs if o] if isinstance(outputs, list) else [],
+            error=str(data.get("error") or ""),
+            inference_ms=timings.get("inference"),
+            model=str(data.get("model") or ""),
+            raw=data,
+        )
+
+
+class WaveSpeedClient:
+    """Client of WaveSpeed's v3 API for the Z-Image models.
+
+    ``ledger`` is where prediction ids are recorded (default: :meth:`Ledger.default`; ``False`` disables it).
+    Other keyword arguments go to :class:`~zimage_api.transport.Transport`.
+    """
+
+    protocol = "v3"
+
+    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
+                 **transport_options: Any) -> None:
+        self.transport = transport or Transport(WAVESPEED, **transport_options)
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> Ledger | None:
+        if self._ledger is False:
+            return None
+        if isinstance(self._ledger, Ledger):
+            return self._ledger
+        return Ledger.default()
+
+    # -- single calls ---------------------------------------------------------------------------------------------
+
+    def upload(self, data: bytes, filename: str = "reference.png", content_type: str = "image/png") -> str:
+        """Upload a reference picture; returns the URL to pass as ``image``."""
+        answer = self.transport.request_json(
+            "POST", "/api/v3/media/upload/binary", files=lambda: {"file": (filename, data, content_type)},
+            # An upload creates nothing billable, so repeating it after a dropped connection is harmless.
+            repeatable=True, what="the reference upload")
+        url = (answer.get("data") or {}).get("download_url") if isinstance(answer, dict) else None
+        if not url:
+            raise InvalidResponseError("WaveSpeed answered the upload without a download_url.",
+                                       provider=WAVESPEED.name, status=200, body=answer)
+        return str(url)
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        model: str = "Z-Image-Base",
+        negative_prompt: str = "",
+        width: int = 1024,
+        height: int = 1024,
+        seed: int | None = None,
+        image_url: str | None = None,
+        strength: float | None = None,
+        output_format: str = "png",
+        sync: bool = False,
+        base64_output: bool = False,
+    ) -> Prediction:
+        """Submit a prediction and record its id in the ledger. Never retried after the request may have arrived."""
+        body = self._body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
+                          sync, base64_output)
+        started = time.monotonic()
+        answer = self.transport.request_json("POST", f"/api/v3/{MODEL_PATHS[model]}", json=body,
+                                             what="the prediction request")
+        prediction = Prediction.parse(answer)
+        ledger = self.ledger
+        if ledger is not None:
+            params = {k: v for k, v in body.items() if k != "prompt"}
+            ledger.record_submitted(prediction.id, provider="wavespeed", model=model,
+                                    prompt_sha256=prompt_hash(prompt), params=params, status=prediction.state.value)
+        log_call("v3.submit", model=model, size=body["size"], prompt=prompt, task_id=prediction.id, status=200,
+                 duration=time.monotonic() - started)
+        return prediction
+
+    def get(self, prediction_id: str) -> Prediction:
+        """The prediction's current state (a free GET, retried on transient failures)."""
+        pid = check_task_id(prediction_id, provider="WaveSpeed")
+        return Prediction.parse(self.transport.request_json("GET", f"/api/v3/predictions/{pid}/result",
+                                                            what="the status request"))
+
+    def wait(
+        self,
+        prediction_id: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        cancel_check: CancelCheck | None = None,
+        on_progress: ProgressCallback | None = None,
+        schedule: PollSchedule = PollSchedule(),
+        first: Prediction | None = None,
+    ) -> Prediction:
+        """Poll until the prediction is final; return it completed, or raise a task error."""
+        pid = check_task_id(prediction_id, provider="WaveSpeed")
+
+        def fetch() -> TaskSnapshot[Prediction]:
+            p = self.get(pid)
+            return TaskSnapshot(p.state, None, p)
+
+        snapshot = wait_for_task(
+            fetch, task_id=pid, provider=WAVESPEED.name, timeout=timeout, sleep=sleep, clock=clock,
+            cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
+            # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
+            on_cancel=lambda _last: False,
+            first=TaskSnapshot(first.state, None, first) if first is not None else None,
+            resume_hint=f"collect it later with `python -m zimage_api poll --provider wavespeed {pid}`",
+        )
+        prediction = snapshot.task
+        if prediction.state is TaskState.COMPLETED:
+            return prediction
+        self._note(pid, prediction.state.value, error=prediction.error or None)
+        if prediction.state is TaskState.CANCELLED:
+            raise TaskFailedError(f"WaveSpeed prediction {pid} was cancelled at WaveSpeed; it has no pictures.",
+                                  task_id=pid, provider=WAVESPEED.name, code="cancelled")
+        reason = prediction.error or "no reason given"
+        raise TaskFailedError(f"WaveSpeed prediction {pid} {prediction.state.value}: {reason}.", task_id=pid,
+                              provider=WAVESPEED.name, code=prediction.state.value)
+
+    def fetch_outputs(self, prediction: Prediction) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once) and its URLs."""
+        images: list[bytes] = []
+        urls: list[str] = []
+        for output in prediction.outputs:
+            if output.startswith(("http://", "https://")):
+                urls.append(output)
+                images.append(self.transport.download(output))
+            else:
+                images.append(decode_base64(output))
+        if not images:
+            raise InvalidResponseError(f"WaveSpeed prediction {prediction.id} completed without any output.",
+                                       provider=WAVESPEED.name, status=200, body=prediction.raw)
+        return images, urls
+
+    # -- whole runs -----------------------------------------------------------------------------------------------
+
+    def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
+                 on_progress: ProgressCallback | None = None, **submit_options: Any) -> GenerationResult:
+        """Submit, wait and download: text to image (or image to image with ``image_url``/``strength``)."""
+        started = time.monotonic()
+        prediction = self.submit(prompt, **submit_options)
+        return self.collect(prediction.id, timeout=timeout, sleep=sleep, clock=clock, cancel_check=cancel_check,
+                            on_progress=on_progress, first=prediction, started=started,
+                            seed=submit_options.get("seed"),
+                            size=(submit_options.get("width", 1024), submit_options.get("height", 1024)))
+
+    def edit(self, image: tuple[bytes, str, str], prompt: str, *, strength: float = 0.6,
+             **options: Any) -> GenerationResult:
+        """Upload the reference ``(bytes, filename, content_type)``, then :meth:`generate` from it."""
+        check_prompt(prompt)
+        check_number(strength, "strength", 0.0, 1.0)
+        url = self.upload(*image)
+        return self.generate(prompt, image_url=url, strength=strength, **options)
+
+    def collect(self, prediction_id: str, *, first: Prediction | None = None, started: float | None = None,
+                seed: int | None = None, size: tuple[int, int] | None = None, **wait_options: Any) -> GenerationResult:
+        """Wait for an existing prediction and download its pictures: recovers a paid result by id.
+
+        A prediction already collected is served from the ledger's local copies, without any request.
+        """
+        pid = check_task_id(prediction_id, provider="WaveSpeed")
+        started = time.monotonic() if started is None else started
+        ledger = self.ledger
+        saved = ledger.local_pictures(pid) if ledger is not None else None
+        entry = ledger.get(pid) if ledger is not None else None
+        if saved is not None and entry is not None:
+            return GenerationResult(
+                provider=WAVESPEED.name, protocol=self.protocol, model=str(entry.get("model", "")), images=saved,
+                prompt_sha256=str(entry.get("prompt_sha256", "")), urls=list(entry.get("urls") or []),
+                task_ids=[pid], seeds=[seed], size=size, paths=list(entry.get("paths") or []),
+                notes=["served from the local copy; no request was sent"])
+        if first is not None and first.state is TaskState.COMPLETED:
+            prediction = first
+        else:
+            try:
+                prediction = self.wait(pid, first=first, **wait_options)
+            except (TaskTimeoutError, TaskCancelledError) as err:
+                self._note(pid, "timeout" if isinstance(err, TaskTimeoutError) else "interrupted")
+                raise
+        images, urls = self.fetch_outputs(prediction)
+        paths = ledger.save_pictures(pid, images) if ledger is not None else []
+        self._note(pid, "completed", urls=urls, paths=paths, inference_ms=prediction.inference_ms)
+        model = next((name for name, path in MODEL_PATHS.items() if path == prediction.model),
+                     entry.get("model", prediction.model) if entry else prediction.model)
+        return GenerationResult(
+            provider=WAVESPEED.name, protocol=self.protocol, model=model, images=images,
+            prompt_sha256=str(entry.get("prompt_sha256", "")) if entry else "", urls=urls, task_ids=[pid],
+            seeds=[seed] * len(images), size=size, elapsed=time.monotonic() - started, paths=paths)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _note(self, pid: str, status: str, **fields: Any) -> None:
+        ledger = self.ledger
+        if ledger is not None:
+            try:
+                ledger.record_status(pid, status, **{k: v for k, v in fields.items() if v is not None})
+            except OSError as err:
+                logger.warning("could not update the ledger for %s: %s", pid, err)
+
+    @staticmethod
+    def _body(prompt: str, model: str, negative_prompt: str, width: int, height: int, seed: int | None,
+              image_url: str | None, strength: float | None, output_format: str, sync: bool,
+              base64_output: bool) -> dict[str, Any]:
+        check_choice(model, "model", MODEL_PATHS)
+        w, h = check_size(width, height, V3_SIZE)
+        body: dict[str, Any] = {"prompt": check_prompt(prompt), "size": f"{w}*{h}"}
+        if negative_prompt and negative_prompt.strip():
+            body["negative_prompt"] = negative_prompt
+        fixed = check_seed(seed)
+        body["seed"] = -1 if fixed is None else fixed
+        if image_url:
+            body["image"] = image_url
+            body["strength"] = check_number(0.6 if strength is None else strength, "strength", 0.0, 1.0)
+        body["output_format"] = check_choice(output_format, "output_format", OUTPUT_FORMATS)
+        body["enable_sync_mode"] = bool(sync)
+        body["enable_base64_output"] = bool(base64_output)
+        return body
