@@ -319,11 +319,18 @@ def _u8_to_float(pixels: np.ndarray) -> torch.Tensor:
     """One float32 tensor holding ``pixels / 255``, written straight into its final storage."""
     import torch
 
-    out = torch.empty(pixels.shape, dtype=torch.float32)
-    # Written by numpy into torch-owned memory: no float temporaries, and no torch view of the (read-only)
-    # buffers Pillow hands out.  Same values as torch's ``u8.to(float32) / 255``.
-    np.divide(pixels, np.float32(255), out=out.numpy(), dtype=np.float32)
-    return out
+    if pixels.flags.writeable:
+        source = torch.from_numpy(pixels)
+    else:
+        # Pillow hands out read-only buffers; torch.from_numpy would warn about them, DLPack shares them quietly.
+        try:
+            source = torch.from_dlpack(pixels)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            # Older numpy cannot export read-only arrays: let numpy write straight into torch-owned memory.
+            out = torch.empty(pixels.shape, dtype=torch.float32)
+            np.divide(pixels, np.float32(255), out=out.numpy(), dtype=np.float32)
+            return out
+    return source.to(torch.float32).div_(255.0).contiguous()
 
 
 def bytes_to_tensor(

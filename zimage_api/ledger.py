@@ -82,10 +82,17 @@ class Ledger:
         """Append one event for ``task_id``; returns after the line is on disk (flush + fsync)."""
         record = {"task_id": task_id, "time": round(time.time(), 3), **fields}
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+        data = line.encode("utf-8")
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)
+            with open(self.path, "a+b") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell() > 0:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        # A line cut short by a crash must not swallow this record.
+                        data = b"\n" + data
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
 

@@ -94,30 +94,28 @@ class TaskSnapshot(Generic[T]):
 class PollSchedule:
     """How long to wait between status requests.
 
-    Quick at first (``first``), then growing by ``growth`` while nothing changes, up to ``slowest``. Once two
-    progress readings give a rate, the loop sleeps until just before the predicted end and then polls every
-    ``near`` seconds, so a finished task is noticed within about ``near`` without hammering the server.
+    Without a prediction: ``first``, then growing by ``growth`` per unchanged answer, up to ``slowest``. Once two
+    progress readings give a rate, the loop sleeps until just after the predicted end (``margin``), so a finished
+    task is usually noticed by one request; if the task runs late, polling restarts at ``near`` and slows down again.
     """
 
     first: float = 0.3
     growth: float = 1.5
     slowest: float = 2.0
-    near: float = 0.2
-    near_window: float = 0.6  # start polling densely this long before the predicted end
+    near: float = 0.25
+    margin: float = 0.05
 
-    def next_delay(self, previous: float | None, *, changed: bool, eta: float | None) -> float:
-        """Seconds until the next status request. ``eta`` is the predicted seconds to completion, if known."""
-        if previous is None:
-            base = self.first
-        elif changed:
-            base = max(self.first, min(previous, self.slowest))
-        else:
-            base = min(previous * self.growth, self.slowest)
+    def next_delay(self, unchanged: int, eta: float | None) -> float:
+        """Seconds until the next status request.
+
+        ``unchanged`` counts the answers in a row that showed no change; ``eta`` is the predicted seconds to
+        completion (0 when the prediction has passed), or None without a prediction.
+        """
         if eta is None:
-            return base
-        if eta <= self.near_window:
-            return self.near
-        return min(max(eta - self.near_window, self.near), self.slowest * 2)
+            return min(self.first * self.growth ** unchanged, self.slowest)
+        if eta > 0:
+            return min(eta + self.margin, self.slowest * 2)
+        return min(self.near * self.growth ** unchanged, self.slowest)
 
 
 @dataclass
@@ -186,7 +184,7 @@ def wait_for_task(
     deadline = clock() + timeout
     started = clock()
     estimator = _RateEstimator()
-    delay: float | None = None
+    unchanged = 0
     last: TaskSnapshot[T] | None = first
     last_key: tuple[TaskState, float | None] | None = None
     failures = 0
@@ -221,6 +219,7 @@ def wait_for_task(
             estimator.add(now, snapshot.progress)
             key = (snapshot.state, snapshot.progress)
             changed = key != last_key
+            unchanged = 0 if changed else unchanged + 1
             last_key = key
             if on_progress is not None and changed:
                 on_progress(_display_progress(snapshot), _status_text(snapshot, now - started))
@@ -232,7 +231,7 @@ def wait_for_task(
         if snapshot is None:
             delay = min(schedule.first * 2 ** min(failures, 3), schedule.slowest)
         else:
-            delay = schedule.next_delay(delay, changed=changed, eta=eta)
+            delay = schedule.next_delay(unchanged, eta)
         delay = min(delay, max(deadline - now, 0.0))
         if sleep_interruptibly(delay, sleep=sleep, cancel_check=cancel_check):
             raise cancelled()

@@ -1,0 +1,111 @@
+"""The shared waiting loop, driven by a scripted status source and a fake clock: no real sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from zimage_api.errors import ServerError, TaskCancelledError, TaskTimeoutError
+from zimage_api.polling import PollSchedule, TaskSnapshot, TaskState, UnknownStatusError, wait_for_task
+
+
+class Script:
+    """A task whose state is a function of the fake time; counts how often it was asked."""
+
+    def __init__(self, clock, *, done_at: float, start_processing: float = 0.5, fail_calls: int = 0) -> None:
+        self.clock, self.t0, self.done_at, self.start = clock, clock(), done_at, start_processing
+        self.calls = 0
+        self.fail_calls = fail_calls
+
+    def __call__(self) -> TaskSnapshot[str]:
+        self.calls += 1
+        if self.fail_calls:
+            self.fail_calls -= 1
+            raise ServerError("boom", status=503)
+        elapsed = self.clock() - self.t0
+        if elapsed >= self.done_at:
+            return TaskSnapshot(TaskState.COMPLETED, 1.0, "done")
+        if elapsed < self.start:
+            return TaskSnapshot(TaskState.QUEUED, 0.0, "queued")
+        return TaskSnapshot(TaskState.PROCESSING, (elapsed - self.start) / (self.done_at - self.start), "running")
+
+
+def test_completes_and_notices_quickly(clock) -> None:
+    task = Script(clock, done_at=5.0)
+    progress: list[tuple[float, str]] = []
+    result = wait_for_task(task, task_id="t1", provider="Qingbo", sleep=clock.sleep, clock=clock,
+                           on_progress=lambda f, text: progress.append((f, text)))
+    lag = clock() - (task.t0 + 5.0)
+    assert result.state is TaskState.COMPLETED
+    assert 0 <= lag <= 0.3
+    assert task.calls <= 5.0 + 1  # at most about one status request per second
+    assert progress[-1][0] == 1.0 and progress[-1][1].startswith("completed")
+    assert [f for f, _ in progress] == sorted(f for f, _ in progress)
+    assert all(s <= 0.25 + 1e-9 for s in clock.sleeps)  # sleeps are sliced so Cancel is felt at once
+
+
+def test_unknown_status_is_an_error(clock) -> None:
+    with pytest.raises(UnknownStatusError, match="unknown status 'exploded' for task t9"):
+        TaskState.parse("exploded", task_id="t9", provider="Qingbo")
+    assert TaskState.parse("SUCCEEDED", task_id="x", provider="p") is TaskState.COMPLETED
+    assert TaskState.parse("created", task_id="x", provider="p") is TaskState.QUEUED
+
+
+def test_deadline_names_the_task_and_how_to_resume(clock) -> None:
+    task = Script(clock, done_at=10_000.0)
+    with pytest.raises(TaskTimeoutError) as info:
+        wait_for_task(task, task_id="task-wave42", provider="Qingbo", timeout=120, sleep=clock.sleep, clock=clock,
+                      resume_hint="paste task-wave42 into Qingbo Task Poll")
+    message = str(info.value)
+    assert "task-wave42" in message and "still running after 120 s" in message
+    assert "paste task-wave42 into Qingbo Task Poll" in message and "not re-submitted" in message
+    assert info.value.task_id == "task-wave42"
+    assert 120 <= clock() - task.t0 <= 121
+    assert task.calls <= 120  # adaptive: about one request a second or fewer while nothing changes
+
+
+def test_transient_status_failures_do_not_end_the_wait(clock) -> None:
+    task = Script(clock, done_at=3.0, fail_calls=5)
+    result = wait_for_task(task, task_id="t2", provider="Qingbo", sleep=clock.sleep, clock=clock)
+    assert result.state is TaskState.COMPLETED
+    assert task.calls >= 6
+
+
+def test_cancel_is_checked_between_slices_and_calls_on_cancel(clock) -> None:
+    task = Script(clock, done_at=50.0, start_processing=40.0)
+    cancel_at = clock() + 2.0
+    seen: list[object] = []
+
+    def on_cancel(last):
+        seen.append(last.state if last else None)
+        return True
+
+    with pytest.raises(TaskCancelledError) as info:
+        wait_for_task(task, task_id="t3", provider="Qingbo", sleep=clock.sleep, clock=clock,
+                      cancel_check=lambda: clock() >= cancel_at, on_cancel=on_cancel)
+    assert clock() - cancel_at <= 0.25 + 1e-9
+    assert seen == [TaskState.QUEUED]
+    assert info.value.remote_cancelled and "cancelled at the provider and refunded" in str(info.value)
+
+
+def test_first_snapshot_is_used_without_a_request(clock) -> None:
+    calls = []
+    done = TaskSnapshot(TaskState.COMPLETED, 1.0, "x")
+    result = wait_for_task(lambda: calls.append(1) or done, task_id="t", provider="p", sleep=clock.sleep,
+                           clock=clock, first=done)
+    assert result is done and calls == []
+
+
+@pytest.mark.parametrize(
+    ("unchanged", "eta", "expected"),
+    [
+        (0, None, 0.3),
+        (1, None, 0.45),
+        (9, None, 2.0),  # nothing happening: slow down to the slowest interval
+        (0, 3.0, 3.05),  # sleep until just after the predicted end
+        (0, 30.0, 4.0),  # but never longer than twice the slowest interval
+        (0, 0.0, 0.25),  # the predicted end has passed: dense again
+        (3, 0.0, 0.84375),  # and slowing down while it stays unchanged
+    ],
+)
+def test_schedule_table(unchanged, eta, expected) -> None:
+    assert PollSchedule().next_delay(unchanged, eta) == pytest.approx(expected)

@@ -1,0 +1,196 @@
+"""Deterministic placeholder pictures ("cards") served by the emulator.
+
+A card is a soft two- or three-colour gradient with a few blurred shapes, chosen from a hash of the prompt and seed,
+with the first words of the prompt and the key parameters written on a translucent panel.  The same inputs always
+give the same pixels, so tests can compare bytes.  With a reference picture the card is blended over it, so an
+image-to-image answer visibly comes from its input.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import hashlib
+import io
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+__all__ = ["render_card", "encode", "card_caption"]
+
+_PANEL_ALPHA = 0.55
+_MAX_PROMPT_LINES = 3
+_LUT_LEVELS = 1024
+
+
+def _digest(prompt: str, seed: int) -> bytes:
+    return hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8", "surrogatepass")).digest()
+
+
+def _palette(digest: bytes) -> list[tuple[float, float, float]]:
+    """Two or three pleasant colours (RGB in 0..255) picked from the digest."""
+    base_hue = digest[0] / 255.0
+    count = 2 + digest[1] % 2
+    spread = 0.08 + (digest[2] / 255.0) * 0.30
+    colours = []
+    for index in range(count):
+        hue = (base_hue + index * spread) % 1.0
+        saturation = 0.40 + (digest[3 + index] / 255.0) * 0.30
+        value = 0.70 + (digest[6 + index] / 255.0) * 0.25
+        red, green, blue = colorsys.hsv_to_rgb(hue, saturation, value)
+        colours.append((red * 255.0, green * 255.0, blue * 255.0))
+    return colours
+
+
+def _gradient(width: int, height: int, digest: bytes) -> Image.Image:
+    angle = (digest[10] / 255.0) * 2.0 * np.pi
+    cos, sin = float(np.cos(angle)), float(np.sin(angle))
+    span = max(abs(cos) + abs(sin), 1e-6)
+    levels = _LUT_LEVELS - 1
+    # The ramp is linear in x and y, so it is the sum of one row and one column already scaled to LUT indices;
+    # the colours then come from a small lookup table instead of per-pixel arithmetic.
+    row = (np.linspace(0.0, 1.0, width, dtype=np.float32) * cos - min(0.0, cos)) * (levels / span)
+    col = (np.linspace(0.0, 1.0, height, dtype=np.float32) * sin - min(0.0, sin)) * (levels / span)
+    index = (col[:, None] + row[None, :] + np.float32(0.5)).astype(np.uint16)
+    np.minimum(index, levels, out=index)
+    return Image.fromarray(_colour_table(digest)[index], "RGB")
+
+
+def _colour_table(digest: bytes) -> np.ndarray:
+    ramp = np.linspace(0.0, 1.0, _LUT_LEVELS, dtype=np.float64)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: softer ends
+    colours = np.asarray(_palette(digest), dtype=np.float64)
+    stops = len(colours) - 1
+    scaled = ramp * stops
+    index = np.minimum(scaled.astype(np.int64), stops - 1)
+    frac = (scaled - index)[:, None]
+    table = colours[index] * (1.0 - frac) + colours[index + 1] * frac
+    return np.clip(np.rint(table), 0, 255).astype(np.uint8)
+
+
+def _shapes(card: Image.Image, digest: bytes) -> Image.Image:
+    """Blend a few soft, translucent blobs over the card (drawn small, blurred, then scaled up: cheap and smooth)."""
+    width, height = card.size
+    small_w, small_h = max(8, width // 8), max(8, height // 8)
+    layer = Image.new("RGBA", (small_w, small_h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for index in range(3 + digest[11] % 3):
+        b = digest[12 + index * 4 : 16 + index * 4]
+        cx, cy = b[0] / 255.0 * small_w, b[1] / 255.0 * small_h
+        radius = (0.12 + b[2] / 255.0 * 0.25) * min(small_w, small_h)
+        light = b[3] % 2 == 0
+        fill = (255, 255, 255, 70) if light else (20, 20, 40, 50)
+        draw.ellipse((cx - radius, cy - radius * 0.8, cx + radius, cy + radius * 0.8), fill=fill)
+    layer = layer.filter(ImageFilter.GaussianBlur(radius=max(1.0, min(small_w, small_h) / 24.0)))
+    colour = layer.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    alpha = layer.getchannel("A").resize((width, height), Image.Resampling.BILINEAR)
+    card.paste(colour, (0, 0), alpha)
+    return card
+
+
+@functools.lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _is_bitmap(font: object) -> bool:
+    return not isinstance(font, ImageFont.FreeTypeFont)
+
+
+def card_caption(params: Mapping[str, Any]) -> str:
+    """The parameter line written on a card, e.g. ``Z-Image-Base · 1024x1024 · seed 42 · cfg 7.5``."""
+    parts = []
+    for key, value in params.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, float):
+            value = f"{value:g}"
+        parts.append(str(value) if key in ("model", "size") else f"{key} {value}")
+    return " · ".join(parts)
+
+
+def _text_lines(prompt: str, caption: str, chars_per_line: int) -> tuple[list[str], list[str]]:
+    words = " ".join(prompt.split())
+    prompt_lines = textwrap.wrap(words, width=chars_per_line) or [""]
+    if len(prompt_lines) > _MAX_PROMPT_LINES:
+        prompt_lines = prompt_lines[:_MAX_PROMPT_LINES]
+        prompt_lines[-1] = prompt_lines[-1][: max(1, chars_per_line - 3)].rstrip() + "..."
+    caption_lines = textwrap.wrap(caption, width=chars_per_line) or []
+    return prompt_lines, caption_lines
+
+
+def _draw_panel(card: Image.Image, prompt: str, caption: str) -> None:
+    width, height = card.size
+    size = max(8, min(width, height * 2) // 30)
+    font = _font(size)
+    bitmap = _is_bitmap(font)
+    line_height = int(size * 1.35) if not bitmap else 12
+    char_width = size * 0.55 if not bitmap else 6
+    margin = max(4, width // 40)
+    chars_per_line = max(8, int((width - 4 * margin) / char_width))
+    prompt_lines, caption_lines = _text_lines(prompt, caption, chars_per_line)
+    lines = prompt_lines + caption_lines
+    panel_h = min(height, line_height * len(lines) + 2 * margin)
+    top = height - panel_h - margin if height > panel_h + margin else 0
+    box = (margin, top, width - margin, min(height, top + panel_h))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return
+    region = card.crop(box)
+    shade = Image.new("RGB", region.size, (18, 18, 28))
+    card.paste(Image.blend(region, shade, _PANEL_ALPHA), box[:2])
+    draw = ImageDraw.Draw(card)
+    y = box[1] + margin
+    for number, line in enumerate(lines):
+        if bitmap:  # the bitmap font only knows Latin-1
+            line = line.replace("·", "|").encode("latin-1", "replace").decode("latin-1")
+        colour = (250, 250, 250) if number < len(prompt_lines) else (200, 215, 235)
+        try:
+            draw.text((box[0] + margin, y), line, fill=colour, font=font)
+        except (UnicodeError, OSError):  # a glyph the font cannot draw must not break the answer
+            draw.text((box[0] + margin, y), line.encode("ascii", "replace").decode("ascii"), fill=colour, font=font)
+        y += line_height
+
+
+def render_card(
+    prompt: str,
+    width: int,
+    height: int,
+    *,
+    seed: int,
+    params: Mapping[str, Any],
+    reference: Image.Image | None = None,
+    strength: float = 0.5,
+) -> Image.Image:
+    """Draw a deterministic RGB card of ``width`` x ``height`` for ``prompt`` and ``seed``.
+
+    ``params`` are written on the card in order (``model`` and ``size`` as bare values, the rest as ``key value``).
+    With ``reference`` the card is blended over the reference picture, which weighs ``strength`` (0..1).
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"a card needs a positive size, got {width}x{height}")
+    digest = _digest(prompt, seed)
+    card = _shapes(_gradient(width, height, digest), digest)
+    if reference is not None:
+        ref = ImageOps.fit(ImageOps.exif_transpose(reference).convert("RGB"), (width, height))
+        card = Image.blend(card, ref, max(0.0, min(1.0, float(strength))))
+    _draw_panel(card, prompt, card_caption(params))
+    return card
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """Encode ``image`` as ``"png"`` or ``"jpeg"`` (quality 90); the bytes are deterministic."""
+    buffer = io.BytesIO()
+    kind = fmt.lower()
+    if kind == "png":
+        image.save(buffer, format="PNG", compress_level=3)
+    elif kind in ("jpeg", "jpg"):
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    else:
+        raise ValueError(f"unsupported picture format {fmt!r}: use 'png' or 'jpeg'")
+    return buffer.getvalue()
