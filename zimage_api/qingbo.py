@@ -258,9 +258,11 @@ class QingboClient:
 
     def try_cancel(self, task: QingboTask | None, task_id: str) -> bool:
         """Best-effort remote cancel while queued (used on Cancel); never raises."""
-        if task is not None and task.state is not TaskState.QUEUED:
-            return False
         try:
+            if task is None:
+                task = self.get(task_id)
+            if task.state is not TaskState.QUEUED:
+                return False
             return self.cancel(task_id)
         except Exception as err:  # the local cancel must win even if the remote one fails
             logger.info("remote cancel of %s failed: %s", task_id, type(err).__name__)
