@@ -64,3 +64,50 @@ def test_recent_is_newest_first(tmp_path: Path) -> None:
     for n in range(5):
         ledger.append(f"t-{n}", event="submitted", submitted_at=1000 + n, status="submitted")
     assert [e["task_id"] for e in ledger.recent(3)] == ["t-4", "t-3", "t-2"]
+
+
+def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env: Path) -> None:
+    """A process killed with SIGKILL while waiting loses nothing: the id is on disk and the result is collected."""
+    import io
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from zimage_api.qingbo import QingboClient
+
+    script = (
+        "from zimage_api.qingbo import QingboClient\n"
+        "QingboClient().generate('a lighthouse at dawn', aspect_ratio='16:9', timeout=600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    ledger = Ledger.default()
+    try:
+        deadline = time.monotonic() + 20
+        while not ledger.unfinished() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        # the fake clock stands still, so the child is now polling a task that never finishes
+        time.sleep(0.3)
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    unfinished = ledger.unfinished()
+    assert len(unfinished) == 1 and unfinished[0]["provider"] == "qingbo"
+    task_id = unfinished[0]["task_id"]
+    assert len(emu.requests_to("GET /v1/tasks/*")) >= 1  # it was killed mid-poll
+
+    clock.advance(10)  # the task finishes at the provider in the meantime
+    result = QingboClient(sleep=clock.sleep, now=clock).collect(task_id, sleep=clock.sleep, clock=clock)
+    assert len(emu.requests_to("POST /v1/tasks")) == 1  # collected, never re-submitted
+    expected = np.asarray(Image.open(io.BytesIO(emu.tasks[task_id].outputs[0])).convert("RGB"))
+    got = np.asarray(Image.open(io.BytesIO(result.images[0])).convert("RGB"))
+    assert np.array_equal(got, expected) and got.shape[1] / got.shape[0] == pytest.approx(16 / 9, rel=0.02)
+    assert ledger.unfinished() == [] and ledger.get(task_id)["status"] == "completed"
