@@ -78,10 +78,11 @@ class ImagesClient:
         body = self._common(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
         body["strength"] = strength
         data = {key: str(value) for key, value in body.items()}
-        upload = image
+        data_bytes, filename, content_type = image
 
-        def files() -> dict[str, Upload]:
-            return {"image": upload}
+        def files() -> dict[str, tuple[str, bytes, str]]:
+            # requests wants (filename, data, content_type); ``image`` is (data, filename, content_type).
+            return {"image": (filename, data_bytes, content_type)}
 
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/edits", data=data, files=files,

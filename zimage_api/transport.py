@@ -7,6 +7,7 @@ key works at once), retries what :mod:`zimage_api.retry` allows, and turns every
 
 from __future__ import annotations
 
+import json as jsonlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -307,6 +308,13 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, float | None]
     return message.strip(), (str(code) if code is not None else None), (str(param) if param else None), reset
 
 
+def _redacted(body: Any) -> Any:
+    """The provider's body with any echoed key masked (it is kept on the error for debugging)."""
+    text = jsonlib.dumps(body, ensure_ascii=False)
+    cleaned = redact(text)
+    return body if cleaned == text else jsonlib.loads(cleaned)
+
+
 def error_from_response(provider: Provider, response: requests.Response, *, now: float | None = None) -> APIError:
     """Map an error response to a typed :class:`APIError` whose message is one sentence for the artist."""
     status = response.status_code
@@ -324,6 +332,7 @@ def error_from_response(provider: Provider, response: requests.Response, *, now:
             + "; the service may be down or overloaded, try again shortly.",
             provider=name, status=status, request_id=request_id,
         )
+    body = _redacted(body)
     message, code, param, reset_at = _error_fields(body)
     detail = redact(message)[:300] if message else ""
     said = f": {detail}" if detail else ""

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .wire import QINGBO, RecordedRequest, Response, RouteError
+from .wire import RecordedRequest, Response, RouteError
 
 if TYPE_CHECKING:
+    from .faults import Fault
     from .server import Emulator
 
 __all__ = ["StoredFile", "FileStore", "serve_file", "content_type_for", "FILE_ROUTE"]
@@ -85,7 +86,7 @@ class FileStore:
         return len(self._files)
 
 
-def serve_file(emu: Emulator, request: RecordedRequest, token: str, ext: str) -> Response:
+def serve_file(emu: Emulator, request: RecordedRequest, fault: Fault | None, token: str, ext: str) -> Response:
     """``GET /files/{token}.{ext}``: the bytes, or 404 when unknown or expired."""
     stored = emu._file(token)
     if stored is None or stored.ext != ext.lower():
@@ -94,5 +95,3 @@ def serve_file(emu: Emulator, request: RecordedRequest, token: str, ext: str) ->
         raise RouteError(404, "This result URL has expired", "expired")
     return Response(200, stored.data, stored.content_type, {"Cache-Control": "private, max-age=3600"})
 
-
-ERROR_SHAPE = QINGBO

@@ -135,7 +135,10 @@ def _draw_panel(card: Image.Image, prompt: str, caption: str) -> None:
     margin = max(4, width // 40)
     chars_per_line = max(8, int((width - 4 * margin) / char_width))
     prompt_lines, caption_lines = _text_lines(prompt, caption, chars_per_line)
-    lines = prompt_lines + caption_lines
+    # The panel never hides more than half the picture: small cards keep fewer lines.
+    room = max(1, (height // 2 - 2 * margin) // line_height)
+    prompt_lines = prompt_lines[: max(1, room - len(caption_lines))]
+    lines = (prompt_lines + caption_lines)[:room]
     panel_h = min(height, line_height * len(lines) + 2 * margin)
     top = height - panel_h - margin if height > panel_h + margin else 0
     box = (margin, top, width - margin, min(height, top + panel_h))

@@ -45,6 +45,7 @@ class EmulatedTask:
     height: int
     seed: int
     output_format: str
+    file_ext: str
     card: dict[str, Any]
     queue_seconds: float
     process_seconds: float

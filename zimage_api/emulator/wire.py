@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
 from typing import Any
+from urllib.parse import parse_qsl
 
 __all__ = [
     "RecordedRequest",
@@ -152,8 +153,6 @@ def parse_body(
         form, files = _parse_multipart(content_type, body)
         return None, form, files
     if kind == "application/x-www-form-urlencoded":
-        from urllib.parse import parse_qsl
-
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
