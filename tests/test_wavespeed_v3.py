@@ -92,3 +92,10 @@ def test_bad_input_sends_nothing(emu, clock, kwargs: dict, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         client(clock).submit(PROMPT, **kwargs)
     assert info.value.field == field and emu.requests == []
+
+
+def test_unknown_prediction_is_named(emu, clock) -> None:
+    from zimage_api.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="WaveSpeed has no prediction 0123abcd"):
+        client(clock).get("0123abcd")

@@ -47,7 +47,7 @@ class ImagesClient:
         response_format: str = "b64_json",
     ) -> GenerationResult:
         """Text to image. Returns the pictures as encoded bytes (PNG or JPEG, as served)."""
-        body = self._common(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
+        body = self.build_body(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/generations", json=body,
                                              what="the image generation request")
@@ -75,7 +75,7 @@ class ImagesClient:
         strength = check_number(strength, "strength", 0.0, 1.0)
         if (width is None) != (height is None):
             raise ValueError("give both width and height, or neither")
-        body = self._common(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
+        body = self.build_body(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
         body["strength"] = strength
         data = {key: str(value) for key, value in body.items()}
         data_bytes, filename, content_type = image
@@ -92,8 +92,9 @@ class ImagesClient:
     # -- internals ------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _common(prompt: str, negative_prompt: str, guidance_scale: float, width: int | None, height: int | None,
+    def build_body(prompt: str, negative_prompt: str, guidance_scale: float, width: int | None, height: int | None,
                 seed: int | None, n: int, model: str, response_format: str) -> dict[str, Any]:
+        """The validated JSON body (raises :class:`ValidationError` before anything is sent)."""
         body: dict[str, Any] = {
             "model": check_choice(model, "model", MODELS),
             "prompt": check_prompt(prompt),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import WAVESPEED
-from .errors import InvalidResponseError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
 from .images import decode_base64
 from .ledger import Ledger
 from .logs import log_call, logger, prompt_hash
@@ -111,7 +111,7 @@ class WaveSpeedClient:
         base64_output: bool = False,
     ) -> Prediction:
         """Submit a prediction and record its id in the ledger. Never retried after the request may have arrived."""
-        body = self._body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
+        body = self.build_body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
                           sync, base64_output)
         started = time.monotonic()
         answer = self.transport.request_json("POST", f"/api/v3/{MODEL_PATHS[model]}", json=body,
@@ -129,8 +129,14 @@ class WaveSpeedClient:
     def get(self, prediction_id: str) -> Prediction:
         """The prediction's current state (a free GET, retried on transient failures)."""
         pid = check_task_id(prediction_id, provider="WaveSpeed")
-        return Prediction.parse(self.transport.request_json("GET", f"/api/v3/predictions/{pid}/result",
-                                                            what="the status request"))
+        try:
+            answer = self.transport.request_json("GET", f"/api/v3/predictions/{pid}/result",
+                                                 what="the status request")
+        except NotFoundError as err:
+            raise NotFoundError(
+                f"WaveSpeed has no prediction {pid} (HTTP 404); check the id, and that it belongs to this API key.",
+                provider=WAVESPEED.name, status=404, code=err.code, body=err.body) from err
+        return Prediction.parse(answer)
 
     def wait(
         self,
@@ -252,9 +258,10 @@ class WaveSpeedClient:
                 logger.warning("could not update the ledger for %s: %s", pid, err)
 
     @staticmethod
-    def _body(prompt: str, model: str, negative_prompt: str, width: int, height: int, seed: int | None,
+    def build_body(prompt: str, model: str, negative_prompt: str, width: int, height: int, seed: int | None,
               image_url: str | None, strength: float | None, output_format: str, sync: bool,
               base64_output: bool) -> dict[str, Any]:
+        """The validated JSON body (raises :class:`ValidationError` before anything is sent)."""
         check_choice(model, "model", MODEL_PATHS)
         w, h = check_size(width, height, V3_SIZE)
         body: dict[str, Any] = {"prompt": check_prompt(prompt), "size": f"{w}*{h}"}
