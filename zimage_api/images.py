@@ -13,11 +13,11 @@ that make or read tensors, so this module can be imported (and the byte-level he
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import json
 import logging
+import math
 import re
 import struct
 import zlib
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from zimage_api.errors import ImageDecodeError, ValidationError
+from .errors import ImageDecodeError, ValidationError
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +60,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 
 _ORIENTATION_TAG = 0x0112
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_CONVERT_BLOCK_ELEMENTS = 1 << 16  # float values per block when turning a tensor into 8-bit pixels
 
 # (Pillow format, file extension, content type) per upload format name.
 _UPLOAD_FORMATS: dict[str, tuple[str, str, str]] = {
@@ -109,19 +110,21 @@ def decode_base64(data: str) -> bytes:
     except (binascii.Error, ValueError):
         pass
     cleaned = "".join(text.split()).translate(_URLSAFE_TO_STANDARD).rstrip("=")
+    if not cleaned:
+        raise _invalid_base64(length, "it is empty")
+    if not _BASE64_ALPHABET.fullmatch(cleaned):
+        raise _invalid_base64(length, "it contains characters that are not base64")
     if len(cleaned) % 4 == 1:
         raise _invalid_base64(length, "its length is impossible for base64, it may be cut off")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
-        decoded = binascii.a2b_base64(cleaned, strict_mode=True)
+        return binascii.a2b_base64(cleaned, strict_mode=True)
     except (binascii.Error, ValueError) as err:
-        raise _invalid_base64(length, "it contains characters that are not base64") from err
-    if not decoded:
-        raise _invalid_base64(length, "it is empty")
-    return decoded
+        raise _invalid_base64(length, "it is not well-formed base64") from err
 
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/]+")
 
 
 def _invalid_base64(length: int, reason: str) -> ImageDecodeError:
@@ -141,46 +144,44 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str
     Args:
         data: the encoded picture (PNG, JPEG, WebP, GIF, BMP, TIFF; AVIF/HEIF when Pillow can read them).
         max_pixels: the largest ``width * height`` accepted.
-        source: who sent the bytes, for the error messages ("the provider", "the result URL"...).
+        source: where the bytes came from, for the error messages ("the provider", "the reference file x.png").
 
     Raises:
         ImageDecodeError: the bytes are empty, an HTML page, JSON or other text, not a picture, truncated or
-            damaged, or larger than ``max_pixels``.
+            damaged, or larger than ``max_pixels``.  The message names ``source`` and never quotes the bytes.
     """
     view = memoryview(data)
     size = view.nbytes
-    who = source[:1].upper() + source[1:]
     if size == 0:
-        raise ImageDecodeError(f"{who} returned an empty picture (0 bytes); try the request again.")
-    looks_like = _describe_non_image(bytes(view[:2048]), data)
+        raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty); try again.")
+    looks_like = _describe_non_image(bytes(view[:2048]), data, size)
     if looks_like is not None:
-        raise ImageDecodeError(f"{who} returned {looks_like} instead of a picture ({size} bytes).")
+        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
 
     try:
         img = Image.open(io.BytesIO(data), formats=_readable_formats())
     except Image.DecompressionBombError as err:
-        raise _too_large(who, _header_size(bytes(view[:32])), max_pixels, err) from err
+        raise _too_large(source, _header_size(bytes(view[:32])), max_pixels, err) from err
     except UnidentifiedImageError as err:
         raise ImageDecodeError(
-            f"{who} returned data that is not a picture this node can read ({size} bytes); "
-            "try again or choose PNG or JPEG output."
+            f"Expected a picture from {source} but got data that is not a readable picture ({size:,} bytes); "
+            "try again, or choose PNG or JPEG output."
         ) from err
     except _DECODE_ERRORS as err:
-        raise ImageDecodeError(f"{who} returned a damaged picture ({size} bytes): {err}; try the request again.") \
-            from err
+        raise ImageDecodeError(f"The picture from {source} is damaged ({size:,} bytes: {err}); try again.") from err
 
     width, height = img.size
     if width * height > max_pixels:
-        raise _too_large(who, (width, height), max_pixels, None)
+        raise _too_large(source, (width, height), max_pixels, None)
     if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"{who} returned a picture of {width}x{height} pixels, which is empty.")
+        raise ImageDecodeError(f"The picture from {source} is {width}x{height} pixels, which is empty.")
 
     try:
         img.load()
     except _DECODE_ERRORS as err:
         raise ImageDecodeError(
-            f"{who} returned a truncated or damaged {img.format or 'picture'} file ({size} bytes): {err}; "
-            "try the request again."
+            f"The picture from {source} is truncated or damaged ({img.format or 'unknown format'}, {size:,} bytes: "
+            f"{err}); try again."
         ) from err
     return _upright(img, in_place=True)
 
@@ -190,26 +191,26 @@ def _readable_formats() -> tuple[str, ...]:
     return tuple(name for name in _PROVIDER_FORMATS if name in Image.OPEN)
 
 
-def _describe_non_image(head: bytes, data: Any) -> str | None:
-    """Say what the bytes look like when they are obviously not a picture, else None."""
+def _describe_non_image(head: bytes, data: Any, size: int) -> str | None:
+    """Say what the bytes are when they are obviously not a picture, else None."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if not text:
-        return "only whitespace (empty)"
+        return f"only whitespace ({size:,} bytes, empty)"
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text or b"<body" in text or b"<head" in text:
-        return "an HTML page (often a login, error or proxy page; check the base URL)"
+        return f"an HTML page ({size:,} bytes); this is usually a login, error or proxy page, check the base URL"
     if text.startswith((b"<?xml", b"<svg")):
-        return "an SVG/XML document"
+        return f"an SVG/XML document ({size:,} bytes), which cannot be read as pixels"
     if text[:1] in (b"{", b"["):
-        hint = _json_error_hint(data)
-        return f"JSON ({hint})" if hint else "JSON"
+        hint = _json_error_hint(data, size)
+        return f"JSON ({size:,} bytes): {hint}" if hint else f"JSON ({size:,} bytes)"
     if text.startswith(_BASE64_SIGNATURES):
-        return "base64 text that was not decoded"
+        return f"base64 text that was not decoded ({size:,} bytes)"
     return None
 
 
-def _json_error_hint(data: Any) -> str | None:
-    """The provider's own error sentence from a JSON body, shortened; None when there is none."""
-    if len(data) > 65536:
+def _json_error_hint(data: Any, size: int) -> str | None:
+    """The sender's own error sentence from a JSON body, shortened; None when there is none."""
+    if size > 65536:
         return None
     try:
         body = json.loads(bytes(data))
@@ -235,15 +236,18 @@ def _header_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _too_large(who: str, size: tuple[int, int] | None, max_pixels: int, err: Exception | None) -> ImageDecodeError:
-    side = int(round(max_pixels**0.5))
+def _too_large(source: str, size: tuple[int, int] | None, max_pixels: int,
+               err: Exception | None) -> ImageDecodeError:
+    side = math.isqrt(max_pixels)
     cap = f"{max_pixels:,} pixels" + (f" ({side}x{side})" if side * side == max_pixels else "")
     if size is not None:
-        what = f"a picture of {size[0]}x{size[1]} pixels ({size[0] * size[1]:,})"
+        what = f"{size[0]}x{size[1]} pixels ({size[0] * size[1]:,})"
     else:
         counted = re.search(r"\((\d+) pixels\)", str(err)) if err is not None else None
-        what = f"a picture of {int(counted.group(1)):,} pixels" if counted else "a picture"
-    return ImageDecodeError(f"{who} returned {what}, more than the limit of {cap}; ask for a smaller size.")
+        what = f"{int(counted.group(1)):,} pixels" if counted else "too large to decode safely"
+    return ImageDecodeError(
+        f"The picture from {source} is {what}, more than the limit of {cap}; ask for a smaller size."
+    )
 
 
 def _upright(img: Image.Image, *, in_place: bool) -> Image.Image:
@@ -303,34 +307,26 @@ def _split_channels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _sixteen_bit_channels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    values = np.asarray(img)
-    if img.mode == "I":
-        values = np.clip(values, 0, 65535)
+    raw = np.asarray(img)
+    values = np.clip(raw, 0, 65535) if img.mode == "I" else raw
     # round(v * 255 / 65535) == round(v / 257) == (v + 128) // 257, exact in integers
     grey = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
     alpha = None
     key = img.info.get("transparency")
     if isinstance(key, int):
-        alpha = np.where(np.asarray(img) == key, np.uint8(0), np.uint8(255))
+        alpha = np.where(raw == key, np.uint8(0), np.uint8(255))
     return np.repeat(grey[..., None], 3, axis=2), alpha
 
 
 def _u8_to_float(pixels: np.ndarray) -> torch.Tensor:
-    """One float32 tensor holding ``pixels / 255``, written straight into its final storage."""
+    """``pixels / 255`` as one float32 tensor; its storage is the only full-size allocation."""
     import torch
 
-    if pixels.flags.writeable:
-        source = torch.from_numpy(pixels)
-    else:
-        # Pillow hands out read-only buffers; torch.from_numpy would warn about them, DLPack shares them quietly.
-        try:
-            source = torch.from_dlpack(pixels)
-        except (BufferError, RuntimeError, TypeError, ValueError):
-            # Older numpy cannot export read-only arrays: let numpy write straight into torch-owned memory.
-            out = torch.empty(pixels.shape, dtype=torch.float32)
-            np.divide(pixels, np.float32(255), out=out.numpy(), dtype=np.float32)
-            return out
-    return source.to(torch.float32).div_(255.0).contiguous()
+    # The same float32 values as torch's ``u8.to(float32).div_(255)``, computed single-threaded: torch's
+    # parallel kernels stall badly when the other cores are busy, as they are while ComfyUI runs a workflow.
+    values = pixels.astype(np.float32, order="C")
+    np.divide(values, np.float32(255), out=values)
+    return torch.from_numpy(values)
 
 
 def bytes_to_tensor(
@@ -387,7 +383,8 @@ def bytes_to_tensor(
     del batch
     mask = None
     if alpha_batch is not None:
-        mask = _u8_to_float(alpha_batch).neg_().add_(1.0)
+        mask = _u8_to_float(alpha_batch)
+        np.subtract(np.float32(1), mask.numpy(), out=mask.numpy())
     return image, mask
 
 
@@ -430,10 +427,40 @@ def _check_layout(image: Any) -> None:
 def _check_finite(image: torch.Tensor) -> None:
     import torch
 
-    if not bool(torch.isfinite(image).all()):
+    # min and max propagate NaN and keep infinities: a read-only pass with no full-size boolean temporary.
+    if image.device.type == "cpu" and image.dtype in (torch.float32, torch.float64, torch.float16):
+        values = image.numpy()
+        low, high = values.min(), values.max()
+    else:
+        low, high = torch.aminmax(image)
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
         raise ValidationError(
             "The image input contains NaN or infinite values; check the node that produced it.", field="image"
         )
+
+
+def _picture_to_uint8(picture: torch.Tensor) -> np.ndarray:
+    """``round(clamp(picture, 0, 1) * 255)`` as uint8 ``[H, W, C]`` on the CPU, checking for NaN/inf.
+
+    Works in blocks of rows through one small scratch buffer that stays in cache: no full-size float
+    temporaries, flat memory for very large references, and single-threaded numpy kernels that keep their speed
+    when the other cores are busy.
+    """
+    import torch
+
+    height, width, channels = picture.shape
+    out = np.empty((height, width, channels), dtype=np.uint8)
+    rows = max(1, _CONVERT_BLOCK_ELEMENTS // (width * channels))
+    scratch = np.empty((min(rows, height), width, channels), dtype=np.float32)
+    for start in range(0, height, rows):
+        block = picture[start : start + rows].to(device="cpu", dtype=torch.float32)
+        _check_finite(block)
+        work = scratch[: block.shape[0]]
+        np.clip(block.numpy(), 0.0, 1.0, out=work)
+        np.multiply(work, np.float32(255), out=work)
+        np.rint(work, out=work)
+        out[start : start + rows] = work  # whole numbers in 0..255: the cast to uint8 is exact
+    return out
 
 
 def validate_image_tensor(image: Any) -> None:
@@ -458,13 +485,11 @@ def tensor_to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
         image: ``[B, H, W, C]`` or ``[H, W, C]``, C in (3, 4), float in 0..1 (clamped), any device.
         index: which picture of the batch; negative counts from the end.
 
-    Only the chosen picture is checked for NaN and converted.
+    Pixels are ``round(clamp(value, 0, 1) * 255)``.  Only the chosen picture is checked for NaN and converted.
 
     Raises:
         ValidationError: (``field="image"``) see :func:`validate_image_tensor`; or ``index`` outside the batch.
     """
-    import torch
-
     _check_layout(image)
     picture = image.detach()
     if picture.ndim == 4:
@@ -477,9 +502,7 @@ def tensor_to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
         picture = picture[index]
     elif index not in (0, -1):
         raise ValidationError(f"The image input has 1 picture; picture {index} does not exist.", field="image")
-    _check_finite(picture)
-    pixels = picture.to(torch.float32).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(pixels)
+    return Image.fromarray(_picture_to_uint8(picture))
 
 
 def prepare_upload(

@@ -1,0 +1,683 @@
+"""The ComfyUI nodes: Z-Image Generate, Z-Image Edit, Qingbo Task Submit and Qingbo Task Poll.
+
+This module is the only adapter between ComfyUI and :mod:`zimage_api`: it declares the widgets, validates them,
+calls the library, reports progress, honours Cancel and turns pictures into IMAGE tensors. It imports and runs
+without ComfyUI. ComfyUI's modules are looked up only while a node runs, and the HTTP clients are imported then too,
+so loading the pack stays cheap.
+
+Two module attributes can be replaced (by tests or scripts):
+
+* ``hooks``: a :class:`ComfyHooks`; its methods are the progress bar, the status text under the node, the interrupt
+  flag and exception, and the user folder. Each is a no-op outside ComfyUI.
+* ``clock`` and ``sleep``: the time source and sleep of every wait (a fake clock makes polling instant).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from .zimage_api.batch import (
+    APIS,
+    SEED_MAX,
+    BatchProgress,
+    JobOutcome,
+    Once,
+    ResultCache,
+    check_seed_range,
+    check_size_for,
+    check_timeout,
+    cost_text,
+    first_error,
+    info_json,
+    model_notes,
+    poll_error,
+    pre_consumed_text,
+    run_jobs,
+    size_from_reference,
+    size_limits,
+    split_events,
+    submit_error,
+)
+from .zimage_api.errors import TaskCancelledError, ValidationError
+from .zimage_api.results import GenerationResult
+from .zimage_api.validation import (
+    ASPECT_RATIOS,
+    QINGBO_PROMPT_LIMIT,
+    RESOLUTIONS,
+    check_choice,
+    check_count,
+    check_number,
+    check_prompt,
+    check_task_id,
+    split_task_ids,
+)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "hooks", "clock", "sleep"]
+
+log = logging.getLogger("zimage_api.nodes")
+T = TypeVar("T")
+
+CATEGORY = "Z-Image"
+MODELS = ["Z-Image-Base", "Z-Image-Turbo"]
+RESPONSE_FORMATS = ["b64_json", "url"]
+OUTPUT_FORMATS = ["png", "jpeg"]
+MAX_EDIT_PICTURES = 64  # references x count per run: a guard against paying for a huge batch by mistake
+DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen table, soft morning light. 35mm look, "
+                  "neutral color grading, no text, uncluttered background.")
+DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
+
+clock: Callable[[], float] = time.monotonic
+sleep: Callable[[float], None] = time.sleep
+
+
+# -- ComfyUI services -------------------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """Raised on Cancel when ComfyUI is absent (inside ComfyUI its own InterruptProcessingException is used)."""
+
+
+def _comfy_module(name: str) -> Any | None:
+    """A ComfyUI module, or None outside ComfyUI. Only imported when ComfyUI itself is loaded."""
+    module = sys.modules.get(name)
+    if module is None and "comfy" in sys.modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception:  # a missing or broken module means "no such service here"
+            module = None
+    return module
+
+
+class ComfyHooks:
+    """The ComfyUI services the nodes use. Every method is a no-op (or a neutral answer) outside ComfyUI."""
+
+    def progress_bar(self, total: int, node_id: str | None) -> Any | None:
+        """A ``comfy.utils.ProgressBar`` for ``node_id`` (create it in the node's own thread)."""
+        utils = _comfy_module("comfy.utils")
+        if utils is None:
+            return None
+        try:
+            return utils.ProgressBar(total, node_id=node_id)
+        except TypeError:  # versions before node_id existed
+            return utils.ProgressBar(total)
+
+    def send_text(self, text: str, node_id: str | None) -> None:
+        """Show ``text`` under the node (``PromptServer.instance.send_progress_text``)."""
+        server = _comfy_module("server")
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        if node_id is None or instance is None or not hasattr(instance, "send_progress_text"):
+            return
+        try:
+            instance.send_progress_text(text, node_id)
+        except Exception as err:  # the status line is cosmetic; never let it fail a paid run
+            log.debug("status text not sent: %s", err)
+
+    def interrupted(self) -> bool:
+        """Whether the artist pressed Cancel (``comfy.model_management.processing_interrupted``)."""
+        mm = _comfy_module("comfy.model_management")
+        return bool(mm.processing_interrupted()) if mm is not None else False
+
+    def interrupt_exception(self) -> type[BaseException]:
+        """The exception that tells ComfyUI the run was cancelled, not failed."""
+        mm = _comfy_module("comfy.model_management")
+        return getattr(mm, "InterruptProcessingException", Interrupted) if mm is not None else Interrupted
+
+    def raise_interrupt(self) -> NoReturn:
+        """Raise the interrupt, clearing ComfyUI's flag as its own check does."""
+        mm = _comfy_module("comfy.model_management")
+        if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
+            mm.throw_exception_if_processing_interrupted()
+        raise self.interrupt_exception()()
+
+    def user_directory(self) -> str | None:
+        """ComfyUI's user folder (``folder_paths.get_user_directory()``), or None."""
+        folder_paths = _comfy_module("folder_paths")
+        getter = getattr(folder_paths, "get_user_directory", None)
+        return getter() if getter is not None else None
+
+
+hooks = ComfyHooks()
+_data_dir_ready = False
+_poll_cache = ResultCache(maxsize=64)
+
+
+def _use_comfy_user_dir() -> None:
+    """Keep the task ledger in ``<ComfyUI>/user/comfyui-zimage`` when running inside ComfyUI (once)."""
+    global _data_dir_ready
+    if _data_dir_ready:
+        return
+    _data_dir_ready = True
+    try:
+        user_dir = hooks.user_directory()
+    except Exception as err:
+        log.debug("no ComfyUI user folder: %s", err)
+        return
+    if user_dir:
+        from .zimage_api import ledger
+
+        ledger.set_default_dir(os.path.join(user_dir, "comfyui-zimage"))
+
+
+class _Run:
+    """One node execution: its progress bar, status line, Cancel and the side effects handed to the library.
+
+    Created in the node's own thread, which also does every ComfyUI call; worker threads only record progress.
+    """
+
+    def __init__(self, node_id: str | None, units: int, notes: Sequence[str] = ()) -> None:
+        _use_comfy_user_dir()
+        self.node_id = node_id
+        self.notes = list(notes)
+        self.progress = BatchProgress(units)
+        self.cancel = threading.Event()
+        self.cost: Callable[[], str | None] = lambda: None
+        self.clock = clock
+        self.sleep = sleep
+        self.started = self.clock()
+        self._drawn_version = -1
+        self._drawn_at = 0.0
+        self.bar = hooks.progress_bar(100 * len(self.progress), node_id)
+        self.show("starting")
+
+    # Cancel ----------------------------------------------------------------------------------------------------
+
+    def cancelled(self) -> bool:
+        """The cancel check handed to the library's waits (safe from any thread)."""
+        if self.cancel.is_set():
+            return True
+        if hooks.interrupted():
+            self.cancel.set()
+            return True
+        return False
+
+    def transport_sleep(self, seconds: float) -> None:
+        """The clients' retry sleep: slices of at most 0.25 s, raising the interrupt on Cancel."""
+        remaining = max(seconds, 0.0)
+        while True:
+            if self.cancelled():
+                raise hooks.interrupt_exception()()
+            if remaining <= 0:
+                return
+            step = min(0.25, remaining)
+            self.sleep(step)
+            remaining -= step
+
+    def wait_options(self, timeout: float) -> dict[str, Any]:
+        """Keyword arguments for the library's ``wait``/``collect``/``generate`` calls."""
+        return {"timeout": float(timeout), "sleep": self.sleep, "clock": self.clock, "cancel_check": self.cancelled}
+
+    # Display ---------------------------------------------------------------------------------------------------
+
+    def text(self, state: str) -> str:
+        """The status line: state, elapsed time and cost, then any further lines and the notes."""
+        first, *more = state.split("\n")
+        line = " · ".join(part for part in (first, f"{self.clock() - self.started:.1f}s", self.cost()) if part)
+        return "\n".join([line, *more, *self.notes])
+
+    def show(self, state: str) -> None:
+        hooks.send_text(self.text(state), self.node_id)
+
+    def redraw(self) -> None:
+        """Bring the progress bar and the status line up to date (in the node's thread only)."""
+        version = self.progress.version
+        now = time.monotonic()
+        if version == self._drawn_version and now - self._drawn_at < 1.0:
+            return
+        self._drawn_version, self._drawn_at = version, now
+        if self.bar is not None:
+            total = 100 * len(self.progress)
+            try:
+                self.bar.update_absolute(min(round(self.progress.total() * 100), total), total)
+            except hooks.interrupt_exception():
+                # ComfyUI's progress hook raises (and clears the flag) on Cancel; the waits still need to know.
+                self.cancel.set()
+        self.show(self.progress.summary())
+
+    def tick(self) -> None:
+        self.cancelled()
+        self.redraw()
+
+    # Running ---------------------------------------------------------------------------------------------------
+
+    def run(self, jobs: Sequence[Callable[[], T]]) -> list[JobOutcome[T]]:
+        """Run the jobs side by side; on Cancel raise ComfyUI's interrupt once the waits have stopped."""
+        def guarded(job: Callable[[], T]) -> Callable[[], T]:
+            def start() -> T:
+                if self.cancelled():
+                    raise hooks.interrupt_exception()()
+                return job()
+            return start
+
+        outcomes = run_jobs([guarded(job) for job in jobs], cancel=self.cancel, on_tick=self.tick,
+                            wake=self.progress.changed)
+        interrupt = hooks.interrupt_exception()
+        if self.cancel.is_set() or any(isinstance(o.error, (TaskCancelledError, interrupt)) for o in outcomes):
+            self.show("cancelled")
+            hooks.raise_interrupt()
+        return outcomes
+
+    def finish(self, state: str) -> None:
+        if self.bar is not None:
+            total = 100 * len(self.progress)
+            try:
+                self.bar.update_absolute(total, total)
+            except hooks.interrupt_exception():
+                pass  # the work is done and paid for: deliver it
+        self.show(state)
+
+
+def _to_image(results: Sequence[GenerationResult]) -> Any:
+    from .zimage_api.images import bytes_to_tensor
+
+    image, _mask = bytes_to_tensor([picture for result in results for picture in result.images])
+    return image
+
+
+def _deliver(run: _Run, jobs: Sequence[Callable[[], GenerationResult]], client: Any) -> tuple[Any, list[Any]]:
+    """Run the jobs, raise the first failure, and return the pictures as one IMAGE batch with their results."""
+    try:
+        outcomes = run.run(jobs)
+    finally:
+        client.transport.close()
+    error = first_error(outcomes)
+    if error is not None:
+        run.show("failed")
+        raise error
+    results = [o.value for o in outcomes]
+    image = _to_image(results)
+    run.finish(f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}")
+    return image, results
+
+
+def _wavespeed_client(api: str, run: _Run, timeout: int) -> Any:
+    if api == "v3":
+        from .zimage_api.wavespeed_v3 import WaveSpeedClient
+
+        return WaveSpeedClient(sleep=run.transport_sleep)
+    from .zimage_api.openai_images import ImagesClient
+
+    # The /v1/images calls answer with the pictures, so the timeout is the read timeout of that one request.
+    return ImagesClient(sleep=run.transport_sleep, timeout=(10.0, float(timeout)))
+
+
+# -- widgets ----------------------------------------------------------------------------------------------------------
+
+
+def _prompt_input(default: str, tooltip: str) -> tuple[str, dict[str, Any]]:
+    return ("STRING", {"multiline": True, "default": default, "tooltip": tooltip})
+
+
+def _seed_input(tooltip: str) -> tuple[str, dict[str, Any]]:
+    return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": tooltip})
+
+
+_MODEL = (MODELS, {"default": "Z-Image-Base", "tooltip": "Z-Image-Base follows CFG and the negative prompt. "
+                   "Z-Image-Turbo is distilled to 8 steps: faster, but CFG and the negative prompt have no effect."})
+_API = (list(APIS), {"default": "v1/images", "tooltip": "v1/images: WaveSpeed's OpenAI-style API (sizes 256-2048, answers "
+               "at once). v3: WaveSpeed's native prediction API (sizes 256-1536, polled with progress, no CFG)."})
+_RESPONSE_FORMAT = (RESPONSE_FORMATS, {"default": "b64_json", "tooltip": "How the pictures come back: inline base64, "
+                                       "or short-lived URLs that are downloaded at once. The result is the same."})
+_OUTPUT_FORMAT = (OUTPUT_FORMATS, {"default": "png", "tooltip": "The file format WaveSpeed encodes (v3 api only; "
+                                   "v1/images always returns PNG)."})
+_TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip": "Seconds to wait for the pictures. "
+                    "v1/images: the request's read timeout. v3: how long to poll the prediction."})
+_HIDDEN = {"unique_id": "UNIQUE_ID"}
+
+
+# -- nodes ------------------------------------------------------------------------------------------------------------
+
+
+class ZImageGenerate:
+    """Text to image with Z-Image at WaveSpeed."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "generate"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "info")
+    OUTPUT_TOOLTIPS = ("The pictures as one batch, in order of their seeds.",
+                       "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
+    DESCRIPTION = ("Text to image with Z-Image at WaveSpeed, over the OpenAI-style /v1/images API or the native v3 "
+                   "API. A count of N makes N requests side by side; picture i uses seed + i, so every picture can "
+                   "be reproduced alone. The same inputs are served from ComfyUI's cache without a new request: "
+                   "change the seed to re-roll. Keys come from WAVESPEED_API_KEY or zimage.ini.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "prompt": _prompt_input(DEFAULT_PROMPT, "What to picture. Say subject, setting, light and style."),
+                "negative_prompt": _prompt_input(DEFAULT_NEGATIVE, "What to keep out of the picture "
+                                                 "(Z-Image-Base only)."),
+                "model": _MODEL,
+                "api": _API,
+                "guidance_scale": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 20.0, "step": 0.1,
+                                             "tooltip": "CFG: how strictly the prompt is followed. 7-8 is "
+                                                        "dependable, 9+ gets brittle. Not sent with the v3 api; "
+                                                        "no effect on Z-Image-Turbo."}),
+                "width": ("INT", {"default": 1024, "min": 256, "max": 2048, "step": 16,
+                                  "tooltip": "Picture width in pixels: 256-2048 with v1/images, 256-1536 with v3."}),
+                "height": ("INT", {"default": 1024, "min": 256, "max": 2048, "step": 16,
+                                   "tooltip": "Picture height in pixels: 256-2048 with v1/images, 256-1536 with v3."}),
+                "seed": _seed_input("The seed of the first picture; picture i of the count uses seed + i. "
+                                    "A new seed is the deliberate re-roll."),
+                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
+                                  "tooltip": "How many pictures (one paid request each, up to 4 at a time)."}),
+            },
+            "optional": {
+                "response_format": _RESPONSE_FORMAT,
+                "output_format": _OUTPUT_FORMAT,
+                "timeout": _TIMEOUT,
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
+                 height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
+                 timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+        check_prompt(prompt)
+        check_choice(model, "model", MODELS)
+        width, height = check_size_for(width, height, api)
+        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
+        seed, count, timeout = check_seed_range(seed), check_count(count), check_timeout(timeout)
+        check_choice(response_format, "response_format", RESPONSE_FORMATS)
+        check_choice(output_format, "output_format", OUTPUT_FORMATS)
+
+        run = _Run(unique_id, count, model_notes(model, api, output_format))
+        client = _wavespeed_client(api, run, timeout)
+
+        def job(index: int) -> Callable[[], GenerationResult]:
+            def generate_one() -> GenerationResult:
+                run.progress.update(index, 0.0, "requesting")
+                if api == "v3":
+                    result = client.generate(
+                        prompt, model=model, negative_prompt=negative_prompt, width=width, height=height,
+                        seed=seed + index, output_format=output_format,
+                        base64_output=response_format == "b64_json", on_progress=run.progress.callback(index),
+                        **run.wait_options(timeout))
+                else:
+                    result = client.generate(
+                        prompt, negative_prompt=negative_prompt, guidance_scale=guidance, width=width,
+                        height=height, seed=seed + index, n=1, model=model, response_format=response_format)
+                run.progress.update(index, 1.0, "done")
+                return result
+            return generate_one
+
+        image, results = _deliver(run, [job(i) for i in range(count)], client)
+        return image, info_json(results, notes=run.notes, api=api,
+                                guidance_scale=None if api == "v3" else guidance, count=count)
+
+
+class ZImageEdit:
+    """Image to image with Z-Image at WaveSpeed: every picture of the input batch is edited."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "edit"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "info")
+    OUTPUT_TOOLTIPS = ("The edited pictures as one batch: for each reference in turn, its count of pictures.",
+                       "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
+    DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). Each reference "
+                   "is resized to at most 1024 pixels on the long side before upload (with the v3 api it is "
+                   "uploaded first, then referenced by URL). The output keeps the reference's size unless width "
+                   "and height are set. Picture i of each reference uses seed + i.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        size_tip = ("Output {} in pixels; 0 = the reference's size, fitted to the api's limits (256-2048 for "
+                    "v1/images, 256-1536 for v3) and rounded to a multiple of 16.")
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The reference picture(s). Every picture of the batch is edited."}),
+                "prompt": _prompt_input(DEFAULT_PROMPT, "What the edited picture should show."),
+                "negative_prompt": _prompt_input(DEFAULT_NEGATIVE, "What to keep out of the picture "
+                                                 "(Z-Image-Base only)."),
+                "model": _MODEL,
+                "api": _API,
+                "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                       "tooltip": "How far to move away from the reference: 0.25-0.35 is a light "
+                                                  "touch, 0.45-0.6 solid adherence to the prompt, 0.7+ repaints."}),
+                "guidance_scale": ("FLOAT", {"default": 6.5, "min": 0.0, "max": 20.0, "step": 0.1,
+                                             "tooltip": "CFG: 6-7 works best with a reference. Not sent with the "
+                                                        "v3 api; no effect on Z-Image-Turbo."}),
+                "seed": _seed_input("The seed of each reference's first picture; picture i uses seed + i."),
+                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
+                                  "tooltip": "How many pictures per reference picture (one paid request each)."}),
+            },
+            "optional": {
+                "width": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16, "tooltip": size_tip.format("width")}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
+                                   "tooltip": size_tip.format("height")}),
+                "response_format": _RESPONSE_FORMAT,
+                "output_format": _OUTPUT_FORMAT,
+                "timeout": _TIMEOUT,
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
+             guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
+             response_format: str = "b64_json", output_format: str = "png", timeout: int = 120,
+             unique_id: str | None = None) -> tuple[Any, str]:
+        from .zimage_api.images import tensor_to_upload, validate_image_tensor
+
+        validate_image_tensor(image)
+        check_prompt(prompt)
+        check_choice(model, "model", MODELS)
+        strength = check_number(strength, "strength", 0.0, 1.0)
+        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
+        seed, count, timeout = check_seed_range(seed), check_count(count), check_timeout(timeout)
+        check_choice(response_format, "response_format", RESPONSE_FORMATS)
+        check_choice(output_format, "output_format", OUTPUT_FORMATS)
+        references = int(image.shape[0]) if image.ndim == 4 else 1
+        ref_height, ref_width = int(image.shape[-3]), int(image.shape[-2])
+        out_w, out_h = size_from_reference(int(width or 0), int(height or 0), ref_width, ref_height, size_limits(api))
+        out_w, out_h = check_size_for(out_w, out_h, api)
+        if references * count > MAX_EDIT_PICTURES:
+            raise ValidationError(
+                f"{references} reference pictures x count {count} would make {references * count} paid requests; "
+                f"the limit per run is {MAX_EDIT_PICTURES}. Split the batch or lower the count.", field="count")
+
+        run = _Run(unique_id, references * count, model_notes(model, api, output_format))
+        client = _wavespeed_client(api, run, timeout)
+        uploads = Once(lambda ref: tensor_to_upload(image, ref, max_side=1024))
+        urls = Once(lambda ref: client.upload(*uploads.get(ref)))
+
+        def job(ref: int, index: int, unit: int) -> Callable[[], GenerationResult]:
+            def edit_one() -> GenerationResult:
+                run.progress.update(unit, 0.0, "uploading" if api == "v3" else "requesting")
+                if api == "v3":
+                    result = client.generate(
+                        prompt, image_url=urls.get(ref), strength=strength, model=model,
+                        negative_prompt=negative_prompt, width=out_w, height=out_h, seed=seed + index,
+                        output_format=output_format, base64_output=response_format == "b64_json",
+                        on_progress=run.progress.callback(unit), **run.wait_options(timeout))
+                else:
+                    result = client.edit(
+                        uploads.get(ref), prompt, strength=strength, negative_prompt=negative_prompt,
+                        guidance_scale=guidance, width=out_w, height=out_h, seed=seed + index, n=1, model=model,
+                        response_format=response_format)
+                run.progress.update(unit, 1.0, "done")
+                return result
+            return edit_one
+
+        jobs = [job(ref, i, ref * count + i) for ref in range(references) for i in range(count)]
+        edited, results = _deliver(run, jobs, client)
+        return edited, info_json(results, notes=run.notes, api=api, strength=strength,
+                                 guidance_scale=None if api == "v3" else guidance, references=references,
+                                 count_per_reference=count)
+
+
+class QingboTaskSubmit:
+    """Queue z-image-turbo tasks at Qingbo and return their ids at once."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "submit"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("task_id",)
+    OUTPUT_TOOLTIPS = ("The accepted task ids, one per line. Connect Qingbo Task Poll, or paste them there later.",)
+    DESCRIPTION = ("Queues z-image-turbo tasks at Qingbo and returns as soon as they are accepted, one task id per "
+                   "line. Qingbo Task Poll collects the pictures; a task id stays collectable after a timeout or a "
+                   "restart, without paying again. About $0.0106 per picture (500,000 quota = 1 USD). Keys come "
+                   "from QINGBO_API_KEY or zimage.ini.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "prompt": _prompt_input(DEFAULT_PROMPT, f"What to picture; at most {QINGBO_PROMPT_LIMIT} "
+                                        "characters (checked before anything is sent)."),
+                "aspect_ratio": (list(ASPECT_RATIOS), {"default": "1:1", "tooltip": "The picture's shape. 1K makes "
+                                                       "the long side 1024 pixels, 2K makes it 2048."}),
+                "resolution": (list(RESOLUTIONS), {"default": "1K", "tooltip": "1K: long side 1024 pixels; 2K: "
+                                                   "long side 2048 pixels."}),
+                "prompt_extend": ("BOOLEAN", {"default": False, "tooltip": "Let Qingbo rewrite the prompt into a "
+                                              "longer one first (costs extra)."}),
+                "seed": _seed_input("0 = random (no seed is sent). Otherwise task i of the count uses seed + i."),
+                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
+                                  "tooltip": "How many tasks to queue (one picture and one charge each)."}),
+            },
+            "optional": {
+                "callback_url": ("STRING", {"default": "", "tooltip": "Advanced, for server deployments: a URL "
+                                            "where Qingbo posts task events. Leave empty in a desktop ComfyUI."}),
+                "callback_events": ("STRING", {"default": "", "tooltip": "Advanced: comma-separated event names for "
+                                               "callback_url. Sent only when set."}),
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
+               callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
+        from .zimage_api.qingbo import QingboClient
+
+        seed, count = check_seed_range(seed), check_count(count)
+        events = split_events(callback_events)
+        options: dict[str, Any] = {
+            "aspect_ratio": aspect_ratio, "resolution": resolution, "prompt_extend": bool(prompt_extend),
+            "callback_url": (callback_url or "").strip() or None, "callback_events": events or None,
+        }
+        QingboClient.build_body(prompt, **options)  # every check runs before the first request
+
+        run = _Run(unique_id, count)
+        client = QingboClient(sleep=run.transport_sleep)
+        tasks: list[Any] = [None] * count
+        run.cost = lambda: pre_consumed_text(tasks)
+
+        def job(index: int) -> Callable[[], Any]:
+            def submit_one() -> Any:
+                run.progress.update(index, 0.0, "submitting")
+                task = client.submit(prompt, seed=None if seed == 0 else seed + index, **options)
+                tasks[index] = task
+                run.progress.update(index, 1.0, "accepted")
+                return task
+            return submit_one
+
+        try:
+            outcomes = run.run([job(i) for i in range(count)])
+        finally:
+            client.transport.close()
+        ids = [o.value.task_id for o in outcomes if o.value is not None]
+        error = first_error(outcomes)
+        if error is not None:
+            run.show("failed")
+            raise submit_error(error, ids, count)
+        run.finish(f"accepted {len(ids)} task(s)\n" + "\n".join(ids))
+        return ("\n".join(ids),)
+
+
+class QingboTaskPoll:
+    """Wait for Qingbo tasks and return their pictures as one batch."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "poll"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "info")
+    OUTPUT_TOOLTIPS = ("The pictures of every task id, in order, as one batch.",
+                       "JSON: task ids, seeds, size, cost (quota and USD), result URLs and the prompt's hash.")
+    DESCRIPTION = ("Waits for Qingbo task ids (linked from Qingbo Task Submit, or pasted, one per line) side by side "
+                   "and returns their pictures as one batch. Polling never re-submits: a timeout leaves the tasks "
+                   "running, and polling the same ids again collects them without paying twice. Finished ids are "
+                   "served from a local copy without any request.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "task_id": ("STRING", {"multiline": True, "default": "",
+                                       "tooltip": "Task ids from Qingbo Task Submit: link its output, or paste ids "
+                                                  "(one per line) to recover earlier results."}),
+                "timeout": ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
+                                    "tooltip": "Seconds to wait for all tasks. On timeout the tasks keep running; "
+                                               "queue again to collect them."}),
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def poll(self, task_id: str, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+        ids = [check_task_id(t, provider="Qingbo") for t in split_task_ids(task_id if isinstance(task_id, str) else "")]
+        if not ids:
+            raise ValidationError("The task_id is empty; link Qingbo Task Submit or paste task ids, one per line.",
+                                  field="task_id")
+        timeout = check_timeout(timeout)
+        cached = {tid: _poll_cache.get(tid) for tid in ids}
+        missing = [tid for tid in ids if cached[tid] is None]
+        notes = []
+        if len(missing) < len(ids):
+            notes.append(f"{len(ids) - len(missing)} task(s) served from this session's cache; no request was sent.")
+
+        run = _Run(unique_id, len(ids), notes)
+        results: dict[str, GenerationResult] = {tid: r for tid, r in cached.items() if r is not None}
+        run.cost = lambda: cost_text(list(results.values()))
+        for index, tid in enumerate(ids):
+            if tid in results:
+                run.progress.update(index, 1.0, "done")
+        if missing:
+            from .zimage_api.qingbo import QingboClient
+
+            client = QingboClient(sleep=run.transport_sleep)
+
+            def job(index: int, tid: str) -> Callable[[], GenerationResult]:
+                def collect_one() -> GenerationResult:
+                    run.progress.update(index, 0.0, "waiting")
+                    result = client.collect(tid, on_progress=run.progress.callback(index),
+                                            **run.wait_options(timeout))
+                    results[tid] = result
+                    _poll_cache.put(tid, result)
+                    run.progress.update(index, 1.0, "done")
+                    return result
+                return collect_one
+
+            try:
+                outcomes = run.run([job(ids.index(tid), tid) for tid in missing])
+            finally:
+                client.transport.close()
+            error = poll_error(outcomes, missing, ids, timeout)
+            if error is not None:
+                run.show("failed")
+                raise error
+        ordered = [results[tid] for tid in ids]
+        image = _to_image(ordered)
+        info = info_json(ordered, notes=notes)
+        run.finish(f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}")
+        return image, info
+
+
+NODE_CLASS_MAPPINGS = {
+    "ZImageGenerate": ZImageGenerate,
+    "ZImageEdit": ZImageEdit,
+    "QingboTaskSubmit": QingboTaskSubmit,
+    "QingboTaskPoll": QingboTaskPoll,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ZImageGenerate": "Z-Image Generate",
+    "ZImageEdit": "Z-Image Edit",
+    "QingboTaskSubmit": "Qingbo Task Submit",
+    "QingboTaskPoll": "Qingbo Task Poll",
+}
