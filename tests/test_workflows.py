@@ -98,12 +98,14 @@ def ui_file(name: str) -> dict[str, Any]:
 
 
 def api_file(name: str) -> dict[str, Any]:
-    return json.loads((WORKFLOWS / f"{name}.api.json").read_text(encoding="utf-8"))
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def test_the_folder_holds_exactly_the_eight_files() -> None:
-    assert sorted(p.name for p in WORKFLOWS.glob("*.json")) == sorted(
-        [f"{n}.json" for n in NAMES] + [f"{n}.api.json" for n in NAMES])
+    # ComfyUI lists every top-level *.json of workflows/ as a template, so only UI-format files live there;
+    # the API-format twins (for POST /prompt) sit in workflows/api/, which the template list does not read.
+    assert sorted(p.name for p in WORKFLOWS.glob("*.json")) == sorted(f"{n}.json" for n in NAMES)
+    assert sorted(p.name for p in (WORKFLOWS / "api").glob("*.json")) == sorted(f"{n}.json" for n in NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
