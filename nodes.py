@@ -46,6 +46,7 @@ from .zimage_api.batch import (
     submit_error,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
+from .zimage_api.receipts import fingerprint
 from .zimage_api.results import GenerationResult
 from .zimage_api.validation import (
     ASPECT_RATIOS,
@@ -307,6 +308,31 @@ def _wavespeed_client(api: str, run: _Run, timeout: int) -> Any:
     return ImagesClient(sleep=run.transport_sleep, timeout=(10.0, float(timeout)))
 
 
+def _receipted(run: _Run, index: int, key: str, buy: Callable[[], GenerationResult]) -> GenerationResult:
+    """Serve the result bought earlier under ``key`` from disk, or buy it and keep the receipt.
+
+    ComfyUI's cache forgets a result once another workflow runs; the receipt keeps the same inputs free.
+    """
+    from .zimage_api.receipts import Receipts
+
+    receipts = Receipts()
+    saved = receipts.load(key)
+    if saved is not None:
+        run.progress.update(index, 1.0, "done (receipt)")
+        return saved
+    result = buy()
+    receipts.save(key, result)
+    return result
+
+
+def _tensor_digest(image: Any, index: int) -> str:
+    """A hash of one picture of an IMAGE batch, so a receipt matches only the same reference."""
+    import hashlib
+
+    picture = image[index] if image.ndim == 4 else image
+    return hashlib.sha256(picture.contiguous().cpu().numpy().tobytes()).hexdigest()[:32]
+
+
 # -- widgets ----------------------------------------------------------------------------------------------------------
 
 
@@ -407,7 +433,11 @@ class ZImageGenerate:
                         height=height, seed=seed + index, n=1, model=model, response_format=response_format)
                 run.progress.update(index, 1.0, "done")
                 return result
-            return generate_one
+
+            key = fingerprint("generate", api=api, model=model, prompt=prompt, negative_prompt=negative_prompt,
+                              guidance_scale=None if api == "v3" else guidance, width=width, height=height,
+                              seed=seed + index, output_format=output_format if api == "v3" else None)
+            return lambda: _receipted(run, index, key, generate_one)
 
         image, results = _deliver(run, [job(i) for i in range(count)], client)
         return image, info_json(results, notes=run.notes, api=api,
@@ -505,7 +535,12 @@ class ZImageEdit:
                         response_format=response_format)
                 run.progress.update(unit, 1.0, "done")
                 return result
-            return edit_one
+
+            key = fingerprint("edit", api=api, model=model, prompt=prompt, negative_prompt=negative_prompt,
+                              reference=_tensor_digest(image, ref), strength=strength,
+                              guidance_scale=None if api == "v3" else guidance, width=out_w, height=out_h,
+                              seed=seed + index, output_format=output_format if api == "v3" else None)
+            return lambda: _receipted(run, unit, key, edit_one)
 
         jobs = [job(ref, i, ref * count + i) for ref in range(references) for i in range(count)]
         edited, results = _deliver(run, jobs, client)
@@ -555,6 +590,7 @@ class QingboTaskSubmit:
     def submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
                callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
         from .zimage_api.qingbo import QingboClient
+        from .zimage_api.receipts import Receipts
 
         seed, count = check_seed_range(seed), check_count(count)
         events = split_events(callback_events)
@@ -566,13 +602,22 @@ class QingboTaskSubmit:
 
         run = _Run(unique_id, count)
         client = QingboClient(sleep=run.transport_sleep)
+        receipts = Receipts(ledger=client.ledger)
         tasks: list[Any] = [None] * count
         run.cost = lambda: pre_consumed_text(tasks)
 
         def job(index: int) -> Callable[[], Any]:
             def submit_one() -> Any:
                 run.progress.update(index, 0.0, "submitting")
+                key = fingerprint("qingbo-submit", prompt=prompt, index=index, **options,
+                                  seed=None if seed == 0 else seed + index)
+                earlier = receipts.load_task(key)
+                if earlier is not None:
+                    tasks[index] = earlier
+                    run.progress.update(index, 1.0, "accepted earlier")
+                    return earlier
                 task = client.submit(prompt, seed=None if seed == 0 else seed + index, **options)
+                receipts.save_task(key, task.task_id)
                 tasks[index] = task
                 run.progress.update(index, 1.0, "accepted")
                 return task
