@@ -189,3 +189,44 @@ def test_emulator_restarted_mid_poll(emu, clock) -> None:
     result = client.collect(task.task_id, sleep=sleep, clock=clock)
     assert result.images == [emu.served_images[-1]]
     assert state["down_at"] is not None and len(emu.requests_to("POST /v1/tasks")) == 1
+
+
+def test_fifty_tasks_at_once_bounded_pool_no_leaks(emu, clock) -> None:
+    import os
+    import threading
+    import time
+
+    from zimage_api.batch import run_jobs
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    threads_before, fds_before = threading.active_count(), open_fds()
+    client = qingbo(clock)
+    running = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def job(index: int):
+        def collect_one():
+            with lock:
+                running["now"] += 1
+                running["peak"] = max(running["peak"], running["now"])
+            try:
+                task = client.submit(f"{PROMPT} #{index}")
+                return client.collect(task.task_id, first=task, sleep=clock.sleep, clock=clock, timeout=600)
+            finally:
+                with lock:
+                    running["now"] -= 1
+        return collect_one
+
+    outcomes = run_jobs([job(i) for i in range(50)], cancel=threading.Event(), workers=8, tick_seconds=0.01)
+    client.transport.close()
+    assert all(o.finished and o.error is None for o in outcomes), [o.error for o in outcomes if o.error][:3]
+    assert len({o.value.task_ids[0] for o in outcomes}) == 50
+    assert emu.task_count("qingbo") == 50 and len(emu.requests_to("POST /v1/tasks")) == 50
+    assert running["peak"] <= 8
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == threads_before
+    assert open_fds() <= fds_before
