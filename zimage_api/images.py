@@ -324,8 +324,8 @@ def _u8_to_float(pixels: np.ndarray) -> torch.Tensor:
 
     # The same float32 values as torch's ``u8.to(float32).div_(255)``, computed single-threaded: torch's
     # parallel kernels stall badly when the other cores are busy, as they are while ComfyUI runs a workflow.
-    values = pixels.astype(np.float32, order="C")
-    np.divide(values, np.float32(255), out=values)
+    values = np.empty(pixels.shape, dtype=np.float32)
+    np.divide(pixels, np.float32(255), out=values)
     return torch.from_numpy(values)
 
 
