@@ -74,6 +74,9 @@ DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen tab
                   "neutral color grading, no text, uncluttered background.")
 DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
+WAVESPEED_USD_PER_PICTURE = 0.01  # Z-Image at WaveSpeed, as published; the status line says "about"
+QINGBO_USD_PER_PICTURE = 0.010625  # z-image-turbo at Qingbo: 5,313 quota at 500,000 quota per USD
+
 clock: Callable[[], float] = time.monotonic
 sleep: Callable[[float], None] = time.sleep
 
@@ -172,7 +175,7 @@ class _Run:
     Created in the node's own thread, which also does every ComfyUI call; worker threads only record progress.
     """
 
-    def __init__(self, node_id: str | None, units: int, notes: Sequence[str] = ()) -> None:
+    def __init__(self, node_id: str | None, units: int, notes: Sequence[str] = (), start: str = "starting") -> None:
         _use_comfy_user_dir()
         self.node_id = node_id
         self.notes = list(notes)
@@ -185,7 +188,7 @@ class _Run:
         self._drawn_version = -1
         self._drawn_at = 0.0
         self.bar = hooks.progress_bar(100 * len(self.progress), node_id)
-        self.show("starting")
+        self.show(start)
 
     # Cancel ----------------------------------------------------------------------------------------------------
 
@@ -272,6 +275,12 @@ class _Run:
             except hooks.interrupt_exception():
                 pass  # the work is done and paid for: deliver it
         self.show(state)
+
+
+def _price_text(pictures: int) -> str:
+    """The status line before a WaveSpeed run: what it is about to cost."""
+    return (f"starting: {pictures} picture(s) at about ${WAVESPEED_USD_PER_PICTURE:g} each "
+            f"(about ${WAVESPEED_USD_PER_PICTURE * pictures:.2f})")
 
 
 def _to_image(results: Sequence[GenerationResult]) -> Any:
@@ -370,9 +379,10 @@ class ZImageGenerate:
     OUTPUT_TOOLTIPS = ("The pictures as one batch, in order of their seeds.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
     DESCRIPTION = ("Text to image with Z-Image at WaveSpeed, over the OpenAI-style /v1/images API or the native v3 "
-                   "API. A count of N makes N requests side by side; picture i uses seed + i, so every picture can "
-                   "be reproduced alone. The same inputs are served from ComfyUI's cache without a new request: "
-                   "change the seed to re-roll. Keys come from WAVESPEED_API_KEY or zimage.ini.")
+                   "API. About $0.01 per picture: a count of N makes N paid requests side by side; picture i uses "
+                   "seed + i, so every picture can be reproduced alone. The same inputs are served from ComfyUI's "
+                   "cache or the pack's local receipts without a new request: change the seed to re-roll. Keys come "
+                   "from WAVESPEED_API_KEY or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -415,7 +425,7 @@ class ZImageGenerate:
         check_choice(response_format, "response_format", RESPONSE_FORMATS)
         check_choice(output_format, "output_format", OUTPUT_FORMATS)
 
-        run = _Run(unique_id, count, model_notes(model, api, output_format))
+        run = _Run(unique_id, count, model_notes(model, api, output_format), start=_price_text(count))
         client = _wavespeed_client(api, run, timeout)
 
         def job(index: int) -> Callable[[], GenerationResult]:
@@ -453,10 +463,13 @@ class ZImageEdit:
     RETURN_NAMES = ("image", "info")
     OUTPUT_TOOLTIPS = ("The edited pictures as one batch: for each reference in turn, its count of pictures.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
-    DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). Each reference "
-                   "is resized to at most 1024 pixels on the long side before upload (with the v3 api it is "
-                   "uploaded first, then referenced by URL). The output keeps the reference's size unless width "
-                   "and height are set. Picture i of each reference uses seed + i.")
+    DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). About $0.01 "
+                   "per picture: references x count paid requests. Each reference is resized to at most 1024 pixels "
+                   "on the long side before upload (with the v3 api it is uploaded first, then referenced by URL). "
+                   "The output keeps the reference's size unless width and height are set. Picture i of each "
+                   "reference uses seed + i. The same inputs are served from ComfyUI's cache or the pack's local "
+                   "receipts without a new request: change the seed to re-roll. Keys come from WAVESPEED_API_KEY or "
+                   "zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -471,8 +484,9 @@ class ZImageEdit:
                 "model": _MODEL,
                 "api": _API,
                 "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                       "tooltip": "How far to move away from the reference: 0.25-0.35 is a light "
-                                                  "touch, 0.45-0.6 solid adherence to the prompt, 0.7+ repaints."}),
+                                       "tooltip": "How closely to follow the reference: 0.25-0.35 a light touch "
+                                                  "(keeps palette and mood), 0.45-0.6 solid adherence (composition "
+                                                  "stays close), 0.7+ a near copy."}),
                 "guidance_scale": ("FLOAT", {"default": 6.5, "min": 0.0, "max": 20.0, "step": 0.1,
                                              "tooltip": "CFG: 6-7 works best with a reference. Not sent with the "
                                                         "v3 api; no effect on Z-Image-Turbo."}),
@@ -514,7 +528,8 @@ class ZImageEdit:
                 f"{references} reference pictures x count {count} would make {references * count} paid requests; "
                 f"the limit per run is {MAX_EDIT_PICTURES}. Split the batch or lower the count.", field="count")
 
-        run = _Run(unique_id, references * count, model_notes(model, api, output_format))
+        run = _Run(unique_id, references * count, model_notes(model, api, output_format),
+                   start=_price_text(references * count))
         client = _wavespeed_client(api, run, timeout)
         uploads = Once(lambda ref: tensor_to_upload(image, ref, max_side=1024))
         urls = Once(lambda ref: client.upload(*uploads.get(ref)))
@@ -559,8 +574,9 @@ class QingboTaskSubmit:
     OUTPUT_TOOLTIPS = ("The accepted task ids, one per line. Connect Qingbo Task Poll, or paste them there later.",)
     DESCRIPTION = ("Queues z-image-turbo tasks at Qingbo and returns as soon as they are accepted, one task id per "
                    "line. Qingbo Task Poll collects the pictures; a task id stays collectable after a timeout or a "
-                   "restart, without paying again. About $0.0106 per picture (500,000 quota = 1 USD). Keys come "
-                   "from QINGBO_API_KEY or zimage.ini.")
+                   "restart, without paying again. About $0.0106 per picture (500,000 quota = 1 USD); "
+                   "prompt_extend costs extra. The same inputs return the same task ids without new tasks: change "
+                   "the seed to re-roll. Keys come from QINGBO_API_KEY (or WAVE_API_KEY) or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -600,7 +616,9 @@ class QingboTaskSubmit:
         }
         QingboClient.build_body(prompt, **options)  # every check runs before the first request
 
-        run = _Run(unique_id, count)
+        extra = " + prompt_extend" if prompt_extend else ""
+        run = _Run(unique_id, count, start=f"submitting {count} task(s) at about ${QINGBO_USD_PER_PICTURE} each "
+                                            f"(about ${QINGBO_USD_PER_PICTURE * count:.4f}{extra})")
         client = QingboClient(sleep=run.transport_sleep)
         receipts = Receipts(ledger=client.ledger)
         tasks: list[Any] = [None] * count
@@ -646,7 +664,8 @@ class QingboTaskPoll:
     OUTPUT_TOOLTIPS = ("The pictures of every task id, in order, as one batch.",
                        "JSON: task ids, seeds, size, cost (quota and USD), result URLs and the prompt's hash.")
     DESCRIPTION = ("Waits for Qingbo task ids (linked from Qingbo Task Submit, or pasted, one per line) side by side "
-                   "and returns their pictures as one batch. Polling never re-submits: a timeout leaves the tasks "
+                   "and returns their pictures as one batch. Polling is free and never re-submits: Qingbo bills "
+                   "about $0.0106 per finished picture (500,000 quota = 1 USD), once. A timeout leaves the tasks "
                    "running, and polling the same ids again collects them without paying twice. Finished ids are "
                    "served from a local copy without any request.")
 

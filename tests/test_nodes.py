@@ -275,6 +275,8 @@ def test_generate_reports_progress_and_status_under_the_node(nodes: ModuleType, 
     assert values == sorted(values)
     assert {node for _, node in nodes.hooks.texts} == {"7"}
     assert "done: 3 picture(s) 512x384" in nodes.hooks.texts[-1][0]
+    # the price is on screen before anything is paid
+    assert nodes.hooks.texts[0][0].startswith("starting: 3 picture(s) at about $0.01 each (about $0.03)")
 
 
 def test_generate_v3_turbo_sends_no_cfg_and_says_so(nodes: ModuleType, emu: Emulator) -> None:
@@ -440,6 +442,7 @@ def test_submit_returns_the_accepted_ids_at_once(nodes: ModuleType, emu: Emulato
     assert len({r.headers["idempotency-key"] for r in sent}) == 3
     assert all(emu.tasks[t].status == "queued" for t in task_ids)
     assert "pre-consumed 15939 quota ($0.031878)" in nodes.hooks.all_text()
+    assert nodes.hooks.texts[0][0].startswith("submitting 3 task(s) at about $0.010625 each (about $0.0319)")
 
 
 def test_submit_passes_seed_plus_i_and_the_callback(nodes: ModuleType, emu: Emulator) -> None:
