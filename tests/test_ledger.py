@@ -54,6 +54,14 @@ def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         assert default_dir() == tmp_path / "comfy-user"
     finally:
         set_default_dir(None)
+    import zimage_api.ledger as ledger_module
+
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "user").mkdir(parents=True)
+    fake_pack_file = comfy / "custom_nodes" / "comfyui-zimage" / "zimage_api" / "ledger.py"
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger_module, "__file__", str(fake_pack_file))
+        assert default_dir() == comfy / "user" / "comfyui-zimage"  # the CLI finds the nodes' ledger
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr("sys.platform", "linux")
     assert default_dir() == tmp_path / "xdg" / "comfyui-zimage"

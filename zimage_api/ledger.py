@@ -9,7 +9,9 @@ Where it lives (first match wins):
 
 1. ``$ZIMAGE_DATA_DIR`` (the ledger is ``ledger.jsonl`` in it, pictures in ``results/``);
 2. the folder set with :func:`set_default_dir` (inside ComfyUI: ``<ComfyUI>/user/comfyui-zimage``);
-3. the per-user data folder: ``%LOCALAPPDATA%\\comfyui-zimage`` on Windows, ``~/Library/Application Support/
+3. when the pack is installed in ``<ComfyUI>/custom_nodes/``, ComfyUI's ``user/comfyui-zimage``, so the command
+   line outside ComfyUI sees the same ledger as the nodes;
+4. the per-user data folder: ``%LOCALAPPDATA%\\comfyui-zimage`` on Windows, ``~/Library/Application Support/
    comfyui-zimage`` on macOS, ``$XDG_DATA_HOME/comfyui-zimage`` (``~/.local/share/comfyui-zimage``) elsewhere.
 """
 
@@ -49,6 +51,9 @@ def default_dir() -> Path:
         return Path(override).expanduser()
     if _configured_dir is not None:
         return _configured_dir
+    pack = Path(__file__).resolve().parent.parent
+    if pack.parent.name == "custom_nodes" and (pack.parent.parent / "user").is_dir():
+        return pack.parent.parent / "user" / "comfyui-zimage"
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
