@@ -15,11 +15,10 @@ from typing import Any
 
 from .config import QINGBO
 from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
-from .ledger import Ledger
 from .logs import log_call, logger, prompt_hash
 from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
 from .results import GenerationResult, quota_to_usd
-from .transport import Transport
+from .task_client import TaskClient
 from .validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,
@@ -150,27 +149,15 @@ def _number(value: Any) -> float | None:
     return int(number) if number.is_integer() else number
 
 
-class QingboClient:
+class QingboClient(TaskClient):
     """Client of Qingbo's task API for z-image-turbo.
 
-    ``ledger`` is where task ids are recorded (default: :meth:`Ledger.default`; ``False`` disables it). Other keyword
-    arguments go to :class:`~zimage_api.transport.Transport` (``api_key``, ``base_url``, ``sleep``, ``now``...).
+    Task ids go to the ledger as soon as they are issued; see :class:`~zimage_api.task_client.TaskClient` for
+    ``transport``, ``ledger`` and the transport options.
     """
 
     protocol = "qingbo"
-
-    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
-                 **transport_options: Any) -> None:
-        self.transport = transport or Transport(QINGBO, **transport_options)
-        self._ledger = ledger
-
-    @property
-    def ledger(self) -> Ledger | None:
-        if self._ledger is False:
-            return None
-        if isinstance(self._ledger, Ledger):
-            return self._ledger
-        return Ledger.default()
+    provider = QINGBO
 
     # -- single calls ---------------------------------------------------------------------------------------------
 
@@ -372,10 +359,3 @@ class QingboClient:
             seeds=[params.get("seed")] * len(images), size=size, cost_quota=quota, cost_usd=quota_to_usd(quota),
             elapsed=elapsed, paths=paths, notes=list(notes or []))
 
-    def _note(self, tid: str, status: str, **fields: Any) -> None:
-        ledger = self.ledger
-        if ledger is not None:
-            try:
-                ledger.record_status(tid, status, **{k: v for k, v in fields.items() if v is not None})
-            except OSError as err:
-                logger.warning("could not update the ledger for %s: %s", tid, err)

@@ -14,11 +14,10 @@ from typing import Any
 from .config import WAVESPEED
 from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
 from .images import decode_base64
-from .ledger import Ledger
-from .logs import log_call, logger, prompt_hash
+from .logs import log_call, prompt_hash
 from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
 from .results import GenerationResult
-from .transport import Transport
+from .task_client import TaskClient
 from .validation import V3_SIZE, check_choice, check_number, check_prompt, check_seed, check_size, check_task_id
 
 __all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
@@ -59,27 +58,15 @@ class Prediction:
         )
 
 
-class WaveSpeedClient:
+class WaveSpeedClient(TaskClient):
     """Client of WaveSpeed's v3 API for the Z-Image models.
 
-    ``ledger`` is where prediction ids are recorded (default: :meth:`Ledger.default`; ``False`` disables it).
-    Other keyword arguments go to :class:`~zimage_api.transport.Transport`.
+    Prediction ids go to the ledger as soon as they are issued; see :class:`~zimage_api.task_client.TaskClient`
+    for ``transport``, ``ledger`` and the transport options.
     """
 
     protocol = "v3"
-
-    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
-                 **transport_options: Any) -> None:
-        self.transport = transport or Transport(WAVESPEED, **transport_options)
-        self._ledger = ledger
-
-    @property
-    def ledger(self) -> Ledger | None:
-        if self._ledger is False:
-            return None
-        if isinstance(self._ledger, Ledger):
-            return self._ledger
-        return Ledger.default()
+    provider = WAVESPEED
 
     # -- single calls ---------------------------------------------------------------------------------------------
 
@@ -249,13 +236,6 @@ class WaveSpeedClient:
 
     # -- internals ------------------------------------------------------------------------------------------------
 
-    def _note(self, pid: str, status: str, **fields: Any) -> None:
-        ledger = self.ledger
-        if ledger is not None:
-            try:
-                ledger.record_status(pid, status, **{k: v for k, v in fields.items() if v is not None})
-            except OSError as err:
-                logger.warning("could not update the ledger for %s: %s", pid, err)
 
     @staticmethod
     def build_body(prompt: str, model: str, negative_prompt: str, width: int, height: int, seed: int | None,

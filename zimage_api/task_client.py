@@ -1,0 +1,46 @@
+"""What the two task-based clients (WaveSpeed v3 and Qingbo) share: a transport and a ledger of their task ids."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .config import Provider
+from .ledger import Ledger
+from .logs import logger
+from .transport import Transport
+
+__all__ = ["TaskClient"]
+
+
+class TaskClient:
+    """Base of a client whose paid work has an id.
+
+    ``ledger`` is where the ids are recorded (default: :meth:`Ledger.default`, resolved at each use; ``False``
+    disables it). Other keyword arguments go to :class:`~zimage_api.transport.Transport` (``api_key``,
+    ``base_url``, ``timeout``, ``retry``, ``sleep``, ``now``...).
+    """
+
+    provider: ClassVar[Provider]
+
+    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
+                 **transport_options: Any) -> None:
+        self.transport = transport or Transport(self.provider, **transport_options)
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> Ledger | None:
+        if self._ledger is False:
+            return None
+        if isinstance(self._ledger, Ledger):
+            return self._ledger
+        return Ledger.default()
+
+    def _note(self, task_id: str, status: str, **fields: Any) -> None:
+        """Record a task's new status; a ledger that cannot be written is a warning, never a failed run."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        try:
+            ledger.record_status(task_id, status, **{k: v for k, v in fields.items() if v is not None})
+        except OSError as err:
+            logger.warning("could not update the ledger for %s: %s", task_id, err)
