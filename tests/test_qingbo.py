@@ -198,3 +198,16 @@ def test_rate_limit_quota_window_waits_until_reset(emu, clock) -> None:
     task = client(clock).submit(PROMPT)
     assert task.task_id and len(emu.requests_to("POST /v1/tasks")) == 2
     assert clock.sleeps == [pytest.approx(12.0, abs=0.01)]
+
+
+def test_prefer_wait_returns_a_quick_task_finished_without_polling(monkeypatch) -> None:
+    from zimage_api.emulator import DEMO_KEY, Emulator
+
+    with Emulator(queue_seconds=0.0, process_seconds=0.2, picture_scale=0.25, qingbo_keys={DEMO_KEY}) as emu:
+        qingbo = QingboClient(api_key=DEMO_KEY, base_url=emu.url)
+        result = qingbo.generate(PROMPT)  # no cancel_check: the submit may hold its answer
+        sent = emu.requests_to("POST /v1/tasks")[0]
+        assert sent.headers["prefer"] == "wait=10"
+        assert emu.requests_to("GET /v1/tasks/*") == [] and result.images == [emu.served_images[-1]]
+        qingbo.generate(PROMPT, cancel_check=lambda: False)
+        assert "prefer" not in emu.requests_to("POST /v1/tasks")[1].headers  # Cancel must stay responsive

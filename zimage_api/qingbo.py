@@ -337,8 +337,15 @@ class QingboClient(TaskClient):
     def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
                  on_progress: ProgressCallback | None = None, **submit_options: Any) -> GenerationResult:
-        """Submit one task and collect its picture."""
+        """Submit one task and collect its picture.
+
+        Without a ``cancel_check`` nothing can interrupt the wait, so the submit asks Qingbo to hold its answer
+        (``Prefer: wait``, up to 10 s) and a quick task comes back finished with no polling at all. With a
+        ``cancel_check`` the submit returns at once, so Cancel is felt within a second.
+        """
         started = time.monotonic()
+        if "prefer_wait" not in submit_options and cancel_check is None:
+            submit_options["prefer_wait"] = max(1, min(10, int(timeout)))
         task = self.submit(prompt, **submit_options)
         result = self.collect(task.task_id, first=task, started=started, timeout=timeout, sleep=sleep, clock=clock,
                               cancel_check=cancel_check, on_progress=on_progress)
