@@ -1,13 +1,16 @@
-"""Shared fixtures: a fake clock, an isolated environment, and an emulator on 127.0.0.1."""
+"""Shared fixtures: a fake clock, an isolated environment, an emulator on 127.0.0.1, the pack loaded as in ComfyUI."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.comfy_stubs import RecordingHooks, load_pack, pack_nodes, patch_nodes
 
 if TYPE_CHECKING:
     from zimage_api.emulator import Emulator
@@ -73,3 +76,15 @@ def emu(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator["Emulator
         yield emulator
     finally:
         emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def pack() -> ModuleType:
+    """The pack, imported the way ComfyUI imports it (once per process)."""
+    return load_pack()
+
+
+@pytest.fixture
+def nodes(pack: ModuleType, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The pack's nodes module with :class:`RecordingHooks` as ``nodes.hooks`` and the fake clock."""
+    return patch_nodes(monkeypatch, RecordingHooks(pack_nodes().ComfyHooks), clock)

@@ -8,34 +8,19 @@ The frontend reads ``locales/<lang>/nodeDefs.json`` keyed by node class, then ``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from PIL import Image
 
-PACK_DIR = Path(__file__).resolve().parent.parent
-PACK_MODULE = str(PACK_DIR).replace(".", "_x_")  # how ComfyUI names a pack folder's module
+from tests.comfy_stubs import PACK_DIR, load_pack
+
 LOCALES = PACK_DIR / "locales"
 WORKFLOWS = PACK_DIR / "workflows"
 HAN = re.compile(r"[\u4e00-\u9fff]")
-
-
-def load_pack() -> ModuleType:
-    """Import the pack like ComfyUI: spec_from_file_location on its __init__.py under an odd module name."""
-    if PACK_MODULE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK_MODULE, PACK_DIR / "__init__.py",
-                                                      submodule_search_locations=[str(PACK_DIR)])
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_MODULE] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK_MODULE]
 
 
 PACK = load_pack()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -18,91 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.comfy_stubs import MUG, PACK_DIR, PACK_MODULE, FakeInterrupt, pack_nodes
 from zimage_api.emulator import DEMO_KEY, Emulator
 
-PACK_DIR = Path(__file__).resolve().parent.parent
-# ComfyUI imports a pack folder under its full path with "." replaced by "_x_" (nodes.py, load_custom_node).
-PACK_MODULE = str(PACK_DIR).replace(".", "_x_")
-MUG = ("Editorial-style product photo of a ceramic mug on a linen table, soft morning light. 35mm look, "
-       "neutral color grading, no text, uncluttered background.")
 NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
-
-
-def load_pack(name: str = PACK_MODULE) -> ModuleType:
-    """Import the pack like ComfyUI: spec_from_file_location on its __init__.py under an odd module name."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, PACK_DIR / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_DIR)])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-class FakeInterrupt(Exception):
-    """Stands in for comfy.model_management.InterruptProcessingException."""
-
-
-class RecordingBar:
-    def __init__(self, total: int, node_id: str | None) -> None:
-        self.total, self.node_id = total, node_id
-        self.updates: list[tuple[float, float]] = []
-
-    def update_absolute(self, value: float, total: float | None = None, preview: Any = None) -> None:
-        self.updates.append((value, total if total is not None else self.total))
-
-
-class RecordingHooks:
-    """Records what the nodes show in ComfyUI; ``flag`` is the Cancel button."""
-
-    def __init__(self, base: type) -> None:
-        self._base = base
-        self.bars: list[RecordingBar] = []
-        self.texts: list[tuple[str, str | None]] = []
-        self.flag = False
-        self.interrupt_checks = 0
-        self.user_dir: str | None = None
-
-    def progress_bar(self, total: int, node_id: str | None) -> RecordingBar:
-        bar = RecordingBar(total, node_id)
-        self.bars.append(bar)
-        return bar
-
-    def send_text(self, text: str, node_id: str | None) -> None:
-        self.texts.append((text, node_id))
-
-    def interrupted(self) -> bool:
-        self.interrupt_checks += 1
-        return self.flag
-
-    def interrupt_exception(self) -> type[BaseException]:
-        return FakeInterrupt
-
-    def raise_interrupt(self) -> None:
-        raise FakeInterrupt()
-
-    def user_directory(self) -> str | None:
-        return self.user_dir
-
-    def all_text(self) -> str:
-        return "\n".join(text for text, _ in self.texts)
-
-
-@pytest.fixture(scope="module")
-def pack() -> ModuleType:
-    return load_pack()
-
-
-@pytest.fixture
-def nodes(pack: ModuleType, clock: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    module = sys.modules[PACK_MODULE + ".nodes"]
-    monkeypatch.setattr(module, "hooks", RecordingHooks(module.ComfyHooks))
-    monkeypatch.setattr(module, "clock", clock)
-    monkeypatch.setattr(module, "sleep", clock.sleep)
-    monkeypatch.setattr(module, "_data_dir_ready", True)
-    return module
 
 
 def errors_of(nodes: ModuleType) -> ModuleType:
@@ -205,7 +123,7 @@ def test_model_lists_match_the_library(pack: ModuleType) -> None:
     from zimage_api.openai_images import MODELS
     from zimage_api.wavespeed_v3 import MODEL_PATHS
 
-    nodes = sys.modules[PACK_MODULE + ".nodes"]
+    nodes = pack_nodes()
     assert nodes.MODELS == list(MODELS) == list(MODEL_PATHS)
 
 
@@ -590,7 +508,7 @@ def test_the_ledger_goes_to_comfyuis_user_folder(nodes: ModuleType, emu: Emulato
 
 
 def test_default_hooks_are_no_ops_outside_comfyui(pack: ModuleType) -> None:
-    nodes = sys.modules[PACK_MODULE + ".nodes"]
+    nodes = pack_nodes()
     hooks = nodes.ComfyHooks()
     assert hooks.progress_bar(100, "1") is None and hooks.interrupted() is False and hooks.user_directory() is None
     hooks.send_text("hello", "1")

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import pytest
 import torch
 
-from tests.test_nodes import MUG, PACK_MODULE, RecordingHooks, load_pack
+from tests.comfy_stubs import MUG
 from zimage_api.receipts import Receipts, fingerprint
 from zimage_api.results import GenerationResult
-
-
-@pytest.fixture
-def nodes(clock: Any, monkeypatch: pytest.MonkeyPatch):
-    load_pack()
-    module = sys.modules[PACK_MODULE + ".nodes"]
-    monkeypatch.setattr(module, "hooks", RecordingHooks(module.ComfyHooks))
-    monkeypatch.setattr(module, "clock", clock)
-    monkeypatch.setattr(module, "sleep", clock.sleep)
-    monkeypatch.setattr(module, "_data_dir_ready", True)
-    return module
 
 
 def generate(nodes, **overrides: Any):

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
+from tests.comfy_stubs import PACK_DIR, patch_nodes
 from zimage_api.emulator import Emulator
 
-PACK_DIR = Path(__file__).resolve().parent.parent
-PACK_MODULE = str(PACK_DIR).replace(".", "_x_")  # how ComfyUI names a pack folder's module
 WORKFLOWS = PACK_DIR / "workflows"
 NAMES = ["01_generate_postprocess", "02_edit_loadimage", "03_qingbo_submit_poll", "04_generate_then_edit"]
 
@@ -39,22 +35,6 @@ CORE_NODES: dict[str, dict[str, Any]] = {
 FRONTEND_ONLY = {"MarkdownNote", "Note"}  # canvas notes: in UI files only, never in API prompts
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 OUTPUT_NODES = {"SaveImage", "PreviewImage"}
-
-
-def load_pack() -> ModuleType:
-    if PACK_MODULE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK_MODULE, PACK_DIR / "__init__.py",
-                                                      submodule_search_locations=[str(PACK_DIR)])
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_MODULE] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK_MODULE]
-
-
-@pytest.fixture(scope="module")
-def pack() -> ModuleType:
-    return load_pack()
 
 
 def node_spec(pack: ModuleType, class_type: str) -> tuple[dict[str, tuple[Any, dict[str, Any]]], list[str]]:
@@ -285,12 +265,7 @@ def topological(api: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 def run_env(pack: ModuleType, emu: Emulator, clock: Any, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    nodes = sys.modules[PACK_MODULE + ".nodes"]
-    monkeypatch.setattr(nodes, "hooks", QuietHooks())
-    monkeypatch.setattr(nodes, "clock", clock)
-    monkeypatch.setattr(nodes, "sleep", clock.sleep)
-    monkeypatch.setattr(nodes, "_data_dir_ready", True)
-    return nodes
+    return patch_nodes(monkeypatch, QuietHooks(), clock)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import Runtime, collect_tasks, generate_pictures
+from .cli_commands import collect_tasks, generate_pictures
+from .cli_runtime import Runtime
 from .ledger import Ledger
 
 __all__ = ["run_demo"]

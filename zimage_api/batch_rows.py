@@ -1,0 +1,321 @@
+"""The rows of a batch file: reading JSON lines or CSV, validating and normalising each row, its key and its cost.
+
+Every row is validated with the clients' own validators before anything is sent; an invalid row carries a sentence
+saying what is wrong instead of stopping the reading, so every bad row is reported at once.
+
+A row's key is a hash of its normalised parameters (the reference by content), with ``#2``, ``#3``... for repeated
+identical rows, so the key does not move when other rows are added, removed or reordered.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cli_commands import read_reference, v3_size_for_reference
+from .cli_runtime import UsageError, one_line, to_stdout
+from .errors import ValidationError, ZImageError
+
+__all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
+           "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "QINGBO_USD_PROMPT_EXTEND",
+           "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
+
+QINGBO_USD_PER_IMAGE = 0.010625        # 5,313 quota at 500,000 quota per USD
+QINGBO_USD_PROMPT_EXTEND = 0.002       # 1,000 quota
+WAVESPEED_USD_PER_IMAGE_ESTIMATE = 0.01
+
+PROVIDERS = ("wavespeed-images", "wavespeed-v3", "qingbo")
+_PROVIDER_ALIASES = {"images": "wavespeed-images", "v1/images": "wavespeed-images", "wavespeed": "wavespeed-images",
+                     "v3": "wavespeed-v3"}
+FIELDS = ("prompt", "negative_prompt", "width", "height", "size", "seed", "provider", "reference", "cfg", "strength",
+          "aspect_ratio", "resolution", "prompt_extend", "model", "response_format", "output_format")
+_FIELD_ALIASES = {"negative": "negative_prompt", "guidance_scale": "cfg", "image": "reference"}
+PASSTHROUGH = ("id", "name", "note", "notes", "comment")  # kept in the manifest, not part of the row's key
+_NOT_FOR = {
+    "qingbo": ("negative_prompt", "width", "height", "size", "reference", "cfg", "strength", "response_format",
+               "output_format"),
+    "wavespeed-images": ("aspect_ratio", "resolution", "prompt_extend", "output_format"),
+    "wavespeed-v3": ("aspect_ratio", "resolution", "prompt_extend", "cfg"),
+}
+_TAKES = {
+    "qingbo": "it takes prompt, aspect_ratio, resolution, prompt_extend and seed",
+    "wavespeed-images": "it takes width and height (or size), cfg, model, response_format, and strength with a "
+                        "reference",
+    "wavespeed-v3": "it takes width and height (or size), model, output_format, response_format, and strength with "
+                    "a reference (no cfg)",
+}
+
+
+@dataclass
+class Job:
+    """One row of the batch file, normalised."""
+
+    row: int
+    line: int
+    provider: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        """How error lines name the row: ``row 3``, with its line in the file when that is another number."""
+        return f"row {self.row}" + (f" (line {self.line})" if self.line != self.row else "")
+
+    @property
+    def seed(self) -> int | None:
+        """The row's fixed seed, or ``None`` for a random one."""
+        return self.params.get("seed")
+
+
+# -- reading and validating rows ------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str | None]]:
+    """(row, line, fields, error sentence or None) for every non-blank row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as err:
+        raise UsageError(f"Cannot read the batch file {path}: {err.strerror or err}.", field="file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"The batch file {path} is not UTF-8 text.", field="file") from None
+    if fmt == "auto":
+        suffix = path.suffix.lower()
+        fmt = "csv" if suffix in (".csv", ".tsv") else "jsonl" if suffix in (".jsonl", ".ndjson", ".json") else (
+            "jsonl" if text.lstrip().startswith("{") else "csv")
+    rows: list[tuple[int, int, dict[str, Any], str | None]] = []
+    if fmt == "jsonl":
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            error = None
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                value, error = {}, f"Not valid JSON ({err.msg} at column {err.colno})."
+            if not isinstance(value, dict):
+                value, error = {}, f"Expected a JSON object, found {type(value).__name__}."
+            rows.append((len(rows) + 1, line_no, value, error))
+        return rows
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+    headers = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    unknown = [h for h in headers if h and _FIELD_ALIASES.get(h, h) not in FIELDS and h not in PASSTHROUGH]
+    if unknown:
+        raise UsageError(f"The batch file {path} has unknown column(s) {', '.join(map(repr, unknown))}; the "
+                         f"columns are {', '.join(FIELDS)} (plus {', '.join(PASSTHROUGH)}, kept as notes).",
+                         field="file")
+    if "prompt" not in headers:
+        raise UsageError(f"The batch file {path} has no 'prompt' column (its header is {', '.join(headers)}).",
+                         field="file")
+    reader.fieldnames = headers
+    for record in reader:
+        values = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip()}
+        if values:
+            rows.append((len(rows) + 1, reader.line_num, values, None))
+    return rows
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValidationError(f"The {name} must be a whole number, not {value!r}.", field=name)
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    except (TypeError, ValueError):
+        pass
+    raise ValidationError(f"The {name} must be a whole number, not {value!r}.", field=name)
+
+
+def _float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValidationError(f"The {name} must be a number, not {value!r}.", field=name)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"The {name} must be a number, not {value!r}.", field=name) from None
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off", ""):
+        return False
+    raise ValidationError(f"The {name} must be true or false, not {value!r}.", field=name)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "random")):
+        return None
+    seed = _int(value, "seed")
+    return None if seed == -1 else seed
+
+
+def _size(raw: dict[str, Any]) -> tuple[int | None, int | None]:
+    width = _int(raw["width"], "width") if "width" in raw else None
+    height = _int(raw["height"], "height") if "height" in raw else None
+    if "size" in raw:
+        text = str(raw["size"]).lower().replace("*", "x").replace("×", "x")
+        parts = text.split("x")
+        if len(parts) != 2:
+            raise ValidationError(f"The size {raw['size']!r} must look like 1024x768.", field="size")
+        w, h = _int(parts[0].strip(), "width"), _int(parts[1].strip(), "height")
+        if (width, height) not in ((None, None), (w, h)):
+            raise ValidationError(f"The size {raw['size']!r} contradicts width/height {width}x{height}.",
+                                  field="size")
+        width, height = w, h
+    if (width is None) != (height is None):
+        raise ValidationError("Give both width and height (or size), or neither.", field="size")
+    return width, height
+
+
+def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
+                  response_format: str | None, output_format: str | None) -> tuple[str, dict[str, Any],
+                                                                                    dict[str, Any]]:
+    """(provider, normalised params, passthrough notes), validated with the clients' own checks."""
+    from .openai_images import ImagesClient
+    from .qingbo import QingboClient
+    from .validation import check_choice, check_number
+    from .wavespeed_v3 import WaveSpeedClient
+
+    fields: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for name, value in raw.items():
+        canonical = _FIELD_ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+        if canonical in PASSTHROUGH:
+            extras[canonical] = value
+        elif canonical not in FIELDS:
+            raise ValidationError(f"Unknown field {name!r}; the fields are {', '.join(FIELDS)}.", field=str(name))
+        elif value is not None and value != "":
+            fields[canonical] = value
+    provider = str(fields.get("provider") or default_provider).strip().lower()
+    provider = _PROVIDER_ALIASES.get(provider, provider)
+    if provider not in PROVIDERS:
+        raise ValidationError(f"The provider {fields.get('provider')!r} is not one of {', '.join(PROVIDERS)}.",
+                              field="provider")
+    misplaced = [name for name in _NOT_FOR[provider] if name in fields]
+    if misplaced:
+        raise ValidationError(f"{provider} does not take {', '.join(misplaced)}; {_TAKES[provider]}.",
+                              field=misplaced[0])
+    prompt = fields.get("prompt", "")
+    seed = _seed(fields.get("seed"))
+    if provider == "qingbo":
+        if str(fields.get("model", "z-image-turbo")).lower() != "z-image-turbo":
+            raise ValidationError(f"Qingbo runs z-image-turbo only, not {fields['model']!r}.", field="model")
+        body = QingboClient.build_body(prompt, aspect_ratio=str(fields.get("aspect_ratio", "1:1")),
+                                       resolution=str(fields.get("resolution", "1K")),
+                                       prompt_extend=_bool(fields.get("prompt_extend", False), "prompt_extend"),
+                                       seed=seed)
+        params: dict[str, Any] = {"provider": provider, "prompt": body["prompt"], "aspect_ratio": body["aspect_ratio"],
+                  "resolution": body["resolution"], "prompt_extend": bool(body.get("prompt_extend")), "seed": seed}
+        return provider, params, extras
+
+    width, height = _size(fields)
+    reference = None
+    params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Base")), "prompt": prompt,
+              "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
+    if "reference" in fields:
+        reference = Path(str(fields["reference"])).expanduser()
+        reference = reference if reference.is_absolute() else base_dir / reference
+        data, _name, _type = read_reference(reference)
+        params["reference"] = str(reference.resolve())
+        params["reference_sha256"] = hashlib.sha256(reference.read_bytes()).hexdigest()[:16]
+        strength = _float(fields.get("strength", 0.5 if provider == "wavespeed-images" else 0.6), "strength")
+        params["strength"] = check_number(strength, "strength", 0.0, 1.0)
+        if width is None and provider == "wavespeed-v3":
+            width, height = v3_size_for_reference(data)
+    elif "strength" in fields:
+        raise ValidationError("The strength needs a reference picture.", field="strength")
+    if reference is None and width is None:
+        width, height = 1024, 1024
+    params.update(width=width, height=height)
+    if provider == "wavespeed-images":
+        cfg = _float(fields.get("cfg", 6.5 if reference else 7.5), "cfg")
+        fmt = str(fields.get("response_format") or response_format or "b64_json")
+        ImagesClient.build_body(prompt, params["negative_prompt"], cfg, width, height, seed, 1, params["model"], fmt)
+        params.update(cfg=cfg, response_format=fmt)
+    else:
+        fmt = str(fields.get("response_format") or "url")
+        out_fmt = str(fields.get("output_format") or output_format or "png")
+        check_choice(fmt, "response_format", ("b64_json", "url"))
+        WaveSpeedClient.build_body(prompt, params["model"], params["negative_prompt"], width or 1024, height or 1024,
+                                   seed, "reference" if reference else None, params.get("strength"), out_fmt, False,
+                                   fmt == "b64_json")
+        params.update(response_format=fmt, output_format=out_fmt)
+    return provider, params, extras
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """A stable 16-hex hash of JSON-able parameters."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespeed-images",
+              response_format: str | None = None, output_format: str | None = None) -> list[Job]:
+    """Every row as a :class:`Job`; invalid rows carry ``error`` (a sentence) instead of raising."""
+    jobs: list[Job] = []
+    seen: Counter[str] = Counter()
+    for row, line, raw, error in _read_rows(path, fmt):
+        job = Job(row=row, line=line, error=error)
+        jobs.append(job)
+        if error:
+            continue
+        try:
+            job.provider, job.params, job.extras = normalise_row(
+                raw, base_dir=path.parent, default_provider=default_provider, response_format=response_format,
+                output_format=output_format)
+        except ZImageError as err:
+            job.error = one_line(err)
+            continue
+        # The reference counts by content (its hash), not by path; response_format only changes the transport.
+        digest = params_digest({k: v for k, v in job.params.items() if k not in ("reference", "response_format")})
+        seen[digest] += 1
+        job.key = digest if seen[digest] == 1 else f"{digest}#{seen[digest]}"
+    return jobs
+
+
+# -- cost -----------------------------------------------------------------------------------------------------------
+
+
+def estimate_cost(job: Job) -> float:
+    """The row's price in USD: Qingbo's published price, or an estimate for WaveSpeed."""
+    if job.provider == "qingbo":
+        return QINGBO_USD_PER_IMAGE + (QINGBO_USD_PROMPT_EXTEND if job.params.get("prompt_extend") else 0.0)
+    return WAVESPEED_USD_PER_IMAGE_ESTIMATE
+
+
+def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | None]], path: Path) -> None:
+    """Print what a run would do (rows done, to collect, to run) and what the new rows would cost, by provider."""
+    collect = [job for job, task_id in todo if task_id]
+    fresh = [job for job, task_id in todo if not task_id]
+    to_stdout(f"batch {path}: {len(jobs)} rows: {len(done)} done earlier (skipped), {len(collect)} submitted "
+              f"earlier (to collect, already paid), {len(fresh)} to run")
+    total = 0.0
+    for provider in PROVIDERS:
+        rows = [job for job in fresh if job.provider == provider]
+        if not rows:
+            continue
+        cost = sum(estimate_cost(job) for job in rows)
+        total += cost
+        count = f"{len(rows)} picture{'s' if len(rows) > 1 else ''}"
+        if provider == "qingbo":
+            to_stdout(f"  {provider:<17} {count:<13} ${cost:.4f}  (${QINGBO_USD_PER_IMAGE} each, "
+                      f"+${QINGBO_USD_PROMPT_EXTEND} with prompt_extend)")
+        else:
+            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (estimate: about "
+                      f"${WAVESPEED_USD_PER_IMAGE_ESTIMATE:.2f} each)")
+    to_stdout(f"estimated cost: ${total:.4f} (WaveSpeed prices are estimates; nothing was sent)")

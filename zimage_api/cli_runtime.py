@@ -1,0 +1,173 @@
+"""What one command-line run shares: the injected sleep and clock, the clients, the tasks in flight, exit codes.
+
+Every other CLI module imports this one and nothing imports them back, so the CLI has no import cycle.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .config import QINGBO, WAVESPEED, Provider
+from .errors import ValidationError
+from .ledger import Ledger
+from .results import GenerationResult
+
+__all__ = ["Runtime", "UsageError", "Interrupted", "PROG", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
+           "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr"]
+
+PROG = "python -m zimage_api"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValidationError):
+    """Bad command-line usage found by the CLI itself (a missing file, options that do not fit together)."""
+
+
+class Interrupted(Exception):
+    """Raised inside a worker's sleep once the run was stopped (Ctrl-C); the task stays in the ledger."""
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (never empty: the class name stands in for a blank message)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def to_stdout(line: str) -> None:
+    """Print a result line (a picture's path, a task id) at once, so a pipe sees it while the run goes on."""
+    print(line, file=sys.stdout, flush=True)
+
+
+def to_stderr(line: str) -> None:
+    """Print a message or an error line on stderr at once."""
+    print(line, file=sys.stderr, flush=True)
+
+
+class Runtime:
+    """What one CLI run shares: injected sleep/clock, the ledger, client factories and the tasks in flight.
+
+    ``sleep``/``clock`` default to the real ones; tests pass a fake clock (unix-like seconds) and its ``sleep``.
+    ``api_keys``/``base_urls`` (by config section, ``"wavespeed"``/``"qingbo"``) override the user's configuration;
+    the demo uses them to point at its embedded emulator without touching the environment. ``session`` (a
+    ``requests.Session``) is shared by every client when given.
+    """
+
+    def __init__(self, *, sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None,
+                 ledger: Ledger | None = None, api_keys: dict[str, str] | None = None,
+                 base_urls: dict[str, str] | None = None, session: Any = None) -> None:
+        self._injected_sleep = sleep
+        self.session = session
+        self.clock = clock or time.monotonic
+        self.now = clock or time.time
+        self.ledger = ledger or Ledger.default()
+        self.api_keys = dict(api_keys or {})
+        self.base_urls = dict(base_urls or {})
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, float | None], Any] = {}
+        self._in_flight: dict[str, str] = {}
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, or raise :class:`Interrupted` once :attr:`stop` is set (so workers unwind at Ctrl-C)."""
+        if self.stop.is_set():
+            raise Interrupted()
+        if self._injected_sleep is not None:
+            self._injected_sleep(seconds)
+        elif self.stop.wait(max(seconds, 0.0)):
+            raise Interrupted()
+
+    def wait_options(self, timeout: float | None) -> dict[str, Any]:
+        """The keyword arguments of a client's waiting loop: this run's sleep and clock, and the deadline if set."""
+        options: dict[str, Any] = {"sleep": self.sleep, "clock": self.clock}
+        if timeout is not None:
+            options["timeout"] = timeout
+        return options
+
+    def _transport_options(self, provider: Provider) -> dict[str, Any]:
+        options: dict[str, Any] = {"sleep": self.sleep, "now": self.now}
+        if self.session is not None:
+            options["session"] = self.session
+        if self.api_keys.get(provider.section):
+            options["api_key"] = self.api_keys[provider.section]
+        if self.base_urls.get(provider.section):
+            options["base_url"] = self.base_urls[provider.section]
+        return options
+
+    def _client(self, kind: str, read_timeout: float | None, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            client = self._clients.get((kind, read_timeout))
+            if client is None:
+                client = self._clients[(kind, read_timeout)] = make()
+            return client
+
+    def images(self, read_timeout: float | None = None) -> Any:
+        """The OpenAI-images style client (one per run and read timeout, shared by threads)."""
+        from .openai_images import ImagesClient
+
+        options = self._transport_options(WAVESPEED)
+        if read_timeout is not None:
+            options["timeout"] = (10.0, float(read_timeout))
+        return self._client("images", read_timeout, lambda: ImagesClient(**options))
+
+    def v3(self) -> Any:
+        """The WaveSpeed v3 client (one per run), recording predictions in the run's ledger."""
+        from .wavespeed_v3 import WaveSpeedClient
+
+        return self._client("v3", None, lambda: WaveSpeedClient(ledger=self.ledger,
+                                                                **self._transport_options(WAVESPEED)))
+
+    def qingbo(self) -> Any:
+        """The Qingbo client (one per run), recording tasks in the run's ledger."""
+        from .qingbo import QingboClient
+
+        return self._client("qingbo", None, lambda: QingboClient(ledger=self.ledger,
+                                                                 **self._transport_options(QINGBO)))
+
+    def task_client(self, provider: str) -> Any:
+        """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""
+        return self.qingbo() if provider == "qingbo" else self.v3()
+
+    def collect(self, task_id: str, provider: str, timeout: float | None, **options: Any) -> GenerationResult:
+        """Wait for an existing task with this run's sleep and clock; it counts as in flight meanwhile."""
+        client = self.task_client(provider)
+        with self.tracking(task_id, provider):
+            return client.collect(task_id, **options, **self.wait_options(timeout))
+
+    def close(self) -> None:
+        """Close every client's connections."""
+        with self._lock:
+            for client in self._clients.values():
+                client.transport.close()
+            self._clients.clear()
+
+    @contextmanager
+    def tracking(self, task_id: str, provider: str) -> Iterator[None]:
+        """Remember ``task_id`` as in flight until the block ends normally or with a job error."""
+        self.track(task_id, provider)
+        try:
+            yield
+        except (KeyboardInterrupt, Interrupted):
+            raise  # still in flight: named in the Ctrl-C line
+        except BaseException:
+            self.untrack(task_id)
+            raise
+        self.untrack(task_id)
+
+    def track(self, task_id: str, provider: str) -> None:
+        """Remember ``task_id`` as in flight (named in the Ctrl-C message)."""
+        with self._lock:
+            self._in_flight[task_id] = provider
+
+    def untrack(self, task_id: str) -> None:
+        """Forget ``task_id``: it finished or failed."""
+        with self._lock:
+            self._in_flight.pop(task_id, None)
+
+    def in_flight(self) -> dict[str, str]:
+        """The tasks in flight now, task id to provider."""
+        with self._lock:
+            return dict(self._in_flight)
