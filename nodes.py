@@ -302,7 +302,11 @@ def _deliver(run: _Run, jobs: Sequence[Callable[[], GenerationResult]], client: 
         raise error
     results = [o.value for o in outcomes]
     image = _to_image(results)
-    run.finish(f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}")
+    state = f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}"
+    reused = sum(1 for r in results if any(n.startswith("served from the local receipt") for n in r.notes))
+    if reused:
+        state += f"\n{reused} of them from local receipts: no request sent, nothing charged"
+    run.finish(state)
     return image, results
 
 
@@ -650,7 +654,9 @@ class QingboTaskSubmit:
         if error is not None:
             run.show("failed")
             raise submit_error(error, ids, count)
-        run.finish(f"accepted {len(ids)} task(s)\n" + "\n".join(ids))
+        earlier = sum(1 for o in outcomes if o.value is not None and o.value.raw.get("receipt"))
+        again = f" ({earlier} submitted earlier with the same inputs: no new task, nothing charged)" if earlier else ""
+        run.finish(f"accepted {len(ids)} task(s){again}\n" + "\n".join(ids))
         return ("\n".join(ids),)
 
 

@@ -25,6 +25,7 @@ def test_same_inputs_again_send_nothing_and_return_the_same_pixels(emu, nodes) -
     assert len(emu.requests_to("POST /v1/images/generations")) == 2
     assert torch.equal(first, again)
     assert "served from the local receipt" in info and "nothing charged" in info
+    assert "2 of them from local receipts: no request sent, nothing charged" in nodes.hooks.texts[-1][0]
 
 
 def test_a_new_seed_or_a_larger_count_pays_only_for_the_new_pictures(emu, nodes) -> None:
@@ -63,6 +64,7 @@ def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) ->
     (first,) = submit.submit(**args)
     (again,) = submit.submit(**args)
     assert first == again and len(first.splitlines()) == 2
+    assert "(2 submitted earlier with the same inputs: no new task, nothing charged)" in nodes.hooks.texts[-1][0]
     assert len(emu.requests_to("POST /v1/tasks")) == 2
     # a task that failed is no receipt: the next run submits a new one
     from zimage_api.ledger import Ledger
