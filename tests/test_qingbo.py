@@ -211,3 +211,14 @@ def test_prefer_wait_returns_a_quick_task_finished_without_polling(monkeypatch) 
         assert emu.requests_to("GET /v1/tasks/*") == [] and result.images == [emu.served_images[-1]]
         qingbo.generate(PROMPT, cancel_check=lambda: False)
         assert "prefer" not in emu.requests_to("POST /v1/tasks")[1].headers  # Cancel must stay responsive
+
+
+def test_collecting_a_cancelled_task_says_how_to_get_a_picture(emu, clock) -> None:
+    qingbo = client(clock)
+    task = qingbo.submit(PROMPT)
+    assert qingbo.cancel(task.task_id) is True
+    with pytest.raises(TaskFailedError) as info:
+        qingbo.collect(task.task_id, **wait_kw(clock))
+    assert str(info.value) == (f"Qingbo task {task.task_id} was cancelled (refunded), so it has no picture; submit a "
+                               "new task for one (in ComfyUI, change the seed of Qingbo Task Submit).")
+    assert Ledger.default().get(task.task_id)["status"] == "cancelled"

@@ -291,8 +291,10 @@ class QingboClient(TaskClient):
                 f"Qingbo task {tid} failed ({code}{said}); {advice}. Failed tasks are not billed.",
                 task_id=tid, provider=QINGBO.name, code=code, retryable=code in ("upstream_unavailable",
                                                                                 "upstream_rate_limited"))
-        raise TaskFailedError(f"Qingbo task {tid} ended as {task.state.value}; it has no pictures (and is refunded).",
-                              task_id=tid, provider=QINGBO.name, code=task.state.value)
+        raise TaskFailedError(
+            f"Qingbo task {tid} was {task.state.value} (refunded), so it has no picture; submit a new task for one "
+            "(in ComfyUI, change the seed of Qingbo Task Submit).", task_id=tid, provider=QINGBO.name,
+            code=task.state.value)
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 
