@@ -98,8 +98,8 @@ def test_first_snapshot_is_used_without_a_request(clock) -> None:
 @pytest.mark.parametrize(
     ("unchanged", "eta", "expected"),
     [
-        (0, None, 0.3),
-        (1, None, 0.45),
+        (0, None, 0.75),
+        (1, None, 1.125),
         (9, None, 2.0),  # nothing happening: slow down to the slowest interval
         (0, 3.0, 3.05),  # sleep until just after the predicted end
         (0, 30.0, 4.0),  # but never longer than twice the slowest interval

@@ -99,7 +99,7 @@ class PollSchedule:
     task is usually noticed by one request; if the task runs late, polling restarts at ``near`` and slows down again.
     """
 
-    first: float = 0.3
+    first: float = 0.75
     growth: float = 1.5
     slowest: float = 2.0
     near: float = 0.25
