@@ -125,7 +125,7 @@ def _text_lines(prompt: str, caption: str, chars_per_line: int) -> tuple[list[st
     return prompt_lines, caption_lines
 
 
-def _draw_panel(card: Image.Image, prompt: str, caption: str) -> None:
+def _draw_panel(card: Image.Image, prompt: str, caption: str, *, alpha: float = _PANEL_ALPHA) -> None:
     width, height = card.size
     size = max(8, min(width, height * 2) // 30)
     font = _font(size)
@@ -146,7 +146,7 @@ def _draw_panel(card: Image.Image, prompt: str, caption: str) -> None:
         return
     region = card.crop(box)
     shade = Image.new("RGB", region.size, (18, 18, 28))
-    card.paste(Image.blend(region, shade, _PANEL_ALPHA), box[:2])
+    card.paste(Image.blend(region, shade, alpha), box[:2])
     draw = ImageDraw.Draw(card)
     y = box[1] + margin
     for number, line in enumerate(lines):
@@ -182,7 +182,8 @@ def render_card(
     if reference is not None:
         ref = ImageOps.fit(ImageOps.exif_transpose(reference).convert("RGB"), (width, height))
         card = Image.blend(card, ref, max(0.0, min(1.0, float(strength))))
-    _draw_panel(card, prompt, card_caption(params))
+    # Over a reference the panel is opaque, so the reference's own caption does not show through the new one.
+    _draw_panel(card, prompt, card_caption(params), alpha=_PANEL_ALPHA if reference is None else 1.0)
     return card
 
 

@@ -1,0 +1,690 @@
+"""Benchmark of the pack against its floor (plain library code) and its peers (fixed 5 s polling, one at a time).
+
+    python bench/run.py            # the full run, about 2-3 minutes on 2 cores
+    python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
+    python bench/run.py --only decode,lag
+
+Everything runs here against the local emulator on 127.0.0.1 in real time; nothing leaves the machine and no ledger
+is written. Each ratio is measured side by side in the same run: pack and floor alternate in every repetition and
+the table shows the medians. Sections:
+
+1. decode   provider pictures (b64 PNG, b64 JPEG, downloaded JPEG; 1024^2 and 2048^2) to an IMAGE tensor
+2. upload   an IMAGE tensor 2048^2 to a <=1024 px PNG for upload
+3. lag      time from a task's completion to the client's return, and status requests per second
+4. many     16 pictures of L = 2 s each: the pack's pool against a sequential loop; then a pool bound of 2
+5. import   the pack's __init__ import time beyond torch, in fresh processes
+6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
+
+The exit status is 0 when every section ran, even when a target is missed (this is a report); 1 when a section
+crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import gc
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import PIL  # noqa: E402
+import requests  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from content import encoded, photo  # noqa: E402
+from zimage_api import images as zimages  # noqa: E402
+from zimage_api.batch import run_jobs  # noqa: E402
+from zimage_api.emulator import DEMO_KEY, Emulator  # noqa: E402
+from zimage_api.openai_images import ImagesClient  # noqa: E402
+from zimage_api.polling import PollSchedule  # noqa: E402
+from zimage_api.qingbo import QingboClient  # noqa: E402
+from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
+
+SECTIONS = ("decode", "upload", "lag", "many", "import", "memory")
+
+
+@dataclass
+class Settings:
+    """How much of each section runs; ``--quick`` shrinks every figure to a smoke test."""
+
+    quick: bool
+    decode_sizes: tuple[int, ...] = (1024, 2048)
+    decode_reps: int = 15
+    upload_reps: int = 9
+    lag_rounds: int = 2
+    lag_tasks: int = 20
+    lag_process: tuple[float, float] = (1.0, 6.0)
+    many_count: int = 16
+    many_latency: float = 2.0
+    many_reps: int = 3
+    sequential_reps: int = 1
+    bounded_limit: int = 2
+    import_runs: int = 7
+
+    @classmethod
+    def make(cls, quick: bool) -> "Settings":
+        if not quick:
+            return cls(quick=False)
+        return cls(quick=True, decode_reps=2, upload_reps=2, lag_rounds=1, lag_tasks=6, lag_process=(0.5, 2.0),
+                   many_latency=0.5, many_reps=1, import_runs=2)
+
+
+@dataclass
+class Row:
+    """One line of the final table."""
+
+    metric: str
+    pack: str
+    other: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------------
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def side_by_side(pack: Callable[[], Any], floor: Callable[[], Any], reps: int) -> tuple[list[float], list[float]]:
+    """Time ``pack`` and ``floor`` alternately (ABBA order, one warm-up each); lists of seconds."""
+    pack()
+    floor()
+    pack_times: list[float] = []
+    floor_times: list[float] = []
+    for rep in range(reps):
+        order = [(pack, pack_times), (floor, floor_times)]
+        if rep % 2:
+            order.reverse()
+        for fn, times in order:
+            gc.collect()
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+    return pack_times, floor_times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    return [
+        f"CPU      {cpu}",
+        f"cores    {os.cpu_count()} (usable {usable}); torch threads {torch.get_num_threads()}",
+        f"OS       {platform.system()} {platform.release()}",
+        f"Python   {platform.python_version()} ({platform.python_implementation()})",
+        f"torch    {torch.__version__}   numpy {np.__version__}   Pillow {PIL.__version__}   "
+        f"requests {requests.__version__}",
+        f"load     {load_average()} (1/5/15 min averages at the start: other work on the machine adds noise)",
+    ]
+
+
+# -- 1. decode ---------------------------------------------------------------------------------------------------------
+
+
+def floor_decode(data: bytes) -> torch.Tensor:
+    """The plain way: PIL opens, numpy views the pixels, one division to float32, torch shares the memory."""
+    pixels = np.asarray(Image.open(io.BytesIO(data)))
+    return torch.from_numpy(pixels / np.float32(255))[None]
+
+
+def floor_b64(text: str) -> torch.Tensor:
+    return floor_decode(base64.b64decode(text))
+
+
+def pack_b64(text: str) -> torch.Tensor:
+    return zimages.bytes_to_tensor([zimages.decode_base64(text)])[0]
+
+
+def bench_decode(cfg: Settings, emu: Emulator) -> list[Row]:
+    rows: list[Row] = []
+    client = WaveSpeedClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
+    for size in cfg.decode_sizes:
+        picture = photo(size)
+        png, jpeg = encoded(picture, "png"), encoded(picture, "jpeg")
+        del picture
+        b64_png, b64_jpeg = base64.b64encode(png).decode("ascii"), base64.b64encode(jpeg).decode("ascii")
+        url = client.upload(jpeg, "photo.jpg", "image/jpeg")  # served back by the emulator's /files route
+        say(f"  {size}x{size}: PNG {len(png) / 1e6:.2f} MB, JPEG {len(jpeg) / 1e6:.2f} MB")
+
+        def plain_get(url: str = url) -> bytes:
+            response = requests.get(url, timeout=60)  # a fresh session (and connection) per call
+            response.raise_for_status()
+            return response.content
+
+        def pack_download(url: str = url) -> torch.Tensor:
+            return zimages.bytes_to_tensor([client.transport.download(url)])[0]
+
+        def floor_download() -> torch.Tensor:
+            return floor_decode(plain_get())
+
+        cases: list[tuple[str, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]] = [
+            ("b64 PNG", functools.partial(pack_b64, b64_png), functools.partial(floor_b64, b64_png)),
+            ("b64 JPEG", functools.partial(pack_b64, b64_jpeg), functools.partial(floor_b64, b64_jpeg)),
+            ("download JPEG", pack_download, floor_download),
+        ]
+        for name, pack, floor in cases:
+            same = torch.equal(pack(), floor())
+            pack_times, floor_times = side_by_side(pack, floor, cfg.decode_reps)
+            p, f = median(pack_times), median(floor_times)
+            ratio = p / f
+            say(f"  {name:14s} {size}^2  pack {ms(p):>9s}  floor {ms(f):>9s}  ratio {ratio:.2f}"
+                f"  (pack min {ms(min(pack_times))}, floor min {ms(min(floor_times))})"
+                + ("" if same else "  ** tensors differ **"))
+            rows.append(Row(f"Decode {name} {size}²", ms(p), ms(f), ratio, "≤ 1.10×", ratio <= 1.10))
+    client.transport.close()
+    return rows
+
+
+# -- 2. upload ---------------------------------------------------------------------------------------------------------
+
+
+def floor_upload(image: torch.Tensor, max_side: int = 1024) -> bytes:
+    """The plain way: float to 8-bit with rounding, PIL Lanczos to the long side, PNG at zlib level 1."""
+    pixels = (image[0] * 255).clamp_(0, 255).round_().to(torch.uint8).numpy()
+    picture = Image.fromarray(pixels)
+    width, height = picture.size
+    scale = max_side / max(width, height)
+    if scale < 1:
+        picture = picture.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                                 Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def bench_upload(cfg: Settings) -> list[Row]:
+    image = floor_decode(encoded(photo(2048), "png"))
+    pack = lambda: zimages.tensor_to_upload(image)[0]  # noqa: E731
+    floor = lambda: floor_upload(image)  # noqa: E731
+    same = pack() == floor()
+    pack_times, floor_times = side_by_side(pack, floor, cfg.upload_reps)
+    p, f = median(pack_times), median(floor_times)
+    say(f"  2048^2 -> 1024^2 PNG  pack {ms(p)}  floor {ms(f)}  ratio {p / f:.2f}  (pack min {ms(min(pack_times))}, "
+        f"floor min {ms(min(floor_times))}; {'same bytes' if same else '** different bytes **'}, "
+        f"{len(pack()) / 1e6:.2f} MB)")
+    return [Row("Upload prep 2048² → 1024² PNG", ms(p), ms(f), p / f, "≤ 1.10×", p / f <= 1.10)]
+
+
+# -- 3. lag after done -------------------------------------------------------------------------------------------------
+
+
+class FixedPoll(PollSchedule):
+    """What peer packs do: one status request every ``interval`` seconds, ignoring progress and predictions."""
+
+    interval = 5.0
+
+    def next_delay(self, unchanged: int, eta: float | None) -> float:
+        return self.interval
+
+
+@dataclass
+class TaskTiming:
+    task_id: str
+    submitted: float
+    returned: float
+
+
+class Turnstile:
+    """Lets threads pass one at a time in a fixed order, so that the emulator numbers the tasks the same way in
+    every run (it draws each task's duration from its serial number and seed: the same durations every run)."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+        self._changed = threading.Condition()
+
+    def wait_for(self, turn: int) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._turn >= turn, timeout=30):
+                raise TimeoutError(f"turn {turn} never came")
+
+    def advance(self) -> None:
+        with self._changed:
+            self._turn += 1
+            self._changed.notify_all()
+
+
+def _task_thread(client: QingboClient, schedule: PollSchedule, seed: int, turn: int, turnstile: Turnstile,
+                 out: list[TaskTiming], errors: list[BaseException]) -> threading.Thread:
+    def one() -> None:
+        try:
+            turnstile.wait_for(turn)
+            try:
+                submitted = time.time()
+                task = client.submit(f"bench lag {seed}", seed=seed)
+            finally:
+                turnstile.advance()
+            client.wait(task.task_id, first=task, schedule=schedule, timeout=60)
+            out.append(TaskTiming(task.task_id, submitted, time.time()))
+        except BaseException as err:  # noqa: BLE001 - reported after the round
+            errors.append(err)
+
+    return threading.Thread(target=one, name=f"lag-{seed}")
+
+
+def _generate_thread(client: QingboClient, seed: int, out: list[TaskTiming],
+                     errors: list[BaseException]) -> threading.Thread:
+    def one() -> None:
+        try:
+            submitted = time.time()
+            result = client.generate(f"bench lag {seed}", seed=seed)
+            out.append(TaskTiming(result.task_ids[0], submitted, time.time()))
+        except BaseException as err:  # noqa: BLE001 - reported after the round
+            errors.append(err)
+
+    return threading.Thread(target=one, name=f"lag-generate-{seed}")
+
+
+def _lag_stats(emu: Emulator, timings: list[TaskTiming]) -> dict[str, Any]:
+    polls = Counter(r.path.rsplit("/", 1)[-1] for r in emu.requests_to("GET /v1/tasks/*"))
+    tasks = emu.tasks
+    lags, counts, rates = [], [], []
+    for t in timings:
+        completed = tasks[t.task_id].completed_at
+        if completed is None:
+            raise RuntimeError(f"task {t.task_id} returned before the emulator finished it")
+        lags.append(t.returned - completed)
+        counts.append(polls[t.task_id])
+        rates.append(polls[t.task_id] / max(t.returned - t.submitted, 1e-9))
+    return {"lags": lags, "counts": counts, "rates": rates, "waits": [t.returned - t.submitted for t in timings]}
+
+
+def bench_lag(cfg: Settings) -> list[Row]:
+    pack_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
+    peer_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
+    peer_schedule = FixedPoll()
+    for round_index in range(cfg.lag_rounds):
+        # Tiny result pictures: the emulator renders one when a task is first seen completed, and that CPU time is
+        # the emulator's, not the client's.
+        emu = Emulator(queue_seconds=0.0, process_seconds=cfg.lag_process, picture_scale=1 / 16).start()
+        try:
+            pack_client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
+            peer_client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
+            pack_timings: list[TaskTiming] = []
+            peer_timings: list[TaskTiming] = []
+            errors: list[BaseException] = []
+            # Both run at once on the same emulator (the same load, the same moment), submitting alternately.
+            turnstile = Turnstile()
+            threads = []
+            for index in range(cfg.lag_tasks):
+                seed = 1000 * round_index + index
+                threads.append(_task_thread(pack_client, PollSchedule(), seed, 2 * index, turnstile, pack_timings,
+                                            errors))
+                threads.append(_task_thread(peer_client, peer_schedule, seed + 500, 2 * index + 1, turnstile,
+                                            peer_timings, errors))
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            if errors:
+                raise RuntimeError(f"{len(errors)} lag task(s) failed") from errors[0]
+            pack, peer = _lag_stats(emu, pack_timings), _lag_stats(emu, peer_timings)
+            for key in pack_all:
+                pack_all[key] += pack[key]
+                peer_all[key] += peer[key]
+            say(f"  round {round_index + 1}: {cfg.lag_tasks}+{cfg.lag_tasks} tasks; median lag pack "
+                f"{median(pack['lags']):.3f} s, fixed {peer_schedule.interval:g} s poll {median(peer['lags']):.3f} s")
+            pack_client.transport.close()
+            peer_client.transport.close()
+        finally:
+            emu.stop()
+    # QingboClient.generate (the library's and the CLI's whole path) asks for Prefer: wait when nothing can cancel
+    # the run; the nodes pass a cancel check, so they poll as above. A separate round: the server holds every request.
+    wait_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
+    emu = Emulator(queue_seconds=0.0, process_seconds=cfg.lag_process, picture_scale=1 / 16).start()
+    try:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
+        timings: list[TaskTiming] = []
+        errors = []
+        threads = [_generate_thread(client, 2000 + index, timings, errors) for index in range(cfg.lag_tasks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        if errors:
+            raise RuntimeError(f"{len(errors)} generate task(s) failed") from errors[0]
+        wait_all = _lag_stats(emu, timings)
+        client.transport.close()
+    finally:
+        emu.stop()
+    for data in (pack_all, peer_all, wait_all):
+        data["aggregate"] = sum(data["counts"]) / sum(data["waits"])
+    rows = []
+    for name, data in (("pack, submit + wait (default PollSchedule)", pack_all),
+                       (f"peer, fixed {FixedPoll.interval:g} s poll", peer_all),
+                       ("pack, generate() with Prefer: wait", wait_all)):
+        say(f"  {name}: lag median {median(data['lags']):.3f} s, p90 {quantile(data['lags'], 0.9):.3f} s, "
+            f"max {max(data['lags']):.3f} s; status requests per task median {median(data['counts']):g} "
+            f"(max {max(data['counts']):g}); per second per task mean {statistics.fmean(data['rates']):.2f}, "
+            f"max {max(data['rates']):.2f}; all requests / all waiting time {data['aggregate']:.2f} /s")
+    lag_pack, lag_peer = median(pack_all["lags"]), median(peer_all["lags"])
+    rate_pack, rate_peer = statistics.fmean(pack_all["rates"]), statistics.fmean(peer_all["rates"])
+    rows.append(Row("Lag after done, submit + wait, median", f"{lag_pack:.3f} s", f"{lag_peer:.3f} s (5 s poll)",
+                    lag_pack / lag_peer, "≤ 0.3 s", lag_pack <= 0.3))
+    rows.append(Row("Status requests /s per task, mean of tasks", f"{rate_pack:.2f}", f"{rate_peer:.2f} (5 s poll)",
+                    rate_pack / rate_peer, "≤ 1 /s", rate_pack <= 1.0))
+    rows.append(Row("Status requests per task, median", f"{median(pack_all['counts']):g}",
+                    f"{median(peer_all['counts']):g} (5 s poll)",
+                    median(pack_all["counts"]) / median(peer_all["counts"]), "(info)", None))
+    lag_wait = median(wait_all["lags"])
+    rows.append(Row("Lag after done, generate() + Prefer: wait, median", f"{lag_wait:.3f} s", f"{lag_peer:.3f} s (5 s poll)",
+                    lag_wait / lag_peer, "(info)", None))
+    return rows
+
+
+# -- 4. many images ----------------------------------------------------------------------------------------------------
+
+
+class InFlight:
+    """Counts the jobs running at once, client side."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def wrap(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            try:
+                return job()
+            finally:
+                with self.lock:
+                    self.now -= 1
+        return run
+
+
+def _pictures(outcomes: list[Any]) -> torch.Tensor:
+    failed = [o for o in outcomes if not o.finished or o.error is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} job(s) failed") from failed[0].error
+    return zimages.bytes_to_tensor([p for o in outcomes for p in o.value.images])[0]
+
+
+def bench_many(cfg: Settings) -> list[Row]:
+    count, latency = cfg.many_count, cfg.many_latency
+    rows: list[Row] = []
+    # OpenAI-style synchronous generations: every request is answered after exactly L seconds. Pictures are 256^2
+    # so that the emulator's own rendering does not count; decoding is measured in section 1.
+    emu = Emulator(sync_latency=latency).start()
+    try:
+        client = ImagesClient(api_key=DEMO_KEY, base_url=emu.url)
+        image_jobs = [functools.partial(client.generate, f"bench many {i}", width=256, height=256, seed=i)
+                      for i in range(count)]
+
+        def pack() -> torch.Tensor:
+            return _pictures(run_jobs(image_jobs, cancel=threading.Event(), workers=count))
+
+        def sequential() -> torch.Tensor:
+            return zimages.bytes_to_tensor([p for job in image_jobs for p in job().images])[0]
+
+        pack_times = []
+        for _ in range(cfg.many_reps):
+            started = time.perf_counter()
+            pack()
+            pack_times.append(time.perf_counter() - started)
+        seq_times = []
+        for _ in range(cfg.sequential_reps):
+            started = time.perf_counter()
+            sequential()
+            seq_times.append(time.perf_counter() - started)
+        p, s = median(pack_times), median(seq_times)
+        say(f"  images API, {count} x L={latency:g} s: pool of {count} {p:.2f} s (runs "
+            f"{', '.join(f'{t:.2f}' for t in pack_times)}), sequential {s:.2f} s; pool = {p / latency:.2f} L; "
+            f"emulator peak {emu.peak_concurrency} at once")
+        rows.append(Row(f"{count} images, L={latency:g} s, images API: wall", f"{p:.2f} s",
+                        f"{s:.2f} s (sequential)", p / s, f"≤ {1.3 * latency:.2f} s (1.3·L)", p <= 1.3 * latency))
+        client.transport.close()
+    finally:
+        emu.stop()
+
+    # Qingbo tasks of exactly L seconds (no queue): submit, poll, download, on the same pool.
+    emu = Emulator(queue_seconds=0.0, process_seconds=latency, picture_scale=1 / 8).start()
+    try:
+        qingbo = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
+        task_jobs = [functools.partial(qingbo.generate, f"bench many {i}", seed=i) for i in range(count)]
+        task_times = []
+        for _ in range(cfg.many_reps):
+            started = time.perf_counter()
+            _pictures(run_jobs(task_jobs, cancel=threading.Event(), workers=count))
+            task_times.append(time.perf_counter() - started)
+        t = median(task_times)
+        say(f"  Qingbo tasks, {count} x L={latency:g} s: pool of {count} {t:.2f} s = {t / latency:.2f} L "
+            f"(sequential would be at least {count * latency:.0f} s)")
+        rows.append(Row(f"{count} images, L={latency:g} s, Qingbo tasks: wall", f"{t:.2f} s",
+                        f"≥ {count * latency:.0f} s (sequential)", t / (count * latency),
+                        f"≤ {1.3 * latency:.2f} s (1.3·L)", t <= 1.3 * latency))
+        qingbo.transport.close()
+    finally:
+        emu.stop()
+
+    # The default WaveSpeed tier: 2 requests at once. The pool of 2 must never send a third (no 429 answers).
+    limit = cfg.bounded_limit
+    emu = Emulator(sync_latency=latency, max_concurrent=limit).start()
+    try:
+        client = ImagesClient(api_key=DEMO_KEY, base_url=emu.url)
+        in_flight = InFlight()
+        bound_jobs = [in_flight.wrap(functools.partial(client.generate, f"bench bound {i}", width=256, height=256,
+                                                       seed=i)) for i in range(count)]
+        started = time.perf_counter()
+        _pictures(run_jobs(bound_jobs, cancel=threading.Event(), workers=limit))
+        wall = time.perf_counter() - started
+        refused = sum(1 for r in emu.requests_to("POST /v1/images/generations") if r.status == 429)
+        peak = emu.peak_concurrency
+        ideal = -(-count // limit) * latency
+        ok = peak <= limit and in_flight.peak <= limit and refused == 0
+        say(f"  limit {limit}, pool of {limit}: {wall:.2f} s (ideal {ideal:.0f} s); emulator peak {peak}, client peak "
+            f"{in_flight.peak}, 429 answers {refused}")
+        rows.append(Row(f"{count} images, emulator limit {limit}, pool {limit}: wall", f"{wall:.2f} s",
+                        f"{ideal:.0f} s (ideal)", wall / ideal, f"peak ≤ {limit}, no 429 (peak {peak})", ok))
+        client.transport.close()
+    finally:
+        emu.stop()
+    return rows
+
+
+# -- 5. import cost ----------------------------------------------------------------------------------------------------
+
+
+def _probe(*args: str, timeout: float = 120) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, str(BENCH / "probe.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd=tempfile.gettempdir())
+    if done.returncode != 0:
+        raise RuntimeError(f"probe {args[0]} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _import_costs() -> list[tuple[int, int, str]]:
+    """(self us, cumulative us, module) of the modules the pack's import adds after torch, from -X importtime."""
+    code = ("import torch, importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('comfyui-zimage', {str(ROOT / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(ROOT)!r}])\n"
+            "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tempfile.gettempdir())
+    entries: list[tuple[int, int, str]] = []
+    after_torch = False
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        parts = line.split("|")
+        name = parts[2].rstrip()
+        top_level = len(name) - len(name.lstrip()) <= 1
+        if not after_torch:
+            after_torch = top_level and name.strip() == "torch"
+            continue
+        entries.append((int(parts[0].split(":")[1]), int(parts[1]), name.strip()))
+    return entries
+
+
+def bench_import(cfg: Settings) -> list[Row]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zimage-bench-pycache-") as pycache:
+        _probe("import", str(ROOT), pycache)  # writes the bytecode cache; not counted
+        for label, extra in (("no bytecode cache", ()), ("bytecode cached", (pycache,))):
+            results = [_probe("import", str(ROOT), *extra) for _ in range(cfg.import_runs)]
+            pack = median([r["pack_ms"] for r in results])
+            torch_s = median([r["torch_s"] for r in results])
+            each = ", ".join(f"{r['pack_ms']:.1f}" for r in results)
+            say(f"  {label}: {cfg.import_runs} fresh processes, pack {each} ms (median {pack:.1f}); import torch "
+                f"median {torch_s:.2f} s; {results[0]['nodes']} nodes")
+            rows.append(Row(f"Import of the pack beyond torch, {label}", f"{pack:.1f} ms",
+                            f"{torch_s * 1000:.0f} ms (import torch)", pack / (torch_s * 1000), "≤ 50 ms",
+                            pack <= 50))
+    if any(not r.met for r in rows) or cfg.quick:
+        costs = _import_costs()
+        total = sum(c[0] for c in costs)
+        say(f"  -X importtime (no bytecode cache; the tracing itself adds time): {len(costs)} modules after torch, "
+            f"{total / 1000:.1f} ms self time; the largest:")
+        for own, cumulative, name in sorted(costs, reverse=True)[:10]:
+            say(f"    {own / 1000:7.1f} ms self {cumulative / 1000:8.1f} ms cumulative  {name}")
+    return rows
+
+
+# -- 6. memory ---------------------------------------------------------------------------------------------------------
+
+
+def bench_memory(cfg: Settings) -> list[Row]:
+    rows = []
+    picture = photo(2048)
+    with tempfile.TemporaryDirectory(prefix="zimage-bench-") as folder:
+        runs = []
+        for fmt in ("jpeg", "png"):
+            path = Path(folder) / f"photo.{fmt}"
+            path.write_bytes(encoded(picture, fmt))
+            runs.append((fmt, "pack", _probe("memory", str(ROOT), str(path), "4", "pack")))
+        runs.append(("png", "plain", _probe("memory", str(ROOT), str(Path(folder) / "photo.png"), "4", "plain")))
+    for fmt, way, r in runs:
+        factor = r["extra_mib"] / r["tensor_mib"]
+        say(f"  {way:5s} 4 x {fmt.upper():4s} {r['shape']}: baseline {r['baseline_mib']:.0f} MiB (encoded "
+            f"{r['encoded_mib']:.1f} MiB), peak {r['peak_mib']:.0f} MiB, extra {r['extra_mib']:.0f} MiB = "
+            f"{factor:.2f}x the tensor ({r['tensor_mib']:.0f} MiB)" + ("" if r["hwm_reset"] else
+                                                                       "  (peak not reset: upper bound)"))
+        if way == "pack":
+            rows.append(Row(f"Memory: decode 4 × 2048² {fmt.upper()}, peak extra", f"{r['extra_mib']:.0f} MiB",
+                            f"{r['tensor_mib']:.0f} MiB (tensor)", factor, "≤ 1.5×", factor <= 1.5))
+        else:
+            rows.append(Row(f"Memory: plain per-picture + torch.cat, {fmt.upper()}", f"{r['extra_mib']:.0f} MiB",
+                            f"{r['tensor_mib']:.0f} MiB (tensor)", factor, "(info)", None))
+    return rows
+
+
+# -- main --------------------------------------------------------------------------------------------------------------
+
+
+def table(rows: list[Row]) -> str:
+    header = ("metric", "pack", "floor/peer", "ratio", "target", "met?")
+    cells = [header] + [
+        (r.metric, r.pack, r.other, "" if r.ratio is None else f"{r.ratio:.2f}", r.target,
+         "" if r.met is None else ("yes" if r.met else "NO")) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every section; figures not meaningful")
+    parser.add_argument("--only", default="", help=f"comma-separated sections to run: {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    cfg = Settings.make(args.quick)
+    started = time.perf_counter()
+    say("comfyui-zimage benchmark" + (" (--quick: smoke run, figures not meaningful)" if cfg.quick else ""))
+    for line in machine():
+        say("  " + line)
+    rows: list[Row] = []
+    crashed: list[str] = []
+    emu = Emulator().start()  # for the decode section's downloads
+    try:
+        for number, (name, run) in enumerate([
+            ("decode", lambda: bench_decode(cfg, emu)),
+            ("upload", lambda: bench_upload(cfg)),
+            ("lag", lambda: bench_lag(cfg)),
+            ("many", lambda: bench_many(cfg)),
+            ("import", lambda: bench_import(cfg)),
+            ("memory", lambda: bench_memory(cfg)),
+        ], start=1):
+            if name not in chosen:
+                continue
+            section_started = time.perf_counter()
+            say(f"\n{number}. {name}")
+            try:
+                rows += run()
+            except Exception:  # noqa: BLE001 - the other sections still run; the exit status reports it
+                crashed.append(name)
+                traceback.print_exc()
+            say(f"  ({time.perf_counter() - section_started:.1f} s)")
+    finally:
+        emu.stop()
+    say("\n" + table(rows))
+    say(f"\ntotal {time.perf_counter() - started:.1f} s; load average at the end {load_average()}")
+    if crashed:
+        say(f"crashed sections: {', '.join(crashed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
