@@ -300,7 +300,7 @@ def _deliver(run: _Run, jobs: Sequence[Callable[[], GenerationResult]], client: 
     if error is not None:
         run.show("failed")
         raise error
-    results = [o.value for o in outcomes]
+    results = [o.value for o in outcomes if o.value is not None]
     image = _to_image(results)
     state = f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}"
     reused = sum(1 for r in results if any(n.startswith("served from the local receipt") for n in r.notes))

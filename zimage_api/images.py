@@ -348,7 +348,7 @@ def bytes_to_tensor(
         ValidationError: no pictures, or pictures of different sizes (a batch needs one size; nothing is resized).
     """
     if isinstance(blobs, (bytes, bytearray, memoryview)):
-        blobs = [blobs]
+        blobs = [bytes(blobs)]
     count = len(blobs)
     if count == 0:
         raise ValidationError(f"{source[:1].upper() + source[1:]} returned no pictures.", field="images")
@@ -372,6 +372,7 @@ def bytes_to_tensor(
                 field="images",
             )
         if count > 1:
+            assert batch is not None  # set with the first picture
             batch[index] = rgb
         if alpha is not None:
             if alpha_batch is None:
@@ -379,6 +380,7 @@ def bytes_to_tensor(
             alpha_batch[index] = alpha
         del rgb, alpha
 
+    assert batch is not None  # count > 0, so the loop ran
     image = _u8_to_float(batch)
     del batch
     mask = None

@@ -107,7 +107,7 @@ class QingboTask:
         task_id = str(answer["task_id"])
         urls: list[str] = []
         expires: list[float] = []
-        result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
+        result = answer["result"] if isinstance(answer.get("result"), dict) else {}
         for image in result.get("images") or []:
             if not isinstance(image, dict):
                 continue
@@ -118,7 +118,7 @@ class QingboTask:
             stamp = parse_timestamp(image.get("expires_at"))
             if stamp is not None:
                 expires.append(stamp)
-        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        error = answer["error"] if isinstance(answer.get("error"), dict) else {}
         return cls(
             task_id=task_id,
             state=TaskState.parse(answer.get("status"), task_id=task_id, provider=QINGBO.name),

@@ -46,7 +46,7 @@ class Prediction:
                                        status=200, body=answer)
         pid = str(data["id"])
         outputs = data.get("outputs") or []
-        timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+        timings = data["timings"] if isinstance(data.get("timings"), dict) else {}
         return cls(
             id=pid,
             state=TaskState.parse(data.get("status"), task_id=pid, provider=WAVESPEED.name),

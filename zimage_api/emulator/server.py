@@ -194,7 +194,7 @@ class Emulator(Backend):
         with self._lock:
             server, thread, wake = self._server, self._thread, self._wake
             self._server = self._thread = self._wake = None
-            if server is None:
+            if server is None or thread is None or wake is None:
                 return
             self._stopping.set()
         with contextlib.suppress(OSError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .server import Emulator
+    from .backend import Backend
 
 __all__ = ["EmulatedTask", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED", "FINAL", "assign_slots",
            "phase_of", "peak_overlap"]
@@ -62,7 +62,7 @@ class EmulatedTask:
     inference_ms: int = 0
     file_tokens: list[str] = field(default_factory=list, repr=False)
     _outputs: list[bytes] = field(default_factory=list, repr=False)
-    _owner: Emulator | None = field(default=None, repr=False)
+    _owner: Backend | None = field(default=None, repr=False)
     _render_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
