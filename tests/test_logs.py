@@ -35,3 +35,22 @@ def test_redact_leaves_ordinary_text_alone(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("QINGBO_API_KEY", "abc")  # too short to be a real key: never masks ordinary words
     assert redact("a cabbage and abc") == "a cabbage and abc"
     assert redact("token xyz-123-secret", ("xyz-123-secret",)) == "token ***"
+
+
+def test_one_reproducibility_line_per_call_for_every_protocol(emu, clock, caplog: pytest.LogCaptureFixture) -> None:
+    from zimage_api.openai_images import ImagesClient
+    from zimage_api.qingbo import QingboClient
+    from zimage_api.wavespeed_v3 import WaveSpeedClient
+
+    with caplog.at_level(logging.INFO, logger="zimage_api"):
+        ImagesClient(sleep=clock.sleep).generate("a mug", guidance_scale=7.5, width=256, height=256, seed=1)
+        WaveSpeedClient(sleep=clock.sleep).generate("a mug", width=256, height=256, sleep=clock.sleep, clock=clock)
+        QingboClient(sleep=clock.sleep).generate("a mug", sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zimage_api" and "protocol=" in r.getMessage()]
+    digest = prompt_hash("a mug")
+    assert [line.split()[0] for line in lines] == ["protocol=images.generate", "protocol=v3.submit",
+                                                   "protocol=v3.collect", "protocol=qingbo.submit",
+                                                   "protocol=qingbo.collect"]
+    assert "guidance_scale=7.5 size=256x256 prompt_sha256=" + digest in lines[0]
+    assert "size=256*256" in lines[1] and digest in lines[1] and "task_id=" in lines[1]
+    assert all("status=" in line and "duration=" in line for line in lines)

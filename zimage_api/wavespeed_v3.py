@@ -229,6 +229,8 @@ class WaveSpeedClient(TaskClient):
         self._note(pid, "completed", urls=urls, paths=paths, inference_ms=prediction.inference_ms)
         model = next((name for name, path in MODEL_PATHS.items() if path == prediction.model),
                      entry.get("model", prediction.model) if entry else prediction.model)
+        log_call("v3.collect", model=model, task_id=pid, status="completed", duration=time.monotonic() - started,
+                 inference_ms=prediction.inference_ms)
         return GenerationResult(
             provider=WAVESPEED.name, protocol=self.protocol, model=model, images=images,
             prompt_sha256=str(entry.get("prompt_sha256", "")) if entry else "", urls=urls, task_ids=[pid],
