@@ -230,3 +230,31 @@ def test_fifty_tasks_at_once_bounded_pool_no_leaks(emu, clock) -> None:
         time.sleep(0.01)
     assert threading.active_count() == threads_before
     assert open_fds() <= fds_before
+
+
+def test_cancel_during_a_status_retry_wait_still_cancels_the_queued_task(emu, clock) -> None:
+    client = qingbo(clock)
+    task = client.submit(PROMPT)
+    emu.inject("GET /v1/tasks/*", "rate_limit", times=10, retry_after="5")
+    cancel_at = clock() + 0.2  # still queued (the emulator queues for 0.5 s), inside the 5 s retry wait
+    with pytest.raises(Exception) as info:
+        client.wait(task.task_id, sleep=clock.sleep, clock=clock, cancel_check=lambda: clock() >= cancel_at)
+    from zimage_api.errors import TaskCancelledError
+
+    assert isinstance(info.value, TaskCancelledError) and info.value.remote_cancelled
+    assert clock() - cancel_at <= 0.25 + 1e-9  # the 5 s retry wait was cut short
+    assert emu.tasks[task.task_id].status == "cancelled"
+
+
+def test_the_key_never_goes_to_a_plain_http_url_of_an_https_api(clock, monkeypatch) -> None:
+    from zimage_api.config import QINGBO
+    from zimage_api.emulator import Emulator
+    from zimage_api.transport import Transport
+
+    with Emulator(clock=clock) as files:
+        host = files.url.removeprefix("http://")
+        transport = Transport(QINGBO, api_key="qb-secret-key-0123456789", base_url=f"https://{host}",
+                              sleep=clock.sleep)
+        with pytest.raises(Exception):
+            transport.download(f"http://{host}/files/missing.jpg")
+        assert [r.headers.get("authorization") for r in files.requests] == [None]

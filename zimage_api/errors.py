@@ -24,6 +24,7 @@ __all__ = [
     "InvalidResponseError",
     "APIConnectionError",
     "APITimeoutError",
+    "RequestCancelledError",
     "ImageDecodeError",
     "TaskError",
     "TaskFailedError",
@@ -136,6 +137,10 @@ class APIConnectionError(ZImageError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer in time."""
+
+
+class RequestCancelledError(ZImageError):
+    """The caller's cancel check turned true while a request was waiting to be retried."""
 
 
 class ImageDecodeError(ZImageError):

@@ -212,6 +212,12 @@ def wait_for_task(
                             type(err).__name__)
                 if clock() >= deadline:
                     raise _timeout(task_id, provider, timeout, last, hint) from err
+            except Exception:
+                # A cancel noticed inside the status request (a retry wait that was cut short) still gets the
+                # remote cancel of a queued task.
+                if cancel_check is not None and cancel_check():
+                    raise cancelled() from None
+                raise
         now = clock()
         changed = False
         if snapshot is not None:

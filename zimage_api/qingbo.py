@@ -222,35 +222,46 @@ class QingboClient(TaskClient):
             body["callback_events"] = events
         return body
 
-    def get(self, task_id: str) -> QingboTask:
-        """The task's current state (a free GET, retried on transient failures)."""
+    def get(self, task_id: str, *, cancel_check: CancelCheck | None = None) -> QingboTask:
+        """The task's current state (a free GET, retried on transient failures until ``cancel_check``)."""
         tid = check_task_id(task_id, provider="Qingbo")
         try:
-            answer = self.transport.request_json("GET", f"/v1/tasks/{tid}", what="the status request")
+            answer = self.transport.request_json("GET", f"/v1/tasks/{tid}", what="the status request",
+                                                 cancel_check=cancel_check)
         except NotFoundError as err:
             raise NotFoundError(
                 f"Qingbo has no task {tid} (HTTP 404); check the id, and that it belongs to this API key.",
                 provider=QINGBO.name, status=404, code=err.code, body=err.body) from err
         return QingboTask.parse(answer)
 
-    def cancel(self, task_id: str) -> bool:
+    def cancel(self, task_id: str, *, cancel_check: CancelCheck | None = None) -> bool:
         """Cancel a queued task; returns True when Qingbo cancelled and refunded it. Processing tasks can't be."""
         tid = check_task_id(task_id, provider="Qingbo")
         answer = self.transport.request_json("POST", f"/v1/tasks/{tid}/cancel", repeatable=True,
-                                             what="the cancel request")
+                                             what="the cancel request", cancel_check=cancel_check)
         refunded = isinstance(answer, dict) and str(answer.get("status", "")).lower() == "cancelled"
         if refunded:
             self._note(tid, "cancelled", refunded_quota=answer.get("refunded_quota"))
         return refunded
 
     def try_cancel(self, task: QingboTask | None, task_id: str) -> bool:
-        """Best-effort remote cancel while queued (used on Cancel); never raises."""
+        """Best-effort remote cancel of a queued task (used on Cancel); never raises and never waits to retry.
+
+        A task known to be processing is left alone (Qingbo cannot cancel it). When its state is unknown and the
+        status request fails, the cancel is sent anyway: Qingbo refuses it harmlessly if the task is not queued.
+        """
+        def at_once() -> bool:
+            return True  # one attempt each: the artist is waiting for Cancel to finish
+
+        if task is None:
+            try:
+                task = self.get(task_id, cancel_check=at_once)
+            except Exception as err:
+                logger.info("state of %s unknown on cancel (%s); cancelling anyway", task_id, type(err).__name__)
+        if task is not None and task.state is not TaskState.QUEUED:
+            return False
         try:
-            if task is None:
-                task = self.get(task_id)
-            if task.state is not TaskState.QUEUED:
-                return False
-            return self.cancel(task_id)
+            return self.cancel(task_id, cancel_check=at_once)
         except Exception as err:  # the local cancel must win even if the remote one fails
             logger.info("remote cancel of %s failed: %s", task_id, type(err).__name__)
             return False
@@ -273,7 +284,7 @@ class QingboClient(TaskClient):
         """
         tid = check_task_id(task_id, provider="Qingbo")
         snapshot = wait_for_task(
-            lambda: self.get(tid).snapshot(), task_id=tid, provider=QINGBO.name, timeout=timeout, sleep=sleep,
+            lambda: self.get(tid, cancel_check=cancel_check).snapshot(), task_id=tid, provider=QINGBO.name, timeout=timeout, sleep=sleep,
             clock=clock, cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
             first=first.snapshot() if first is not None else None,

@@ -31,10 +31,12 @@ from .errors import (
     NotFoundError,
     PaymentRequiredError,
     RateLimitError,
+    RequestCancelledError,
     ResultExpiredError,
     ServerError,
 )
 from .logs import logger, redact
+from .polling import sleep_interruptibly
 from .retry import DEFAULT_POLICY, Failure, RetryPolicy, delay_for, parse_retry_after, should_retry
 
 __all__ = ["Transport", "USER_AGENT", "error_from_response", "Timeout"]
@@ -49,7 +51,8 @@ class Transport:
     """HTTP for one provider.
 
     ``sleep`` and ``now`` (unix time, for Retry-After dates and ``reset_at``) are injectable so that tests and the
-    node layer control waiting; the node layer passes a sleep that notices Cancel.
+    node layer control waiting. ``cancel_check`` is asked between slices of a retry wait; when it turns true the
+    request raises :class:`RequestCancelledError` instead of waiting out a long backoff.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Transport:
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         pool_size: int = 16,
+        cancel_check: Callable[[], bool] | None = None,
     ) -> None:
         self.provider = provider
         self._api_key = api_key
@@ -74,6 +78,7 @@ class Transport:
         self.sleep = sleep
         self.now = now
         self.rng = rng or random.Random()
+        self.cancel_check = cancel_check
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
@@ -112,13 +117,16 @@ class Transport:
         timeout: Timeout | None = None,
         stream: bool = False,
         what: str = "the request",
+        cancel_check: Callable[[], bool] | None = None,
     ) -> requests.Response:
         """Send a request with retries and return the successful response.
 
         ``repeatable`` says the request may be sent twice without a second charge; it defaults to True for GET and
         for requests carrying an ``Idempotency-Key``. ``files`` is a factory, called per attempt, so each retry sends a
         fresh multipart body. ``what`` names the request in error messages ("the image request").
+        ``cancel_check`` overrides the transport's own for this request's retry waits.
         """
+        cancel = cancel_check or self.cancel_check
         headers = dict(headers or {})
         if repeatable is None:
             repeatable = method.upper() == "GET" or any(k.lower() == "idempotency-key" for k in headers)
@@ -137,9 +145,9 @@ class Transport:
             except requests.exceptions.RequestException as err:
                 failure = _classify(err)
                 if should_retry(self.retry, attempt, failure, repeatable=repeatable):
-                    self._wait(attempt, None, f"{method} {_path_of(url)} failed ({failure.value})")
+                    self._wait(attempt, None, f"{method} {_path_of(url)} failed ({failure.value})", cancel)
                     continue
-                raise self._connection_error(err, failure, what, repeatable) from err
+                raise self._connection_error(err, failure, what, repeatable, method.upper()) from err
             if response.status_code < 400:
                 logger.debug("%s %s -> %s in %.2fs", method, _path_of(url), response.status_code,
                              time.monotonic() - started)
@@ -150,7 +158,7 @@ class Transport:
                 raise error
             if should_retry(self.retry, attempt, Failure.STATUS, status=response.status_code, repeatable=repeatable):
                 response.close()
-                self._wait(attempt, retry_after, f"{method} {_path_of(url)} answered {response.status_code}")
+                self._wait(attempt, retry_after, f"{method} {_path_of(url)} answered {response.status_code}", cancel)
                 continue
             raise error
 
@@ -164,7 +172,9 @@ class Transport:
 
         A truncated body is fetched once more; an expired URL raises :class:`ResultExpiredError`.
         """
-        same_host = urlsplit(url).netloc == urlsplit(self.base_url).netloc
+        target, api = urlsplit(url), urlsplit(self.base_url)
+        # The key goes only to the API's own origin: same host and port, and never over http when the API is https.
+        same_host = (target.netloc, target.scheme) == (api.netloc, api.scheme)
         for attempt in (1, 2):
             try:
                 response = self.request("GET", url, auth=same_host, what=what, stream=True)
@@ -198,18 +208,29 @@ class Transport:
 
     # -- internals ------------------------------------------------------------------------------------------------
 
-    def _wait(self, attempt: int, retry_after: float | None, reason: str) -> None:
+    def _wait(self, attempt: int, retry_after: float | None, reason: str,
+              cancel_check: Callable[[], bool] | None) -> None:
         delay = delay_for(self.retry, attempt, retry_after=retry_after, rng=self.rng)
         logger.info("%s; retry %d/%d in %.2fs", reason, attempt, self.retry.max_attempts - 1, delay)
-        self.sleep(delay)
+        if cancel_check is None:
+            self.sleep(delay)
+        elif sleep_interruptibly(delay, sleep=self.sleep, cancel_check=cancel_check):
+            raise RequestCancelledError(f"Cancelled while waiting to retry a request to {self.provider.name}.")
 
-    def _connection_error(self, err: Exception, failure: Failure, what: str, repeatable: bool) -> APIConnectionError:
+    def _connection_error(self, err: Exception, failure: Failure, what: str, repeatable: bool,
+                          method: str) -> APIConnectionError:
         name = self.provider.name
         if failure is Failure.CONNECT:
             return APIConnectionError(
                 f"Could not connect to {name} at {self.base_url} ({_reason(err)}); check the network, proxy settings "
                 f"or {self.provider.base_url_env}. Nothing was sent.",
                 provider=name,
+            )
+        if repeatable and method == "POST":
+            return APIConnectionError(
+                f"The connection to {name} kept failing for {what} ({_reason(err)}); it may have reached {name}. "
+                "Sending the same request again within 24 hours returns that task instead of paying for a new one.",
+                provider=name, may_have_processed=True,
             )
         if repeatable:
             return APIConnectionError(

@@ -113,12 +113,12 @@ class WaveSpeedClient(TaskClient):
                  duration=time.monotonic() - started)
         return prediction
 
-    def get(self, prediction_id: str) -> Prediction:
-        """The prediction's current state (a free GET, retried on transient failures)."""
+    def get(self, prediction_id: str, *, cancel_check: CancelCheck | None = None) -> Prediction:
+        """The prediction's current state (a free GET, retried on transient failures until ``cancel_check``)."""
         pid = check_task_id(prediction_id, provider="WaveSpeed")
         try:
             answer = self.transport.request_json("GET", f"/api/v3/predictions/{pid}/result",
-                                                 what="the status request")
+                                                 what="the status request", cancel_check=cancel_check)
         except NotFoundError as err:
             raise NotFoundError(
                 f"WaveSpeed has no prediction {pid} (HTTP 404); check the id, and that it belongs to this API key.",
@@ -141,7 +141,7 @@ class WaveSpeedClient(TaskClient):
         pid = check_task_id(prediction_id, provider="WaveSpeed")
 
         def fetch() -> TaskSnapshot[Prediction]:
-            p = self.get(pid)
+            p = self.get(pid, cancel_check=cancel_check)
             return TaskSnapshot(p.state, None, p)
 
         snapshot = wait_for_task(
