@@ -258,3 +258,26 @@ def test_the_key_never_goes_to_a_plain_http_url_of_an_https_api(clock, monkeypat
         with pytest.raises(Exception):
             transport.download(f"http://{host}/files/missing.jpg")
         assert [r.headers.get("authorization") for r in files.requests] == [None]
+
+
+def test_an_unwritable_ledger_never_costs_the_paid_task(emu, clock, monkeypatch, tmp_path, caplog) -> None:
+    import logging
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("ZIMAGE_DATA_DIR", str(blocker))
+    with caplog.at_level(logging.WARNING, logger="zimage_api"):
+        result = qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
+    task_id = result.task_ids[0]
+    assert result.images == [emu.served_images[-1]]
+    assert f"could not write Qingbo task {task_id} to the ledger" in caplog.text and "keep this id" in caplog.text
+
+
+def test_an_unknown_status_in_the_submit_answer_keeps_the_id(emu, clock) -> None:
+    from zimage_api.polling import UnknownStatusError
+
+    emu.inject("POST /v1/tasks", "status", status=200,
+               body={"task_id": "task-wave-odd-1", "status": "pending_review", "progress": 0})
+    with pytest.raises(UnknownStatusError, match="task-wave-odd-1"):
+        qingbo(clock).submit(PROMPT)
+    assert [e["task_id"] for e in Ledger.default().unfinished()] == ["task-wave-odd-1"]

@@ -134,6 +134,9 @@ class Ledger:
             handle = open(self.path, encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return tasks
+        except OSError as err:
+            logger.warning("ledger %s cannot be read (%s)", self.path, err)
+            return tasks
         with handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():

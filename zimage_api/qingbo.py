@@ -187,12 +187,12 @@ class QingboClient(TaskClient):
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/tasks", json=body, headers=headers,
                                              what="the task request")
+        issued = answer.get("task_id") if isinstance(answer, dict) else None
+        if issued:
+            # Recorded before the answer is interpreted: a paid id must survive even an answer this code misreads.
+            self._record_submitted(str(issued), model=MODEL, prompt=prompt, status=str(answer.get("status", "")),
+                                   params={k: v for k, v in body.items() if k not in ("prompt", "callback_url")})
         task = QingboTask.parse(answer)
-        ledger = self.ledger
-        if ledger is not None:
-            params = {k: v for k, v in body.items() if k not in ("prompt", "callback_url")}
-            ledger.record_submitted(task.task_id, provider="qingbo", model=MODEL, prompt_sha256=prompt_hash(prompt),
-                                    params=params, status=task.state.value)
         log_call("qingbo.submit", model=MODEL, size=f"{aspect_ratio}@{body['resolution']}", prompt=prompt,
                  task_id=task.task_id, status=200, duration=time.monotonic() - started,
                  pre_consumed_quota=task.pre_consumed_cost)
@@ -340,7 +340,7 @@ class QingboClient(TaskClient):
             raise InvalidResponseError(f"Qingbo task {tid} completed without a result URL.", provider=QINGBO.name,
                                        status=200, body=task.raw)
         images = [self.transport.download(url, what=f"the picture of task {tid}") for url in task.urls]
-        paths = ledger.save_pictures(tid, images) if ledger is not None else []
+        paths = self._save_pictures(tid, images)
         self._note(tid, "completed", urls=task.urls, paths=paths, cost_quota=task.cost,
                    expires_at=task.expires_at)
         log_call("qingbo.collect", model=MODEL, task_id=tid, status="completed",

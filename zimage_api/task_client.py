@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from .config import Provider
 from .ledger import Ledger
-from .logs import logger
+from .logs import logger, prompt_hash
 from .transport import Transport
 
 __all__ = ["TaskClient"]
@@ -34,6 +34,32 @@ class TaskClient:
         if isinstance(self._ledger, Ledger):
             return self._ledger
         return Ledger.default()
+
+    def _record_submitted(self, task_id: str, *, model: str, prompt: str, status: str,
+                          params: dict[str, Any]) -> None:
+        """Put a just-issued id in the ledger. A ledger that cannot be written never costs the paid task: the id
+        is logged instead, and the run goes on."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        try:
+            ledger.record_submitted(task_id, provider=self.provider.section, model=model,
+                                    prompt_sha256=prompt_hash(prompt), params=params, status=status or "submitted")
+        except OSError as err:
+            logger.warning("could not write %s task %s to the ledger %s (%s); keep this id to collect it later",
+                           self.provider.name, task_id, ledger.path, err)
+
+    def _save_pictures(self, task_id: str, images: list[bytes]) -> list[str]:
+        """Keep local copies of a task's pictures; an unwritable folder is a warning, the pictures are still returned."""
+        ledger = self.ledger
+        if ledger is None:
+            return []
+        try:
+            return ledger.save_pictures(task_id, images)
+        except OSError as err:
+            logger.warning("could not keep the pictures of %s task %s in %s (%s)", self.provider.name, task_id,
+                           ledger.results_dir, err)
+            return []
 
     def _note(self, task_id: str, status: str, **fields: Any) -> None:
         """Record a task's new status; a ledger that cannot be written is a warning, never a failed run."""

@@ -14,7 +14,7 @@ from typing import Any
 from .config import WAVESPEED
 from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
 from .images import decode_base64
-from .logs import log_call, prompt_hash
+from .logs import log_call
 from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
 from .results import GenerationResult
 from .task_client import TaskClient
@@ -103,12 +103,12 @@ class WaveSpeedClient(TaskClient):
         started = time.monotonic()
         answer = self.transport.request_json("POST", f"/api/v3/{MODEL_PATHS[model]}", json=body,
                                              what="the prediction request")
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if isinstance(data, dict) and data.get("id"):
+            # Recorded before the answer is interpreted: a paid id must survive even an answer this code misreads.
+            self._record_submitted(str(data["id"]), model=model, prompt=prompt, status=str(data.get("status", "")),
+                                   params={k: v for k, v in body.items() if k != "prompt"})
         prediction = Prediction.parse(answer)
-        ledger = self.ledger
-        if ledger is not None:
-            params = {k: v for k, v in body.items() if k != "prompt"}
-            ledger.record_submitted(prediction.id, provider="wavespeed", model=model,
-                                    prompt_sha256=prompt_hash(prompt), params=params, status=prediction.state.value)
         log_call("v3.submit", model=model, size=body["size"], prompt=prompt, task_id=prediction.id, status=200,
                  duration=time.monotonic() - started)
         return prediction
@@ -225,7 +225,7 @@ class WaveSpeedClient(TaskClient):
                 self._note(pid, "timeout" if isinstance(err, TaskTimeoutError) else "interrupted")
                 raise
         images, urls = self.fetch_outputs(prediction)
-        paths = ledger.save_pictures(pid, images) if ledger is not None else []
+        paths = self._save_pictures(pid, images)
         self._note(pid, "completed", urls=urls, paths=paths, inference_ms=prediction.inference_ms)
         model = next((name for name, path in MODEL_PATHS.items() if path == prediction.model),
                      entry.get("model", prediction.model) if entry else prediction.model)
