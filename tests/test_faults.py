@@ -168,9 +168,15 @@ def test_truncated_download_twice_is_a_clear_error_and_the_task_stays_recoverabl
 
 def test_expired_result_url(emu, clock) -> None:
     emu.inject("GET /files/*", "expired")
-    with pytest.raises(ResultExpiredError, match="result URL has expired"):
+    with pytest.raises(ResultExpiredError) as info:
         qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock)
+    task_id = next(iter(emu.tasks))
+    assert str(info.value) == (
+        f"Qingbo task {task_id} finished, but its picture is no longer hosted (the result URL expired) and no local "
+        "copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit again).")
     assert len(emu.requests_to("GET /files/*")) == 1
+    # it is no longer listed as collectable, so `tasks resume` and receipts do not come back to it
+    assert Ledger.default().unfinished() == [] and Ledger.default().get(task_id)["status"] == "expired"
 
 
 def test_emulator_restarted_mid_poll(emu, clock) -> None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import QINGBO
-from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from .errors import (
+    InvalidResponseError,
+    NotFoundError,
+    ResultExpiredError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from .logs import log_call, logger, prompt_hash
 from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
 from .results import GenerationResult, quota_to_usd
@@ -339,7 +346,14 @@ class QingboClient(TaskClient):
         if not task.urls:
             raise InvalidResponseError(f"Qingbo task {tid} completed without a result URL.", provider=QINGBO.name,
                                        status=200, body=task.raw)
-        images = [self.transport.download(url, what=f"the picture of task {tid}") for url in task.urls]
+        try:
+            images = [self.transport.download(url, what=f"the picture of task {tid}") for url in task.urls]
+        except ResultExpiredError as err:
+            self._note(tid, "expired")
+            raise ResultExpiredError(
+                f"Qingbo task {tid} finished, but its picture is no longer hosted (the result URL expired) and no "
+                "local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
+                "again).", provider=QINGBO.name, status=err.status, code=err.code) from err
         paths = self._save_pictures(tid, images)
         self._note(tid, "completed", urls=task.urls, paths=paths, cost_quota=task.cost,
                    expires_at=task.expires_at)

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import WAVESPEED
-from .errors import InvalidResponseError, NotFoundError, TaskCancelledError, TaskFailedError, TaskTimeoutError
+from .errors import (
+    InvalidResponseError,
+    NotFoundError,
+    ResultExpiredError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from .images import decode_base64
 from .logs import log_call
 from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
@@ -224,7 +231,14 @@ class WaveSpeedClient(TaskClient):
             except (TaskTimeoutError, TaskCancelledError) as err:
                 self._note(pid, "timeout" if isinstance(err, TaskTimeoutError) else "interrupted")
                 raise
-        images, urls = self.fetch_outputs(prediction)
+        try:
+            images, urls = self.fetch_outputs(prediction)
+        except ResultExpiredError as err:
+            self._note(pid, "expired")
+            raise ResultExpiredError(
+                f"WaveSpeed prediction {pid} finished, but its picture is no longer hosted (the result URL expired) "
+                "and no local copy was kept; run it again for a picture.", provider=WAVESPEED.name,
+                status=err.status, code=err.code) from err
         paths = self._save_pictures(pid, images)
         self._note(pid, "completed", urls=urls, paths=paths, inference_ms=prediction.inference_ms)
         model = next((name for name, path in MODEL_PATHS.items() if path == prediction.model),
