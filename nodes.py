@@ -338,6 +338,34 @@ def _receipted(run: _Run, index: int, key: str, buy: Callable[[], GenerationResu
     return result
 
 
+def _v3_once(run: _Run, index: int, key: str, client: Any, timeout: int, *, seed: int, size: tuple[int, int],
+             submit: Callable[[], Any]) -> GenerationResult:
+    """One v3 picture: collect the prediction bought earlier under ``key`` if there is one, else submit and
+    collect. A timeout or Cancel leaves the prediction running; queueing the same inputs again collects it."""
+    from .zimage_api.receipts import Receipts
+
+    receipts = Receipts(ledger=client.ledger)
+    earlier, _spent = receipts.task_receipt(key)
+    first = None
+    if earlier is None:
+        first = submit()
+        receipts.save_task(key, first.id)
+    else:
+        run.progress.update(index, 0.0, "collecting an earlier prediction")
+    return client.collect(earlier or first.id, first=first, seed=seed, size=size,
+                          on_progress=run.progress.callback(index), **run.wait_options(timeout))
+
+
+def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
+    """Best-effort remote cancel of every task that is still queued (each one request, side by side)."""
+    if not task_ids:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, len(task_ids)), thread_name_prefix="zimage-cancel") as pool:
+        list(pool.map(lambda tid: client.try_cancel(None, tid), task_ids))
+
+
 def _tensor_digest(image: Any, index: int) -> str:
     """A hash of one picture of an IMAGE batch, so a receipt matches only the same reference."""
     import hashlib
@@ -436,11 +464,11 @@ class ZImageGenerate:
             def generate_one() -> GenerationResult:
                 run.progress.update(index, 0.0, "requesting")
                 if api == "v3":
-                    result = client.generate(
-                        prompt, model=model, negative_prompt=negative_prompt, width=width, height=height,
-                        seed=seed + index, output_format=output_format,
-                        base64_output=response_format == "b64_json", on_progress=run.progress.callback(index),
-                        **run.wait_options(timeout))
+                    result = _v3_once(run, index, key, client, timeout, seed=seed + index, size=(width, height),
+                                      submit=lambda: client.submit(
+                                          prompt, model=model, negative_prompt=negative_prompt, width=width,
+                                          height=height, seed=seed + index, output_format=output_format,
+                                          base64_output=response_format == "b64_json"))
                 else:
                     result = client.generate(
                         prompt, negative_prompt=negative_prompt, guidance_scale=guidance, width=width,
@@ -448,7 +476,8 @@ class ZImageGenerate:
                 run.progress.update(index, 1.0, "done")
                 return result
 
-            key = fingerprint("generate", api=api, model=model, prompt=prompt, negative_prompt=negative_prompt,
+            key = fingerprint("generate", endpoint=client.transport.base_url, api=api, model=model, prompt=prompt,
+                              negative_prompt=negative_prompt,
                               guidance_scale=None if api == "v3" else guidance, width=width, height=height,
                               seed=seed + index, output_format=output_format if api == "v3" else None)
             return lambda: _receipted(run, index, key, generate_one)
@@ -542,11 +571,12 @@ class ZImageEdit:
             def edit_one() -> GenerationResult:
                 run.progress.update(unit, 0.0, "uploading" if api == "v3" else "requesting")
                 if api == "v3":
-                    result = client.generate(
-                        prompt, image_url=urls.get(ref), strength=strength, model=model,
-                        negative_prompt=negative_prompt, width=out_w, height=out_h, seed=seed + index,
-                        output_format=output_format, base64_output=response_format == "b64_json",
-                        on_progress=run.progress.callback(unit), **run.wait_options(timeout))
+                    result = _v3_once(run, unit, key, client, timeout, seed=seed + index, size=(out_w, out_h),
+                                      submit=lambda: client.submit(
+                                          prompt, image_url=urls.get(ref), strength=strength, model=model,
+                                          negative_prompt=negative_prompt, width=out_w, height=out_h,
+                                          seed=seed + index, output_format=output_format,
+                                          base64_output=response_format == "b64_json"))
                 else:
                     result = client.edit(
                         uploads.get(ref), prompt, strength=strength, negative_prompt=negative_prompt,
@@ -555,7 +585,8 @@ class ZImageEdit:
                 run.progress.update(unit, 1.0, "done")
                 return result
 
-            key = fingerprint("edit", api=api, model=model, prompt=prompt, negative_prompt=negative_prompt,
+            key = fingerprint("edit", endpoint=client.transport.base_url, api=api, model=model, prompt=prompt,
+                              negative_prompt=negative_prompt,
                               reference=_tensor_digest(image, ref), strength=strength,
                               guidance_scale=None if api == "v3" else guidance, width=out_w, height=out_h,
                               seed=seed + index, output_format=output_format if api == "v3" else None)
@@ -609,7 +640,8 @@ class QingboTaskSubmit:
 
     def submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
                callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
-        from .zimage_api.qingbo import QingboClient
+        from .zimage_api.polling import TaskState
+        from .zimage_api.qingbo import QingboClient, QingboTask
         from .zimage_api.receipts import Receipts
 
         seed, count = check_seed_range(seed), check_count(count)
@@ -631,14 +663,17 @@ class QingboTaskSubmit:
         def job(index: int) -> Callable[[], Any]:
             def submit_one() -> Any:
                 run.progress.update(index, 0.0, "submitting")
-                key = fingerprint("qingbo-submit", prompt=prompt, index=index, **options,
-                                  seed=None if seed == 0 else seed + index)
-                earlier = receipts.load_task(key)
+                key = fingerprint("qingbo-submit", endpoint=client.transport.base_url, prompt=prompt, index=index,
+                                  **options, seed=None if seed == 0 else seed + index)
+                earlier, _spent = receipts.task_receipt(key)
                 if earlier is not None:
-                    tasks[index] = earlier
+                    task = QingboTask(task_id=earlier, state=TaskState.QUEUED, raw={"receipt": True})
+                    tasks[index] = task
                     run.progress.update(index, 1.0, "accepted earlier")
-                    return earlier
-                task = client.submit(prompt, seed=None if seed == 0 else seed + index, **options)
+                    return task
+                # The same key on every retry and re-run until this task is spent: a lost answer is never paid twice.
+                task = client.submit(prompt, seed=None if seed == 0 else seed + index,
+                                     idempotency_key=receipts.idempotency_key(key), **options)
                 receipts.save_task(key, task.task_id)
                 tasks[index] = task
                 run.progress.update(index, 1.0, "accepted")
@@ -711,12 +746,14 @@ class QingboTaskPoll:
             from .zimage_api.qingbo import QingboClient
 
             client = QingboClient(sleep=run.transport_sleep)
+            # One deadline for the whole run: with more ids than workers, later ids must not get a fresh timeout.
+            deadline = run.clock() + timeout
 
             def job(index: int, tid: str) -> Callable[[], GenerationResult]:
                 def collect_one() -> GenerationResult:
                     run.progress.update(index, 0.0, "waiting")
                     result = client.collect(tid, on_progress=run.progress.callback(index),
-                                            **run.wait_options(timeout))
+                                            **run.wait_options(max(deadline - run.clock(), 1.0)))
                     results[tid] = result
                     _poll_cache.put(tid, result)
                     run.progress.update(index, 1.0, "done")
@@ -725,6 +762,10 @@ class QingboTaskPoll:
 
             try:
                 outcomes = run.run([job(ids.index(tid), tid) for tid in missing])
+            except hooks.interrupt_exception():
+                # Ids whose wait never started got no remote cancel from it: cancel those still queued now.
+                _cancel_queued(client, [tid for tid in missing if tid not in results])
+                raise
             finally:
                 client.transport.close()
             error = poll_error(outcomes, missing, ids, timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from tests.comfy_stubs import MUG
@@ -86,3 +87,67 @@ def test_receipt_round_trip_and_damage(tmp_path) -> None:
     assert loaded is not None and loaded.images == [b"\x89PNG..."] and loaded.size == (256, 256)
     (tmp_path / f"{key}.json").write_text("{broken", encoding="utf-8")
     assert receipts.load(key) is None
+
+
+def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, clock, monkeypatch) -> None:
+    from tests.comfy_stubs import FakeInterrupt
+
+    started = clock()
+    monkeypatch.setattr(nodes.hooks, "interrupted", lambda: clock() - started > 0.5)  # Cancel while it renders
+    with pytest.raises(FakeInterrupt):
+        generate(nodes, api="v3", count=1)
+    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    monkeypatch.setattr(nodes.hooks, "interrupted", lambda: False)
+    image, info = generate(nodes, api="v3", count=1)  # the same inputs: collect, do not pay again
+    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    prediction = next(iter(emu.tasks))
+    assert prediction in info and image.shape[0] == 1
+
+
+def test_a_submit_whose_answer_was_lost_is_not_paid_twice_on_re_queue(emu, nodes) -> None:
+    emu.inject("POST /v1/tasks", "reset_after", times=6)  # every try is processed, no answer ever arrives
+    submit = nodes.QingboTaskSubmit()
+    args = dict(prompt="a lighthouse at dawn", aspect_ratio="16:9", resolution="1K", prompt_extend=False, seed=5,
+                count=1)
+    with pytest.raises(Exception, match="may have reached Qingbo"):
+        submit.submit(**args)
+    (task_id,) = submit.submit(**args)  # queued again with the same inputs
+    assert emu.task_count("qingbo") == 1 and list(emu.tasks) == [task_id]
+    keys = {r.headers["idempotency-key"] for r in emu.requests_to("POST /v1/tasks")}
+    assert len(keys) == 1
+
+
+def test_receipts_belong_to_the_server_that_answered(emu, nodes, clock, monkeypatch) -> None:
+    from zimage_api.emulator import DEMO_KEY, Emulator
+
+    generate(nodes, count=1)
+    with Emulator(clock=clock, wavespeed_keys={DEMO_KEY}) as other:
+        monkeypatch.setenv("WAVESPEED_BASE_URL", other.url)
+        generate(nodes, count=1)
+        assert len(other.requests_to("POST /v1/images/generations")) == 1
+
+
+def test_cancel_of_a_poll_with_more_ids_than_workers_cancels_every_queued_task(nodes, monkeypatch) -> None:
+    import threading
+    import time
+
+    from tests.comfy_stubs import FakeInterrupt
+    from zimage_api.emulator import DEMO_KEY, Emulator
+
+    with Emulator(queue_seconds=600.0, qingbo_keys={DEMO_KEY}) as emulator:
+        monkeypatch.setenv("QINGBO_API_KEY", DEMO_KEY)
+        monkeypatch.setenv("QINGBO_BASE_URL", emulator.url)
+        monkeypatch.setattr(nodes, "clock", time.monotonic)
+        monkeypatch.setattr(nodes, "sleep", time.sleep)
+        (ids,) = nodes.QingboTaskSubmit().submit(prompt="a lighthouse", aspect_ratio="1:1", resolution="1K",
+                                                 prompt_extend=False, seed=0, count=6)
+        timer = threading.Timer(0.3, lambda: setattr(nodes.hooks, "flag", True))
+        started = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(FakeInterrupt):
+                nodes.QingboTaskPoll().poll(ids, timeout=300)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 1.5
+        assert [emulator.tasks[t].status for t in ids.splitlines()] == ["cancelled"] * 6

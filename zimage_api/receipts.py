@@ -15,14 +15,11 @@ import json
 import os
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .ledger import Ledger, default_dir
 from .logs import logger
 from .results import GenerationResult
-
-if TYPE_CHECKING:
-    from .qingbo import QingboTask
 
 __all__ = ["Receipts", "fingerprint", "REUSE_ENV"]
 
@@ -92,23 +89,29 @@ class Receipts:
             logger.warning("could not keep a receipt: %s", err)
 
 
-    def load_task(self, key: str) -> QingboTask | None:
-        """The task submitted earlier under ``key``, unless the ledger says it failed or was cancelled."""
-        if not self.enabled():
-            return None
-        try:
-            task_id = json.loads((self.directory / f"{key}.task.json").read_text(encoding="utf-8"))["task_id"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        entry = self.ledger.get(task_id) if self.ledger is not None else None
-        status = str((entry or {}).get("status", "submitted"))
-        if status in ("failed", "cancelled", "expired"):
-            return None
-        from .polling import TaskState
-        from .qingbo import QingboTask
+    def task_receipt(self, key: str) -> tuple[str | None, str | None]:
+        """``(usable, spent)`` for the task submitted earlier under ``key``.
 
-        state = TaskState.COMPLETED if status == "completed" else TaskState.QUEUED
-        return QingboTask(task_id=task_id, state=state, raw={"receipt": True})
+        ``usable`` is its id while it can still give a picture; ``spent`` is its id when the ledger says it failed,
+        was cancelled or expired, so the caller submits a new one (under a new idempotency key). Both are None when
+        nothing was submitted under ``key``, or reuse is switched off.
+        """
+        if not self.enabled():
+            return None, None
+        try:
+            task_id = str(json.loads((self.directory / f"{key}.task.json").read_text(encoding="utf-8"))["task_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, None
+        entry = self.ledger.get(task_id) if self.ledger is not None else None
+        if str((entry or {}).get("status", "submitted")) in ("failed", "cancelled", "expired"):
+            return None, task_id
+        return task_id, None
+
+    def idempotency_key(self, key: str) -> str:
+        """The ``Idempotency-Key`` for submitting ``key`` now: the same on every retry and re-run until the task it
+        bought is spent, so a submit whose answer was lost is never paid twice."""
+        _usable, spent = self.task_receipt(key)
+        return f"zimage-{key}-{spent or 'first'}"
 
     def save_task(self, key: str, task_id: str) -> None:
         """Remember that ``key`` was submitted as ``task_id``."""
