@@ -15,7 +15,6 @@ Two module attributes can be replaced (by tests or scripts):
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 import threading
@@ -46,6 +45,7 @@ from .zimage_api.batch import (
     submit_error,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
+from .zimage_api.logs import logger as log
 from .zimage_api.receipts import fingerprint
 from .zimage_api.results import GenerationResult
 from .zimage_api.validation import (
@@ -62,7 +62,6 @@ from .zimage_api.validation import (
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "hooks", "clock", "sleep"]
 
-log = logging.getLogger("zimage_api.nodes")
 T = TypeVar("T")
 
 CATEGORY = "Z-Image"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import binascii
 import io
 import json
-import logging
 import math
 import re
 import struct
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ValidationError
+from .logs import logger
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,6 @@ __all__ = [
     "tensor_to_upload",
 ]
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 """Decompression-bomb guard: the largest width*height accepted from a provider."""
