@@ -502,3 +502,16 @@ def test_help_in_a_subprocess(tmp_path):
     done = subprocess.run([sys.executable, "-m", "zimage_api", "generate"], cwd=tmp_path, env=_clean_env(tmp_path),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_the_script_runs_where_the_current_folder_is_not_on_the_path(tmp_path) -> None:
+    """ComfyUI's embedded Windows Python ignores the current folder; zimage_cli.py finds the package itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "zimage_cli.py"
+    done = subprocess.run([sys.executable, "-P", str(script), "tasks", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: " in done.stdout and "tasks" in done.stdout

@@ -119,3 +119,23 @@ def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env
     got = np.asarray(Image.open(io.BytesIO(result.images[0])).convert("RGB"))
     assert np.array_equal(got, expected) and got.shape[1] / got.shape[0] == pytest.approx(16 / 9, rel=0.02)
     assert ledger.unfinished() == [] and ledger.get(task_id)["status"] == "completed"
+
+
+def test_the_ledger_knows_which_server_issued_an_id(emu, clock) -> None:
+    from zimage_api.errors import NotFoundError
+    from zimage_api.qingbo import QingboClient
+
+    task = QingboClient(sleep=clock.sleep, now=clock).submit("a lighthouse")
+    ledger = Ledger.default()
+    assert ledger.get(task.task_id)["base_url"] == emu.url
+    from zimage_api.emulator import DEMO_KEY, Emulator
+
+    with Emulator(clock=clock, qingbo_keys={DEMO_KEY}) as other:  # another server: its 404 says nothing
+        with pytest.raises(NotFoundError):
+            QingboClient(base_url=other.url, sleep=clock.sleep).collect(task.task_id, sleep=clock.sleep,
+                                                                        clock=clock)
+    assert [e["task_id"] for e in ledger.unfinished()] == [task.task_id]
+    emu.reset()  # the issuing server forgot it: it can never be collected, so it is no longer listed
+    with pytest.raises(NotFoundError):
+        QingboClient(sleep=clock.sleep).collect(task.task_id, sleep=clock.sleep, clock=clock)
+    assert ledger.unfinished() == [] and ledger.get(task.task_id)["status"] == "not_found"

@@ -32,7 +32,7 @@ __all__ = ["Ledger", "default_dir", "set_default_dir", "DATA_DIR_ENV", "UNFINISH
 
 DATA_DIR_ENV = "ZIMAGE_DATA_DIR"
 UNFINISHED = frozenset({"submitted", "queued", "processing", "created", "timeout", "interrupted"})
-FINISHED = frozenset({"completed", "failed", "cancelled", "expired"})
+FINISHED = frozenset({"completed", "failed", "cancelled", "expired", "not_found"})
 _configured_dir: Path | None = None
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -102,10 +102,13 @@ class Ledger:
                 os.fsync(handle.fileno())
 
     def record_submitted(self, task_id: str, *, provider: str, model: str, prompt_sha256: str,
-                         params: dict[str, Any], status: str = "submitted") -> None:
-        """Note a task the moment its id is known. ``params`` must not contain the key (it never does here)."""
+                         params: dict[str, Any], status: str = "submitted", base_url: str | None = None) -> None:
+        """Note a task the moment its id is known. ``params`` must not contain the key (it never does here).
+
+        ``base_url`` is the server that issued the id (ids of an emulator or a gateway mean nothing elsewhere).
+        """
         self.append(task_id, event="submitted", provider=provider, model=model, prompt_sha256=prompt_sha256,
-                    params=params, submitted_at=round(time.time(), 3), status=status)
+                    params=params, submitted_at=round(time.time(), 3), status=status, base_url=base_url)
 
     def record_status(self, task_id: str, status: str, **fields: Any) -> None:
         """Note a new status (``completed`` with ``urls``/``paths``, ``failed`` with ``error``, ``timeout``...)."""

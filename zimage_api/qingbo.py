@@ -339,6 +339,11 @@ class QingboClient(TaskClient):
             except TaskTimeoutError:
                 self._note(tid, "timeout")
                 raise
+            except NotFoundError:
+                if self._issued_here(tid):
+                    # The server that issued this id no longer knows it: it can never be collected.
+                    self._note(tid, "not_found")
+                raise
             except TaskCancelledError as err:
                 if not err.remote_cancelled:
                     self._note(tid, "interrupted")

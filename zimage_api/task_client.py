@@ -44,7 +44,8 @@ class TaskClient:
             return
         try:
             ledger.record_submitted(task_id, provider=self.provider.section, model=model,
-                                    prompt_sha256=prompt_hash(prompt), params=params, status=status or "submitted")
+                                    prompt_sha256=prompt_hash(prompt), params=params, status=status or "submitted",
+                                    base_url=self.transport.base_url)
         except OSError as err:
             logger.warning("could not write %s task %s to the ledger %s (%s); keep this id to collect it later",
                            self.provider.name, task_id, ledger.path, err)
@@ -60,6 +61,13 @@ class TaskClient:
             logger.warning("could not keep the pictures of %s task %s in %s (%s)", self.provider.name, task_id,
                            ledger.results_dir, err)
             return []
+
+    def _issued_here(self, task_id: str) -> bool:
+        """Whether the ledger says this server issued ``task_id`` (True when the ledger does not know)."""
+        ledger = self.ledger
+        entry = ledger.get(task_id) if ledger is not None else None
+        issuer = (entry or {}).get("base_url")
+        return not issuer or issuer == self.transport.base_url
 
     def _note(self, task_id: str, status: str, **fields: Any) -> None:
         """Record a task's new status; a ledger that cannot be written is a warning, never a failed run."""

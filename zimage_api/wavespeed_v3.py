@@ -231,6 +231,11 @@ class WaveSpeedClient(TaskClient):
             except (TaskTimeoutError, TaskCancelledError) as err:
                 self._note(pid, "timeout" if isinstance(err, TaskTimeoutError) else "interrupted")
                 raise
+            except NotFoundError:
+                if self._issued_here(pid):
+                    # The server that issued this id no longer knows it: it can never be collected.
+                    self._note(pid, "not_found")
+                raise
         try:
             images, urls = self.fetch_outputs(prediction)
         except ResultExpiredError as err:
