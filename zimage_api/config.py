@@ -1,7 +1,8 @@
 """Where keys and base URLs come from.
 
-Keys are read at call time, so a key rotated in the environment or the config file works without a restart.
-The environment wins over the config file. The config file is an ini file outside any workflow: by default
+Keys are read at every request, so a key rotated in the config file (or in this process's environment, for a
+script) is used by the next request without a restart; a running ComfyUI only sees the environment it was started
+with. The environment wins over the config file. The config file is an ini file outside any workflow: by default
 ``zimage.ini`` in the pack folder (git-ignored; ``zimage.ini.example`` is the template), or the path in
 ``ZIMAGE_CONFIG``::
 

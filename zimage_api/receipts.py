@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ class Receipts:
         """``(usable, spent)`` for the task submitted earlier under ``key``.
 
         ``usable`` is its id while it can still give a picture; ``spent`` is its id when the ledger says it failed,
-        was cancelled or expired, so the caller submits a new one (under a new idempotency key). Both are None when
+        was cancelled, expired or is unknown to its server, so the caller submits a new one (under a new idempotency key). Both are None when
         nothing was submitted under ``key``, or reuse is switched off.
         """
         if not self.enabled():
@@ -103,13 +104,15 @@ class Receipts:
         except (OSError, ValueError, KeyError, TypeError):
             return None, None
         entry = self.ledger.get(task_id) if self.ledger is not None else None
-        if str((entry or {}).get("status", "submitted")) in ("failed", "cancelled", "expired"):
+        if str((entry or {}).get("status", "submitted")) in ("failed", "cancelled", "expired", "not_found"):
             return None, task_id
         return task_id, None
 
     def idempotency_key(self, key: str) -> str:
         """The ``Idempotency-Key`` for submitting ``key`` now: the same on every retry and re-run until the task it
         bought is spent, so a submit whose answer was lost is never paid twice."""
+        if not self.enabled():
+            return f"zimage-{uuid.uuid4().hex}"  # reuse switched off: every run is a new request
         _usable, spent = self.task_receipt(key)
         return f"zimage-{key}-{spent or 'first'}"
 
