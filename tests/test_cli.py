@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,6 +201,15 @@ def test_poll_a_failed_task_exits_1_with_one_line(cli, emu, tmp_path):
     (["generate"], "required: PROMPT"),
     (["generate", "x", "--seed", "abc"], "invalid seed"),
     (["frobnicate"], "invalid choice"),
+    # --timeout is a finite number of seconds > 0, checked by the parser before anything is sent.
+    (["generate", "x", "--timeout", "0"], "invalid timeout '0': a number of seconds greater than 0"),
+    (["generate", "x", "--api", "v3", "--timeout", "-5"], "invalid timeout '-5'"),
+    (["poll", "task-abc", "--timeout", "nan"], "invalid timeout 'nan'"),
+    (["tasks", "resume", "--timeout", "inf"], "invalid timeout 'inf'"),
+    (["batch", "jobs.jsonl", "--timeout", "soon"], "invalid timeout 'soon'"),
+    # The last seed of a --count run must be valid too, before the first task is paid for.
+    (["submit", "x", "--seed", str(2 ** 63 - 1), "--count", "2"], f"would use seeds up to {2 ** 63}"),
+    (["generate", "x", "--api", "v3", "--seed", str(2 ** 63 - 2), "--count", "3"], f"at most {2 ** 63 - 3}"),
 ])
 def test_bad_usage_exits_2_with_one_line_and_sends_nothing(cli, emu, argv, message):
     code, out, err = cli(*argv)
@@ -349,10 +360,13 @@ def test_batch_dry_run_sends_nothing_and_estimates_the_cost(cli, emu, tmp_path):
     assert code == 0, err
     assert emu.requests == []
     assert "6 rows: 0 done earlier" in out and "6 to run" in out
-    assert "  qingbo            3 pictures    $0.0339  ($0.010625 each" in out
+    # Qingbo's billed price, 5,313 quota; prompt_extend's extra is unpublished, so no figure is made up for it.
+    assert ("  qingbo            3 pictures    ~$0.0319 (about $0.010626 each, 5,313 quota; 1 with prompt_extend, "
+            "which adds an extra cost that Qingbo does not publish)") in out
     assert "  wavespeed-images  2 pictures    ~$0.0200 (estimate" in out
     assert "  wavespeed-v3      1 picture     ~$0.0100 (estimate" in out
-    assert "estimated cost: $0.0639" in out
+    assert "estimated cost: about $0.0619" in out
+    assert "0.002" not in out and "0.010625" not in out
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
 
 
@@ -445,6 +459,304 @@ def test_batch_ctrl_c_names_the_tasks_in_flight_and_a_rerun_collects_them(cli, e
     assert code == 130 and task_id in err
     code, out, err = cli("batch", str(jobs), "--out", str(tmp_path / "out"))
     assert code == 0 and posts(emu, "POST /v1/tasks") == 1 and len(lines(out)) == 1
+
+
+# -- paid work is never lost or paid twice: Ctrl-C, uncertain submits, --out, missing pictures ---------------------
+
+
+def _subprocess_env() -> dict[str, str]:
+    """The test's environment (keys, base URLs and data folder of the emulator) for a CLI subprocess."""
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _batch_subprocess(jobs: Path, out_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "zimage_api", "batch", str(jobs), "--out", str(out_dir),
+                             "--no-progress"], cwd=jobs.parent, env=_subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
+def test_batch_first_ctrl_c_lets_the_submit_in_flight_return_and_keeps_its_id(cli, emu, tmp_path):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a kite", "provider": "wavespeed-v3",
+                                                 "size": "256x256"}])
+    out_dir = tmp_path / "out"
+    emu.inject("POST /api/v3/*", "delay", seconds=1.0)  # the paid submit is still under way at Ctrl-C
+    process = _batch_subprocess(jobs, out_dir)
+    try:
+        _wait_for(lambda: posts(emu, "POST /api/v3/*") == 1, "the submit")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    [task_id] = list(emu.tasks)
+    assert process.returncode == 130
+    assert "finishing the requests in flight" in err and "Press Ctrl-C again to exit at once" in err
+    assert task_id in lines(err)[-1] and "cut short" not in lines(err)[-1] and "Traceback" not in err
+    [record] = manifest(out_dir).values()
+    assert record["status"] == "submitted" and record["task_id"] == task_id
+    assert Ledger().get(task_id)["batch_row"].endswith("#" + record["key"])
+
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
+    assert code == 0, err
+    assert posts(emu, "POST /api/v3/*") == 1  # collected, not paid again
+    assert Path(lines(out)[0]).read_bytes() == emu.tasks[task_id].outputs[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
+def test_batch_second_ctrl_c_exits_at_once_and_the_cut_submit_is_uncertain(cli, emu, tmp_path):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a kite", "provider": "wavespeed-v3",
+                                                 "size": "256x256"}])
+    out_dir = tmp_path / "out"
+    emu.inject("POST /api/v3/*", "delay", seconds=3.0)
+    process = _batch_subprocess(jobs, out_dir)
+    try:
+        _wait_for(lambda: posts(emu, "POST /api/v3/*") == 1, "the submit")
+        process.send_signal(signal.SIGINT)
+        assert "Press Ctrl-C again" in process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err
+    last = lines(err)[-1]
+    assert "the submit of row 1 (wavespeed-v3) was cut short" in last and "may have been processed and charged" in last
+    [record] = manifest(out_dir).values()
+    assert record["status"] == "submitting" and record["task_id"] is None  # the trace left by the forced exit
+
+    code, out, _ = cli("batch", str(jobs), "--dry-run", "--out", str(out_dir))
+    assert code == 0 and "1 uncertain (skipped), 0 to run" in out and "uncertain: row 1" in out
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
+    assert code == 1 and out == "" and "1 uncertain" in err and "--retry-uncertain" in err
+    assert posts(emu, "POST /api/v3/*") == 1
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--retry-uncertain")
+    assert code == 0, err
+    assert posts(emu, "POST /api/v3/*") == 2 and len(lines(out)) == 1
+
+
+def test_batch_submit_that_may_have_been_charged_is_uncertain_and_not_sent_again(cli, emu, tmp_path):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a fox", "width": 256, "height": 256},
+                                                 {"prompt": "a kite", "provider": "wavespeed-v3",
+                                                  "size": "256x256"}])
+    out_dir = tmp_path / "out"
+    # The server processes each submit, then the connection drops before the answer.
+    emu.inject("POST /v1/images/generations", "reset_after")
+    emu.inject("POST /api/v3/*", "reset_after")
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--no-progress")
+    assert code == 1 and out == ""
+    assert err.count("may have been processed and charged") == 2 and err.count("marked uncertain") == 2
+    assert "0 failed, 2 uncertain" in err
+    assert {r["status"] for r in manifest(out_dir).values()} == {"uncertain"}
+    sent = posts(emu)
+
+    code, out, _ = cli("batch", str(jobs), "--dry-run", "--out", str(out_dir))
+    assert code == 0 and "2 uncertain (skipped), 0 to run" in out and "uncertain: row 1, row 2" in out
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
+    assert code == 1 and out == "" and posts(emu) == sent
+    assert "2 uncertain rows skipped (row 1, row 2)" in err and "--retry-uncertain" in err
+
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--retry-uncertain")
+    assert code == 0, err
+    assert posts(emu) == sent + 2 and len(lines(out)) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "a fox", "--out", "a-file"],
+    ["generate", "a fox", "--api", "v3", "--out", "a-file"],
+    ["edit", "ref.png", "in winter", "--out", "a-file/sub"],
+    ["poll", "task-abc", "--out", "a-file"],
+    ["batch", "jobs.jsonl", "--out", "a-file"],
+])
+def test_an_unusable_out_folder_is_reported_before_anything_is_paid(cli, emu, tmp_path, argv):
+    (tmp_path / "a-file").write_text("not a folder")
+    Image.new("RGB", (300, 300)).save(tmp_path / "ref.png")
+    write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a fox"}])
+    code, out, err = cli(*argv)
+    assert code == 2 and out == ""
+    assert len(lines(err)) == 1 and err.startswith("error: ") and "a-file" in err and "nothing was sent" in err
+    assert emu.requests == []
+
+
+@pytest.mark.parametrize("api, fault", [("v1/images", "POST /v1/images/generations"),
+                                        ("v3", "GET /api/v3/predictions/*")])
+def test_paid_pictures_that_cannot_be_written_to_out_are_kept_in_the_data_folder(cli, emu, clock, tmp_path,
+                                                                                 isolated_env, api, fault):
+    out_dir = tmp_path / "pictures"
+
+    def sleep_then_break_out(seconds: float) -> None:
+        clock.sleep(seconds)
+        if out_dir.is_dir():  # --out was fine before the request; now it becomes a file
+            out_dir.rmdir()
+            out_dir.write_text("in the way")
+
+    emu.inject(fault, "overloaded")  # one 503 and a retry: the waits run sleep_then_break_out
+    code, out, err = cli("generate", "a fox", "--api", api, "--width", "256", "--height", "256", "--out",
+                         str(out_dir), sleep=sleep_then_break_out)
+    assert code == 1
+    [path] = lines(out)
+    assert Path(path).parent == isolated_env / "results"
+    assert Path(path).read_bytes() == emu.served_images[-1]
+    assert f"Could not write the pictures to {out_dir}" in err and str(isolated_env / "results") in err
+    assert posts(emu, "POST /v1/images/*") + posts(emu, "POST /api/v3/*") == 1 + (api == "v1/images")
+
+
+def test_batch_done_rows_with_missing_pictures_are_collected_again_or_reported(cli, emu, tmp_path, isolated_env):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [
+        {"prompt": "a fox", "width": 256, "height": 256, "seed": 1},
+        {"prompt": "a boat", "provider": "qingbo", "seed": 2},
+        {"prompt": "a kite", "provider": "wavespeed-v3", "size": "256x256", "seed": 3},
+    ])
+    out_dir = tmp_path / "out"
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
+    assert code == 0, err
+    first = {Path(p).name: Path(p).read_bytes() for p in lines(out)}
+    for name in first:
+        (out_dir / name).unlink()
+    state = manifest(out_dir)
+    kite = next(r["task_id"] for r in state.values() if r["provider"] == "wavespeed-v3")
+    for copy in Ledger().get(kite)["paths"]:  # no local copy either: downloaded again (free)
+        Path(copy).unlink()
+    sent = posts(emu)
+
+    code, out, _ = cli("batch", str(jobs), "--dry-run", "--out", str(out_dir))
+    assert code == 0 and "2 done earlier with missing pictures (to collect again" in out
+    assert "1 with missing pictures (skipped), 0 to run" in out and "missing pictures: row 1:" in out
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--no-progress")
+    assert code == 1
+    assert posts(emu) == sent  # nothing paid: the v1/images row is reported, the task rows collected
+    assert {Path(p).name: Path(p).read_bytes() for p in lines(out)} == {
+        name: data for name, data in first.items() if not name.startswith("wavespeed_") or kite in name}
+    assert "1 done row with missing pictures skipped (row 1)" in err and "--retry-missing" in err
+    assert "2 of 3 done (0 earlier, 2 collected again from their tasks)" in err and "cost $0.0000" in err
+    assert "1 with missing pictures" in err
+
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--retry-missing")
+    assert code == 0, err
+    assert posts(emu) == sent + 1 and posts(emu, "POST /v1/images/generations") == 2
+    assert sorted(os.listdir(out_dir)) == sorted([*first, "manifest.jsonl"])
+
+
+class _ClosedPipe(io.TextIOBase):
+    """A stdout whose reader has gone (`... | head -1`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_batch_stops_quietly_when_stdout_is_closed_and_leaves_no_request_cut(emu, clock, capsys, tmp_path,
+                                                                             monkeypatch):
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": f"fox {i}", "width": 256, "height": 256}
+                                                 for i in range(5)])
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    code = run(["batch", str(jobs), "--out", str(tmp_path / "out"), "--no-progress"], sleep=clock.sleep,
+               clock=clock)
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err and "error" not in err
+    state = manifest(tmp_path / "out")
+    assert {r["status"] for r in state.values()} == {"done"}  # every row that was sent finished and was recorded
+    assert posts(emu) == len(state) < 5  # no new row started after the pipe closed
+    assert f"batch: {len(state)} of 5 done" in err
+
+
+def test_tasks_into_a_closed_pipe_exits_0_without_a_traceback(cli, emu, tmp_path):
+    code, _, _ = cli("submit", "a boat", "--count", "3")
+    assert code == 0
+    process = subprocess.Popen([sys.executable, "-m", "zimage_api", "tasks"], cwd=tmp_path, env=_subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read()
+    assert process.wait(timeout=30) == 0 and err == b""
+
+
+def test_output_the_console_cannot_encode_is_escaped_instead_of_crashing(emu, clock, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    streams = {}
+    for name in ("stdout", "stderr"):  # a redirected console on Western Windows
+        streams[name] = io.TextIOWrapper(io.BytesIO(), encoding="cp1252", errors="strict", write_through=True)
+        monkeypatch.setattr(sys, name, streams[name])
+    write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": f"boat {i}", "provider": "qingbo"} for i in range(3)])
+    assert run(["generate", "a fox", "--width", "256", "--height", "256", "--out", "图片"], sleep=clock.sleep,
+               clock=clock) == 0
+    assert run(["batch", "jobs.jsonl", "--out", "输出"], sleep=clock.sleep, clock=clock) == 0
+    out = streams["stdout"].buffer.getvalue().decode("cp1252")
+    err = streams["stderr"].buffer.getvalue().decode("cp1252")
+    assert len(lines(out)) == 4 and all(line.startswith(("\\u56fe\\u7247", "\\u8f93\\u51fa")) for line in lines(out))
+    assert len(os.listdir(tmp_path / "图片")) == 1 and len(os.listdir(tmp_path / "输出")) == 4  # + the manifest
+    assert "3 of 3 done" in err and "\\u8f93\\u51fa" in err
+    assert {r["status"] for r in manifest(tmp_path / "输出").values()} == {"done"}
+
+
+# -- tasks and poll -------------------------------------------------------------------------------------------------
+
+
+def test_tasks_from_another_server_are_shown_with_it_and_skipped_by_resume(cli, emu, clock, tmp_path, monkeypatch):
+    code, out, _ = cli("submit", "a boat")
+    [old_task] = lines(out)
+    other = Emulator(clock=clock, queue_seconds=0.5, process_seconds=2.0, picture_scale=0.25,
+                     wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}).start()
+    try:
+        monkeypatch.setenv("QINGBO_BASE_URL", other.url)  # another gateway, or an emulator restarted elsewhere
+        code, out, _ = cli("submit", "a kite")
+        [new_task] = lines(out)
+        code, out, _ = cli("tasks")
+        assert code == 0
+        [old_row] = {line for line in lines(out) if old_task in line}
+        [new_row] = {line for line in lines(out) if new_task in line}
+        assert old_row.endswith(f"issued by {emu.url}") and "issued by" not in new_row
+        sent = len(emu.requests)
+        results = [cli("tasks", "resume", "--out", str(tmp_path)) for _ in range(2)]
+        for code, _, err in results:  # skipped each time, never failing on it
+            assert code == 0, err
+            [note] = [line for line in lines(err) if line.startswith("note: ")]
+            assert old_task in note and emu.url in note and "QINGBO_BASE_URL" in note
+        [path] = lines(results[0][1])
+        assert Path(path).read_bytes() == other.tasks[new_task].outputs[0]
+        assert "No unfinished tasks from the configured servers" in results[1][2]
+        assert len(emu.requests) == sent
+        assert Ledger().get(old_task)["status"] not in ("not_found", "completed")
+    finally:
+        other.stop()
+
+
+def test_tasks_limit_before_list_is_kept(cli, emu):
+    code, out, _ = cli("submit", "a boat", "--count", "3")
+    newest = lines(out)[-1]
+    for argv in (["tasks", "--limit", "1", "list"], ["tasks", "list", "--limit", "1"], ["tasks", "--limit", "1"]):
+        code, out, _ = cli(*argv)
+        recent = out.split("Recent tasks")[1]
+        assert code == 0 and "up to 1)" in recent
+        assert [line.split()[0] for line in lines(recent)[2:-1]] == [newest], argv
+    code, out, _ = cli("tasks", "list")
+    assert "up to 20)" in out
+
+
+def test_poll_ctrl_c_names_every_task_not_collected_yet(cli, emu, monkeypatch):
+    code, out, _ = cli("submit", "a boat", "--count", "2")
+    ids = lines(out)
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    code, out, err = cli("poll", *ids, "--out", "pictures", sleep=interrupt)
+    assert code == 130 and out == ""
+    assert all(task_id in lines(err)[-1] for task_id in ids)
+
+
+# -- prices ---------------------------------------------------------------------------------------------------------
+
+
+def test_help_quotes_qingbo_billed_price_and_no_invented_prompt_extend_figure(cli):
+    for command in ("batch", "submit"):
+        code, out, _ = cli(command, "--help")
+        text = " ".join(out.split())
+        assert code == 0 and "$0.010626" in text and "does not publish" in text, command
+        assert "0.002" not in text and "0.010625" not in text, command
 
 
 # -- help, emulator, demo -------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """A batch's ``manifest.jsonl`` and the resume plan it gives: which rows are done, which to collect, which to run.
 
-``manifest.jsonl`` in ``--out`` gets one line per row event (appended, flushed and fsynced): ``submitted`` the moment
-a task id exists, then ``done``, ``failed`` or ``timeout``. The latest line of a row wins. Re-running the same
-command skips rows that are ``done`` and collects rows whose task was submitted but not finished (from the ledger,
-by task id) instead of paying for them again.
+``manifest.jsonl`` in ``--out`` gets one line per row event (appended, flushed and fsynced): ``submitting`` just
+before a paid request is sent, ``submitted`` the moment a task id exists, then ``done``, ``failed``, ``timeout`` or
+``uncertain`` (the submit may have been charged, but no answer came back). The latest line of a row wins.
+
+Re-running the same command skips rows that are ``done`` (when their pictures are still there), collects rows whose
+task was submitted but not finished (from the ledger, by task id) instead of paying for them again, and skips
+uncertain rows (a ``submitting`` line with nothing after it is one: the run was killed mid-submit) unless asked to
+send them again. A done row whose pictures were deleted is collected again from its task, which is free; a
+v1/images row has no task, so it is reported as missing instead of being paid for again unless asked.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,12 @@ from .batch_rows import Job
 from .ledger import Ledger
 from .logs import logger, prompt_hash
 
-__all__ = ["Manifest", "plan_rows", "MANIFEST_NAME", "PENDING"]
+__all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]
 
 MANIFEST_NAME = "manifest.jsonl"
 PENDING = ("submitted", "timeout")  # a row in these states has a task that may still deliver: collect, never re-pay
+UNCERTAIN = ("uncertain", "submitting")  # a submit that may have been charged without a known task id
+_NO_TASK = ("failed", "cancelled", "expired", "not_found")  # ledger states that can deliver no picture
 
 
 class Manifest:
@@ -38,7 +46,7 @@ class Manifest:
         self.failed_tasks: Counter[str] = Counter()
         try:
             handle = open(path, encoding="utf-8", errors="replace")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         with handle:
             for number, line in enumerate(handle, 1):
@@ -62,6 +70,19 @@ class Manifest:
         record = self.state.get(key) or {}
         return record.get("task_id") if record.get("status") in PENDING else None
 
+    def status(self, key: str) -> str | None:
+        """The row's latest status, or ``None`` when the manifest has no line for it."""
+        return (self.state.get(key) or {}).get("status")
+
+    def pictures_present(self, record: dict[str, Any]) -> bool:
+        """Whether every picture of a done row is still on disk (in this folder, or where it was recorded)."""
+        folder = self.path.parent
+        for text in record.get("paths") or []:
+            path = Path(str(text))
+            if not ((folder / path.name).is_file() or path.is_file()):
+                return False
+        return True
+
     def write(self, job: Job, status: str, *, task_id: str | None = None, paths: list[Path] | None = None,
               cost_usd: float | None = None, estimated: bool = False, error: str | None = None) -> None:
         """Append the row's new state (flushed and fsynced before it counts)."""
@@ -83,27 +104,59 @@ class Manifest:
             self.state[job.key] = record
 
 
-def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Ledger) -> tuple[list[Job], list[tuple[Job, str | None]]]:
-    """(rows already done, rows to run with the task id to collect or None to submit)."""
+@dataclass
+class Plan:
+    """What a run does with each row.
+
+    ``todo`` holds every row to run with the task id to collect, or ``None`` to submit (and pay). ``recollect`` are
+    the keys of done rows in ``todo`` whose pictures went missing (collected again from their task, free). Rows in
+    ``uncertain`` (a submit that may have been charged) and ``missing`` (done v1/images rows whose pictures are gone)
+    are skipped unless the run asks to send them again.
+    """
+
+    done: list[Job] = field(default_factory=list)
+    todo: list[tuple[Job, str | None]] = field(default_factory=list)
+    recollect: set[str] = field(default_factory=set)
+    uncertain: list[Job] = field(default_factory=list)
+    missing: list[Job] = field(default_factory=list)
+
+
+def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Ledger, *, retry_uncertain: bool = False,
+              retry_missing: bool = False) -> Plan:
+    """Sort the rows into done, to run (collect or submit), uncertain and missing (see :class:`Plan`)."""
     ledger_tasks: dict[str, str] = {}
     prefix = manifest.ledger_prefix
     for entry in ledger.entries().values():
         tag = entry.get("batch_row")
-        if isinstance(tag, str) and tag.startswith(prefix) and entry.get("status") not in ("failed", "cancelled",
-                                                                                          "expired"):
+        if isinstance(tag, str) and tag.startswith(prefix) and entry.get("status") not in _NO_TASK:
             ledger_tasks[tag[len(prefix):]] = str(entry["task_id"])
-    done: list[Job] = []
-    todo: list[tuple[Job, str | None]] = []
+    plan = Plan()
     for job in jobs:
         record = manifest.state.get(job.key) or {}
+        status = record.get("status")
         pending = manifest.pending_task(job.key)
-        if record.get("status") == "done":
-            done.append(job)
+        if status == "done":
+            if manifest.pictures_present(record):
+                plan.done.append(job)
+            elif record.get("task_id"):
+                plan.todo.append((job, str(record["task_id"])))  # free: the ledger's copy, or a new download
+                plan.recollect.add(job.key)
+            elif retry_missing:
+                plan.todo.append((job, None))
+            else:
+                plan.missing.append(job)
         elif pending:
-            todo.append((job, str(pending)))
+            plan.todo.append((job, str(pending)))
+        elif status in UNCERTAIN:
+            if job.key in ledger_tasks:
+                plan.todo.append((job, ledger_tasks[job.key]))  # the id reached the ledger after all
+            elif retry_uncertain:
+                plan.todo.append((job, None))
+            else:
+                plan.uncertain.append(job)
         elif record.get("task_id"):
-            todo.append((job, None))  # its task failed (or its result expired): a new task
+            plan.todo.append((job, None))  # its task failed (or its result expired): a new task
         else:
             # No task known to the manifest: the line may have been lost after the ledger got the id.
-            todo.append((job, ledger_tasks.get(job.key)))
-    return done, todo
+            plan.todo.append((job, ledger_tasks.get(job.key)))
+    return plan

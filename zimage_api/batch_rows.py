@@ -23,11 +23,11 @@ from .cli_runtime import UsageError, one_line, to_stdout
 from .errors import ValidationError, ZImageError
 
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
-           "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "QINGBO_USD_PROMPT_EXTEND",
-           "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
+           "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
 
-QINGBO_USD_PER_IMAGE = 0.010625        # 5,313 quota at 500,000 quota per USD
-QINGBO_USD_PROMPT_EXTEND = 0.002       # 1,000 quota
+# What Qingbo bills per picture: 5,313 quota at 500,000 quota per USD. prompt_extend costs extra, by an amount
+# Qingbo does not publish, so no figure is invented for it.
+QINGBO_USD_PER_IMAGE = 0.010626
 WAVESPEED_USD_PER_IMAGE_ESTIMATE = 0.01
 
 PROVIDERS = ("wavespeed-images", "wavespeed-v3", "qingbo")
@@ -292,18 +292,40 @@ def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespe
 
 
 def estimate_cost(job: Job) -> float:
-    """The row's price in USD: Qingbo's published price, or an estimate for WaveSpeed."""
+    """The row's price in USD: about what Qingbo bills (without prompt_extend's unpublished extra), or an estimate
+    for WaveSpeed."""
     if job.provider == "qingbo":
-        return QINGBO_USD_PER_IMAGE + (QINGBO_USD_PROMPT_EXTEND if job.params.get("prompt_extend") else 0.0)
+        return QINGBO_USD_PER_IMAGE
     return WAVESPEED_USD_PER_IMAGE_ESTIMATE
 
 
-def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | None]], path: Path) -> None:
-    """Print what a run would do (rows done, to collect, to run) and what the new rows would cost, by provider."""
-    collect = [job for job, task_id in todo if task_id]
+def _rows(jobs: list[Job]) -> str:
+    shown = ", ".join(job.where for job in jobs[:10])
+    return shown + (f" and {len(jobs) - 10} more" if len(jobs) > 10 else "")
+
+
+def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | None]], path: Path, *,
+                  recollect: set[str] | None = None, uncertain: list[Job] | None = None,
+                  missing: list[Job] | None = None) -> None:
+    """Print what a run would do (rows done, to collect, to run, skipped) and what the new rows would cost.
+
+    ``recollect`` are the keys of done rows whose pictures went missing and are collected again from their task;
+    ``uncertain`` and ``missing`` rows are skipped (see :mod:`.batch_manifest`).
+    """
+    recollect = recollect or set()
+    uncertain, missing = uncertain or [], missing or []
+    again = [job for job, task_id in todo if task_id and job.key in recollect]
+    collect = [job for job, task_id in todo if task_id and job.key not in recollect]
     fresh = [job for job, task_id in todo if not task_id]
-    to_stdout(f"batch {path}: {len(jobs)} rows: {len(done)} done earlier (skipped), {len(collect)} submitted "
-              f"earlier (to collect, already paid), {len(fresh)} to run")
+    summary = (f"batch {path}: {len(jobs)} rows: {len(done)} done earlier (skipped), {len(collect)} submitted "
+               f"earlier (to collect, already paid), ")
+    if again:
+        summary += f"{len(again)} done earlier with missing pictures (to collect again from their tasks, free), "
+    if uncertain:
+        summary += f"{len(uncertain)} uncertain (skipped), "
+    if missing:
+        summary += f"{len(missing)} with missing pictures (skipped), "
+    to_stdout(summary + f"{len(fresh)} to run")
     total = 0.0
     for provider in PROVIDERS:
         rows = [job for job in fresh if job.provider == provider]
@@ -313,9 +335,19 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
         total += cost
         count = f"{len(rows)} picture{'s' if len(rows) > 1 else ''}"
         if provider == "qingbo":
-            to_stdout(f"  {provider:<17} {count:<13} ${cost:.4f}  (${QINGBO_USD_PER_IMAGE} each, "
-                      f"+${QINGBO_USD_PROMPT_EXTEND} with prompt_extend)")
+            extended = sum(1 for job in rows if job.params.get("prompt_extend"))
+            note = (f"; {extended} with prompt_extend, which adds an extra cost that Qingbo does not publish"
+                    if extended else "")
+            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, 5,313 "
+                      f"quota{note})")
         else:
             to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (estimate: about "
                       f"${WAVESPEED_USD_PER_IMAGE_ESTIMATE:.2f} each)")
-    to_stdout(f"estimated cost: ${total:.4f} (WaveSpeed prices are estimates; nothing was sent)")
+    if uncertain:
+        to_stdout(f"  uncertain: {_rows(uncertain)}: the submit may have been charged without an answer; not sent "
+                  "again (check the provider's dashboard; --retry-uncertain sends them anyway)")
+    if missing:
+        to_stdout(f"  missing pictures: {_rows(missing)}: done earlier with v1/images, which keeps no copy; not "
+                  "sent again (--retry-missing pays for them again)")
+    to_stdout(f"estimated cost: about ${total:.4f} (Qingbo's price per picture, WaveSpeed estimated; nothing was "
+              "sent)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,10 +37,12 @@ from .cli_runtime import (
     EXIT_USAGE,
     PROG,
     Interrupted,
+    OutputClosed,
     Runtime,
     UsageError,
     one_line,
     to_stderr,
+    tolerate_unencodable_output,
 )
 from .errors import ConfigError, ValidationError, ZImageError
 from .logs import logger
@@ -79,6 +82,7 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
 def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None, runtime: Runtime | None = None) -> int:
     """Run the CLI in-process and return its exit code. ``sleep``/``clock`` are injected into every wait."""
+    tolerate_unencodable_output()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -109,6 +113,9 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
         return _dispatch(args, rt)
     except KeyboardInterrupt:
         return _interrupted(rt)
+    except OutputClosed:
+        _discard_stdout()
+        return EXIT_OK  # the reader has what it wanted (`tasks | head -1`), as common command-line tools do
     except (ValidationError, ConfigError) as err:
         return _report(err, EXIT_USAGE, verbose)
     except ZImageError as err:
@@ -137,13 +144,33 @@ def _report(err: BaseException, code: int, verbose: bool) -> int:
 
 def _interrupted(rt: Runtime | None) -> int:
     tasks = rt.in_flight() if rt is not None else {}
+    cut = rt.paying_now() if rt is not None else []
+    parts = []
     if tasks:
         names = ", ".join(f"{task_id} ({provider})" for task_id, provider in tasks.items())
-        to_stderr(f"error: interrupted; still running at the provider and kept in the ledger: {names}. Collect "
-                  f"them with `{PROG} tasks resume` (a batch: run the same command again).")
-    else:
-        to_stderr("error: interrupted; no task was in flight.")
+        parts.append(f"not collected yet, still running at the provider and kept in the ledger: {names}. Collect "
+                     f"them with `{PROG} tasks resume` (a batch: run the same command again)")
+    if cut:
+        one = len(cut) == 1
+        parts.append(f"{' and '.join(cut)} {'was' if one else 'were'} cut short while being sent: "
+                     f"{'it' if one else 'each'} may have been processed and charged, with no id to collect; check "
+                     "the provider's dashboard before sending again (a batch lists such rows as uncertain and skips "
+                     "them; --retry-uncertain sends them anyway)")
+    to_stderr("error: interrupted; " + ("; ".join(parts) if parts else "no task was in flight") + ".")
     return EXIT_INTERRUPTED
+
+
+def _discard_stdout() -> None:
+    """Point the process's stdout at the null device, so the final flush at exit does not fail on the closed pipe."""
+    stdout = sys.stdout
+    if stdout is not sys.__stdout__ or stdout is None:
+        return  # an in-process caller's stream (tests): nothing is flushed at exit
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _verbose_logging() -> logging.Handler:

@@ -1,9 +1,13 @@
 """``python -m zimage_api batch FILE``: running the rows of a batch file on a bounded pool, resumably.
 
-The rows are read and checked first (:mod:`.batch_rows`); a bad row, or a missing key, stops the run before anything
-is sent. Rows then run on ``--concurrency`` daemon threads; each row's events go to the manifest
-(:mod:`.batch_manifest`) the moment they happen, so re-running the same command resumes: done rows are skipped and
-submitted tasks are collected, never paid twice. A one-line progress bar runs on stderr.
+The rows are read and checked first (:mod:`.batch_rows`); a bad row, a missing key or an unusable ``--out`` stops
+the run before anything is sent. Rows then run on ``--concurrency`` daemon threads; each row's events go to the
+manifest (:mod:`.batch_manifest`) the moment they happen, ``submitting`` before every paid request, so re-running the
+same command resumes: done rows are skipped, submitted tasks are collected, never paid twice, and a submit that may
+have been charged without an answer is not sent again unless asked. A one-line progress bar runs on stderr.
+
+The first Ctrl-C starts no new row and lets every request in flight return, so each paid id reaches the ledger and
+the manifest; a second Ctrl-C exits at once. A stdout closed by its reader stops the run the same way, quietly.
 """
 
 from __future__ import annotations
@@ -19,22 +23,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch_manifest import MANIFEST_NAME, Manifest, plan_rows
+from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
 from .batch_rows import WAVESPEED_USD_PER_IMAGE_ESTIMATE, Job, estimate_cost, load_jobs, print_dry_run
-from .cli_commands import picture_tag, read_reference, request_images, save_pictures
+from .cli_commands import picture_tag, prepare_out, read_reference, request_images, save_paid_pictures
 from .cli_runtime import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     PROG,
     Interrupted,
+    OutputClosed,
     Runtime,
     UsageError,
     one_line,
     to_stderr,
     to_stdout,
 )
-from .errors import ResultExpiredError, TaskFailedError, TaskTimeoutError, ValidationError, ZImageError
+from .errors import (
+    APIConnectionError,
+    ResultExpiredError,
+    TaskFailedError,
+    TaskTimeoutError,
+    ValidationError,
+    ZImageError,
+)
 
 __all__ = ["run_batch", "ProgressBar"]
 
@@ -92,7 +104,7 @@ class ProgressBar:
 @dataclass
 class _Outcome:
     job: Job
-    status: str  # done | failed | timeout | interrupted
+    status: str  # done | failed | uncertain | timeout | interrupted
     paths: list[Path] = field(default_factory=list)
     cost: float | None = None
     error: str | None = None
@@ -101,18 +113,45 @@ class _Outcome:
 class _Batch:
     """Runs one row at a time on any worker thread, records its events in the manifest and prints its outcome."""
 
-    def __init__(self, rt: Runtime, args: argparse.Namespace, manifest: Manifest, bar: ProgressBar) -> None:
+    def __init__(self, rt: Runtime, args: argparse.Namespace, manifest: Manifest, bar: ProgressBar,
+                 recollect: set[str] | None = None) -> None:
         self.rt, self.args, self.manifest, self.bar = rt, args, manifest, bar
         self.out: Path = args.out
+        self.recollect = recollect or set()  # keys of done rows collected again because their pictures are gone
         self.print_lock = threading.Lock()
+        self.quiet = False  # stdout was closed by its reader: results are no longer printed
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self._submitting_keys: set[str] = set()  # rows whose "submitting" line this run wrote
+
+    @property
+    def running(self) -> int:
+        """How many rows are being run right now."""
+        with self._running_lock:
+            return self._running
 
     def run_job(self, job: Job, task_id: str | None) -> _Outcome:
         """Run the row (submit, or collect ``task_id``), turning a job's error into a recorded outcome."""
+        with self._running_lock:
+            self._running += 1
+        try:
+            return self._run_job(job, task_id)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+
+    def _run_job(self, job: Job, task_id: str | None) -> _Outcome:
         try:
             if job.provider == "wavespeed-images" and task_id is None:
                 return self._images(job)
             return self._task(job, task_id)
         except Interrupted:
+            with self._running_lock:
+                wrote_submitting = job.key in self._submitting_keys
+            if wrote_submitting and self.manifest.status(job.key) == "submitting":
+                # Stopped while waiting to retry this run's submit, which is retried only when the server did
+                # nothing (or under an Idempotency-Key, which returns the same task): nothing is left uncertain.
+                self.manifest.write(job, "interrupted")
             return _Outcome(job, "interrupted")
         except TaskTimeoutError as err:
             self.manifest.write(job, "timeout", task_id=err.task_id, error=str(err))
@@ -125,22 +164,42 @@ class _Batch:
             # The task (if any) still exists and may finish, and a paid task's pictures are kept beside the ledger
             # even when writing them to --out failed: keep it pending so a re-run collects it, never re-pays.
             pending = self.manifest.pending_task(job.key)
-            self.manifest.write(job, "submitted" if pending else "failed", task_id=pending, error=str(err))
             text = str(err) if isinstance(err, ZImageError) else f"could not write the pictures: {err}"
-            return _Outcome(job, "failed", error=text)
+            if pending:
+                status = "submitted"
+            elif isinstance(err, APIConnectionError) and err.may_have_processed:
+                # No answer to a submit that reached the server: it may have been charged. A re-run must not pay
+                # again without being asked (--retry-uncertain).
+                status = "uncertain"
+                text += " The row is marked uncertain: a re-run skips it unless given --retry-uncertain."
+            else:
+                status = "failed"
+            self.manifest.write(job, status, task_id=pending, error=str(err))
+            return _Outcome(job, "uncertain" if status == "uncertain" else "failed", error=text)
+
+    def _submitting(self, job: Job) -> str:
+        """Note in the manifest that the row's paid request is about to go out; returns its name for Ctrl-C."""
+        if self.rt.stop.is_set():
+            raise Interrupted()  # the run was stopped after this row was picked: never start a new payment
+        self.manifest.write(job, "submitting")
+        with self._running_lock:
+            self._submitting_keys.add(job.key)
+        return f"the submit of {job.where} ({job.provider})"
 
     def _images(self, job: Job) -> _Outcome:
         p = job.params
         upload = read_reference(p["reference"]) if p.get("reference") else None
-        result = request_images(self.rt.images(read_timeout=self.args.timeout), p["prompt"], upload,
-                                strength=p.get("strength"), negative_prompt=p["negative_prompt"],
-                                guidance_scale=p["cfg"], seed=p["seed"], model=p["model"],
-                                response_format=p["response_format"], width=p["width"], height=p["height"])
+        client = self.rt.images(read_timeout=self.args.timeout)
+        with self.rt.paying(self._submitting(job)):
+            result = request_images(client, p["prompt"], upload, strength=p.get("strength"),
+                                    negative_prompt=p["negative_prompt"], guidance_scale=p["cfg"], seed=p["seed"],
+                                    model=p["model"], response_format=p["response_format"], width=p["width"],
+                                    height=p["height"])
         tag = picture_tag("wavespeed", bool(upload))
-        paths = save_pictures(self.out, tag, result.prompt_sha256, p["seed"], result.images)
+        paths, elsewhere = save_paid_pictures(self.rt, self.out, tag, result.prompt_sha256, p["seed"], result.images)
         cost = round(WAVESPEED_USD_PER_IMAGE_ESTIMATE * len(result.images), 6)
         self.manifest.write(job, "done", paths=paths, cost_usd=cost, estimated=True)
-        return _Outcome(job, "done", paths, cost)
+        return _Outcome(job, "done", paths, cost, error=elsewhere)
 
     def _task(self, job: Job, task_id: str | None) -> _Outcome:
         rt, p = self.rt, job.params
@@ -153,18 +212,20 @@ class _Batch:
                 attempt = self.manifest.failed_tasks[job.key]
                 idempotency = "zimage-batch-" + hashlib.sha256(
                     f"{self.manifest.ledger_tag(job)}#{attempt}".encode()).hexdigest()[:32]
-                first: Any = client.submit(p["prompt"], aspect_ratio=p["aspect_ratio"], resolution=p["resolution"],
-                                           prompt_extend=p["prompt_extend"], seed=p["seed"],
-                                           idempotency_key=idempotency)
+                with rt.paying(self._submitting(job)):
+                    first: Any = client.submit(p["prompt"], aspect_ratio=p["aspect_ratio"],
+                                               resolution=p["resolution"], prompt_extend=p["prompt_extend"],
+                                               seed=p["seed"], idempotency_key=idempotency)
                 task_id = first.task_id
             else:
                 options: dict[str, Any] = {}
                 if p.get("reference"):
                     options.update(image_url=client.upload(*read_reference(p["reference"])), strength=p["strength"])
-                first = client.submit(p["prompt"], model=p["model"], negative_prompt=p["negative_prompt"],
-                                      width=p["width"], height=p["height"], seed=p["seed"],
-                                      output_format=p["output_format"],
-                                      base64_output=p["response_format"] == "b64_json", **options)
+                with rt.paying(self._submitting(job)):
+                    first = client.submit(p["prompt"], model=p["model"], negative_prompt=p["negative_prompt"],
+                                          width=p["width"], height=p["height"], seed=p["seed"],
+                                          output_format=p["output_format"],
+                                          base64_output=p["response_format"] == "b64_json", **options)
                 task_id = first.id
             rt.track(task_id, provider)
             rt.ledger.append(task_id, batch_row=self.manifest.ledger_tag(job))
@@ -174,21 +235,38 @@ class _Batch:
             extra.update(seed=p["seed"], size=(p["width"], p["height"]))
         result = rt.collect(task_id, provider, self.args.timeout,
                             on_progress=lambda f, _t: self.bar.progress(job.key, f), **extra)
-        paths = save_pictures(self.out, picture_tag(provider, bool(p.get("reference"))), task_id, p["seed"],
-                              result.images)
+        paths, elsewhere = save_paid_pictures(rt, self.out, picture_tag(provider, bool(p.get("reference"))),
+                                              task_id, p["seed"], result.images, result.paths)
         cost, estimated = (result.cost_usd, False) if result.cost_usd is not None else (estimate_cost(job), True)
         self.manifest.write(job, "done", task_id=task_id, paths=paths, cost_usd=cost, estimated=estimated)
-        return _Outcome(job, "done", paths, cost)
+        # A row collected again was paid for in an earlier run: it adds nothing to this run's cost.
+        return _Outcome(job, "done", paths, None if job.key in self.recollect else cost, error=elsewhere)
 
     def emit(self, outcome: _Outcome) -> None:
-        """Print the row's pictures (stdout) or its error (stderr) and move the progress bar."""
+        """Print the row's pictures (stdout) or its error (stderr) and move the progress bar.
+
+        Raises :class:`OutputClosed` when stdout's reader has gone; nothing more is printed there after that.
+        """
         with self.print_lock:
             self.bar.clear()
-            for path in outcome.paths:
-                to_stdout(str(path))
-            if outcome.error:
-                to_stderr(f"error: {outcome.job.where}: {' '.join(outcome.error.split())}")
-            self.bar.finish(outcome.job.key, outcome.status == "done")
+            try:
+                if not self.quiet:
+                    for path in outcome.paths:
+                        to_stdout(str(path))
+            finally:
+                if outcome.error:
+                    to_stderr(f"error: {outcome.job.where}: {' '.join(outcome.error.split())}")
+                self.bar.finish(outcome.job.key, outcome.status == "done")
+
+    def announce_stop(self) -> None:
+        """Say, at the first Ctrl-C, that the rows in flight are being finished and how to exit at once."""
+        running = self.running
+        with self.print_lock:
+            self.bar.clear()
+            if running:
+                to_stderr(f"interrupted: finishing the requests in flight ({running} row{'s' if running > 1 else ''})"
+                          " so that every paid task id reaches the ledger and the manifest; no new row starts. "
+                          "Press Ctrl-C again to exit at once (a submit cut short may be charged with no id).")
 
 
 def _missing_keys(rt: Runtime, providers: set[str]) -> list[str]:
@@ -208,6 +286,23 @@ def _missing_keys(rt: Runtime, providers: set[str]) -> list[str]:
     return messages
 
 
+def _announce_skipped(plan: Plan) -> None:
+    """One line for the uncertain rows and one for the done rows whose pictures are gone; neither is sent again."""
+    def rows(jobs: list[Job]) -> str:
+        return ", ".join(job.where for job in jobs[:10]) + (f" and {len(jobs) - 10} more" if len(jobs) > 10 else "")
+
+    if plan.uncertain:
+        count = len(plan.uncertain)
+        to_stderr(f"batch: {count} uncertain row{'s' if count > 1 else ''} skipped ({rows(plan.uncertain)}): an "
+                  "earlier submit may have been charged without an answer. Check the provider's dashboard; "
+                  "--retry-uncertain sends them again.")
+    if plan.missing:
+        count = len(plan.missing)
+        to_stderr(f"batch: {count} done row{'s' if count > 1 else ''} with missing pictures skipped "
+                  f"({rows(plan.missing)}): made with v1/images, which keeps no copy, so they are not sent again; "
+                  "--retry-missing pays for them again.")
+
+
 def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
     """The ``batch`` command; returns the exit code (Ctrl-C propagates as KeyboardInterrupt)."""
     if not 1 <= args.concurrency <= 64:
@@ -217,15 +312,20 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
                      output_format=args.output_format)
     if not jobs:
         raise UsageError(f"The batch file {path} has no rows.", field="file")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder; nothing was sent.", field="out")
     bad = [job for job in jobs if job.error]
     for job in bad:
         to_stderr(f"error: {job.where}: {job.error}")
     manifest = Manifest(args.out / MANIFEST_NAME)
     valid = [job for job in jobs if not job.error]
-    done, todo = plan_rows(valid, manifest, rt.ledger)
+    plan = plan_rows(valid, manifest, rt.ledger, retry_uncertain=args.retry_uncertain,
+                     retry_missing=args.retry_missing)
+    todo = plan.todo
     missing = _missing_keys(rt, {job.provider for job, _task_id in todo})
     if args.dry_run:
-        print_dry_run(valid, done, todo, path)
+        print_dry_run(valid, plan.done, todo, path, recollect=plan.recollect, uncertain=plan.uncertain,
+                      missing=plan.missing)
         if bad:
             to_stderr(f"error: {len(bad)} of {len(jobs)} rows are invalid.")
         for message in missing:
@@ -239,20 +339,41 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
         for message in missing:
             to_stderr(f"error: {message}")
         return EXIT_USAGE
+    prepare_out(args.out)
+    _announce_skipped(plan)
     bar = ProgressBar(len(todo), enabled=not args.no_progress)
-    batch = _Batch(rt, args, manifest, bar)
+    batch = _Batch(rt, args, manifest, bar, plan.recollect)
     outcomes = _run_pool(rt, batch, todo, args.concurrency)
     bar.close()
     counts = Counter(o.status for o in outcomes)
     cost = sum(o.cost or 0.0 for o in outcomes)
-    running = f", {counts['timeout']} still running (run again to collect)" if counts["timeout"] else ""
-    to_stderr(f"batch: {counts['done'] + len(done)} of {len(jobs)} done ({len(done)} earlier), {counts['failed']} "
-              f"failed{running}; cost ${cost:.4f} (WaveSpeed part estimated); manifest {manifest.path}")
-    return EXIT_OK if counts["done"] == len(todo) else EXIT_FAILED
+    again = sum(1 for o in outcomes if o.status == "done" and o.job.key in plan.recollect)
+    earlier = f"{len(plan.done)} earlier" + (f", {again} collected again from their tasks" if again else "")
+    notes = f", {counts['timeout']} still running (run again to collect)" if counts["timeout"] else ""
+    if counts["interrupted"]:
+        notes += f", {counts['interrupted']} stopped before the end (run again to resume)"
+    uncertain = counts["uncertain"] + len(plan.uncertain)
+    if uncertain:
+        notes += (f", {uncertain} uncertain (may have been charged; not sent again: check the dashboard, then "
+                  "--retry-uncertain sends them)")
+    if plan.missing:
+        notes += f", {len(plan.missing)} with missing pictures (not sent again; --retry-missing pays again)"
+    to_stderr(f"batch: {counts['done'] + len(plan.done)} of {len(jobs)} done ({earlier}), {counts['failed']} "
+              f"failed{notes}; cost ${cost:.4f} (WaveSpeed part estimated); manifest {manifest.path}")
+    if batch.quiet:
+        raise OutputClosed()
+    complete = (counts["done"] == len(todo) and not uncertain and not plan.missing
+                and not any(o.error for o in outcomes))
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def _run_pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], concurrency: int) -> list[_Outcome]:
-    """Run the rows on ``concurrency`` daemon threads; Ctrl-C stops the workers and re-raises."""
+    """Run the rows on ``concurrency`` daemon threads and print each outcome as it comes.
+
+    The first Ctrl-C (or a closed stdout) starts no new row and waits for every row in flight: a request under way
+    returns, so its task id reaches the ledger and the manifest, and a wait stops at its next sleep. Then Ctrl-C
+    re-raises KeyboardInterrupt. A second Ctrl-C re-raises it at once, leaving the ``submitting`` lines as traces.
+    """
     work: queue.Queue[tuple[Job, str | None]] = queue.Queue()
     for row in todo:
         work.put(row)
@@ -266,7 +387,7 @@ def _run_pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], co
                 return
             try:
                 results.put(batch.run_job(job, task_id))
-            except KeyboardInterrupt as err:
+            except KeyboardInterrupt as err:  # only an injected sleep raises it here (tests)
                 results.put(err)
                 return
             except BaseException as err:  # a bug must not hang the pool
@@ -274,29 +395,46 @@ def _run_pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], co
 
     threads = [threading.Thread(target=worker, name=f"zimage-batch-{n}", daemon=True)
                for n in range(min(concurrency, len(todo)))]
-    for thread in threads:
-        thread.start()
     outcomes: list[_Outcome] = []
+    interrupted = False
     try:
-        while len(outcomes) < len(todo):
-            try:
-                item = results.get(timeout=0.2)
-            except queue.Empty:
-                if not any(t.is_alive() for t in threads) and results.empty():
-                    break
-                continue
-            if isinstance(item, BaseException):
-                raise KeyboardInterrupt from item
-            if item.status == "interrupted":
-                raise KeyboardInterrupt
-            outcomes.append(item)
-            batch.emit(item)
-    except KeyboardInterrupt:
-        rt.stop.set()
         for thread in threads:
-            thread.join(timeout=2.0)
+            thread.start()
+        while True:
+            try:
+                if results.empty() and not any(thread.is_alive() for thread in threads):
+                    break
+                try:
+                    item = results.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise KeyboardInterrupt from item
+                outcomes.append(item)
+                if item.status != "interrupted":  # an interrupted row stays as it was: the next run resumes it
+                    batch.emit(item)
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise  # the second Ctrl-C: exit now
+                interrupted = True
+                rt.stop.set()
+                batch.announce_stop()
+            except OutputClosed:
+                batch.quiet = True
+                rt.stop.set()
+    except KeyboardInterrupt:  # the second Ctrl-C
+        rt.stop.set()
         batch.bar.clear()
         raise
-    for thread in threads:
-        thread.join()
+    except BaseException:
+        # A bug here must not kill a paid request mid-way: the rows in flight finish first (Ctrl-C cuts the wait).
+        rt.stop.set()
+        batch.bar.clear()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+        raise
+    if interrupted:
+        batch.bar.clear()
+        raise KeyboardInterrupt
     return outcomes

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_runtime import PROG, Runtime, UsageError, one_line, to_stderr, to_stdout
+from .cli_runtime import PROG, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
+from .config import QINGBO, WAVESPEED
 from .errors import ZImageError
 from .ledger import FINISHED
 from .results import GenerationResult
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "resume_tasks", "read_task_ids",
-           "save_pictures", "picture_extension", "picture_tag", "read_reference", "v3_size_for_reference",
-           "request_images"]
+           "save_pictures", "save_paid_pictures", "prepare_out", "picture_extension", "picture_tag", "read_reference",
+           "v3_size_for_reference", "request_images"]
 
 # -- pictures on disk -----------------------------------------------------------------------------------------------
 
@@ -74,6 +76,46 @@ def save_pictures(out: Path, tag: str, ident: str, seed: int | None, images: Seq
     return paths
 
 
+def prepare_out(out: Path) -> Path:
+    """Create ``out`` and check that a file can be written in it, before anything is paid for.
+
+    Raises :class:`UsageError` (exit 2) naming the folder and the reason.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".zimage-write-check-"):
+            pass
+    except FileExistsError:
+        raise UsageError(f"--out {out} is a file, not a folder; nothing was sent.", field="out") from None
+    except OSError as err:
+        raise UsageError(f"Cannot write pictures to --out {out} ({err.strerror or err}); nothing was sent.",
+                         field="out") from None
+    return out
+
+
+def save_paid_pictures(rt: Runtime, out: Path, tag: str, ident: str, seed: int | None, images: Sequence[bytes],
+                       kept: Sequence[str] = ()) -> tuple[list[Path], str | None]:
+    """Write paid pictures to ``out``; when that fails, keep them in the ledger's ``results`` folder instead.
+
+    ``kept`` are copies the task clients already keep there. Returns the paths and, when they are not in ``out``,
+    a sentence saying why and where they are. Raises :class:`OSError` only when neither folder can be written.
+    """
+    try:
+        return save_pictures(out, tag, ident, seed, images), None
+    except OSError as err:
+        reason = err.strerror or str(err)
+    if kept and all(Path(path).is_file() for path in kept):
+        paths = [Path(path) for path in kept]
+    else:
+        try:
+            paths = save_pictures(rt.ledger.results_dir, tag, ident, seed, images)
+        except OSError as err:
+            raise OSError(f"Could not write the paid pictures to {out} ({reason}) nor to "
+                          f"{rt.ledger.results_dir} ({err.strerror or err}).") from err
+    return paths, (f"Could not write the pictures to {out} ({reason}); they were paid for, so they are saved in "
+                   f"{paths[0].parent} instead.")
+
+
 def read_reference(path: str | os.PathLike[str]) -> tuple[bytes, str, str]:
     """Open a reference picture and encode it for upload, downscaled to at most 1024 px on the long side."""
     from .images import open_image, prepare_upload
@@ -98,6 +140,17 @@ def v3_size_for_reference(data: bytes) -> tuple[int, int]:
 
 def _seed_at(seed: int | None, index: int) -> int | None:
     return None if seed is None or seed == -1 else seed + index
+
+
+def _check_seed_range(seed: int | None, count: int) -> None:
+    """The seeds ``seed``..``seed+count-1`` must all be valid, checked before the first one is paid for."""
+    from .validation import check_seed
+
+    check_seed(seed)
+    last = _seed_at(seed, count - 1)
+    if last is not None and last >= 2 ** 63:
+        raise UsageError(f"--seed {seed} with --count {count} would use seeds up to {last}, past the largest seed "
+                         f"{2 ** 63 - 1}; use a seed of at most {2 ** 63 - count}. Nothing was sent.", field="seed")
 
 
 # -- WaveSpeed ------------------------------------------------------------------------------------------------------
@@ -126,7 +179,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
 
     A failed picture does not stop the others; its error is raised once they are collected.
     """
-    from .validation import check_count
+    from .validation import check_count, check_number
 
     count = check_count(count, field="count")
     if (width is None) != (height is None):
@@ -141,12 +194,22 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
                             response_format=response_format, output_format=output_format, timeout=timeout)
     if output_format is not None:
         raise UsageError("--output-format applies to --api v3 only; v1/images answers PNG.", field="output_format")
-    result = request_images(rt.images(read_timeout=timeout), prompt, upload, strength=strength,
-                            negative_prompt=negative, seed=seed, n=count, model=model, guidance_scale=cfg,
-                            response_format=response_format, width=width, height=height)
-    paths = save_pictures(out, tag, result.prompt_sha256, _seed_at(seed, 0), result.images)
+    client = rt.images(read_timeout=timeout)
+    # The client's own checks first, so that a bad option is reported before --out is created.
+    client.build_body(prompt, negative, (6.5 if upload else 7.5) if cfg is None else cfg, width, height, seed,
+                      count, model, response_format or "b64_json")
+    if upload and strength is not None:
+        check_number(strength, "strength", 0.0, 1.0)
+    prepare_out(out)
+    with rt.paying("the image request"):
+        result = request_images(client, prompt, upload, strength=strength, negative_prompt=negative, seed=seed,
+                                n=count, model=model, guidance_scale=cfg, response_format=response_format,
+                                width=width, height=height)
+    paths, elsewhere = save_paid_pictures(rt, out, tag, result.prompt_sha256, _seed_at(seed, 0), result.images)
     for path in paths:
         to_stdout(str(path))
+    if elsewhere:
+        raise SavedElsewhere(elsewhere)
     return paths
 
 
@@ -167,13 +230,16 @@ def _generate_v3(rt: Runtime, *, prompt: str, out: Path, upload: tuple[bytes, st
     client.build_body(prompt, model, negative, options["width"], options["height"], seed,
                       "reference" if upload else None, options.get("strength"), options["output_format"], False,
                       options["base64_output"])
+    _check_seed_range(seed, count)
+    prepare_out(out)
     if upload:
         options["image_url"] = client.upload(*upload)
     predictions: list[Any] = []
     submit_error: ZImageError | None = None
     for index in range(count):
         try:
-            prediction = client.submit(prompt, seed=_seed_at(seed, index), **options)
+            with rt.paying("the prediction request"):
+                prediction = client.submit(prompt, seed=_seed_at(seed, index), **options)
         except ZImageError as err:
             if not predictions:
                 raise
@@ -194,9 +260,14 @@ def _generate_v3(rt: Runtime, *, prompt: str, out: Path, upload: tuple[bytes, st
 
 def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: Path, timeout: float | None,
                  *, tag: str | None = None) -> list[Path]:
-    """Collect each task in turn; keep going after a failure, print each error, and raise the last one."""
+    """Collect each task in turn; keep going after a failure, print each error, and raise the last one.
+
+    Every task counts as in flight until it is collected, so Ctrl-C names each one still waiting.
+    """
     paths: list[Path] = []
     last_error: ZImageError | None = None
+    for task_id, provider, _extra in jobs:
+        rt.track(task_id, provider)
     for task_id, provider, extra in jobs:
         try:
             result = rt.collect(task_id, provider, timeout, **extra)
@@ -206,9 +277,14 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
             last_error = err
             continue
         seed = extra.get("seed", result.seeds[0] if result.seeds else None)
-        for path in save_pictures(out, tag or provider, task_id, seed, result.images):
+        saved, elsewhere = save_paid_pictures(rt, out, tag or provider, task_id, seed, result.images, result.paths)
+        for path in saved:
             to_stdout(str(path))
             paths.append(path)
+        if elsewhere:
+            if last_error is not None:
+                to_stderr(f"error: {one_line(last_error)}")
+            last_error = SavedElsewhere(elsewhere)
     if last_error is not None:
         raise last_error  # printed last by run(); the earlier ones are already on stderr
     return paths
@@ -223,10 +299,12 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
     count = check_count(count, field="count")
     QingboClient.build_body(prompt, aspect_ratio=aspect_ratio, resolution=resolution, prompt_extend=prompt_extend,
                             seed=seed)  # every task is validated before the first is paid for
+    _check_seed_range(seed, count)
     ids = []
     for index in range(count):
-        task = rt.qingbo().submit(prompt, aspect_ratio=aspect_ratio, resolution=resolution,
-                                  prompt_extend=prompt_extend, seed=_seed_at(seed, index))
+        with rt.paying("the task request"):
+            task = rt.qingbo().submit(prompt, aspect_ratio=aspect_ratio, resolution=resolution,
+                                      prompt_extend=prompt_extend, seed=_seed_at(seed, index))
         to_stdout(task.task_id)
         ids.append(task.task_id)
     return ids
@@ -251,6 +329,7 @@ def collect_tasks(rt: Runtime, task_ids: Sequence[str], *, provider: str = "qing
 
     name = "Qingbo" if provider == "qingbo" else "WaveSpeed"
     ids = [check_task_id(task_id, provider=name) for task_id in task_ids]
+    prepare_out(out)
     return _collect_all(rt, [(task_id, provider, {}) for task_id in ids], out, timeout)
 
 
@@ -262,17 +341,38 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def _configured_server(rt: Runtime, provider: str) -> str | None:
+    """The base URL configured now for a ledger ``provider`` (``qingbo``/``wavespeed``), None if unreadable."""
+    try:
+        return str(rt.task_client("qingbo" if provider == "qingbo" else "wavespeed").transport.base_url)
+    except ZImageError:
+        return None
+
+
+def _other_server(rt: Runtime, entry: dict[str, Any]) -> str | None:
+    """The server that issued the entry's id when it is not the one configured now, else None."""
+    issuer = entry.get("base_url")
+    if not issuer:
+        return None  # recorded before the ledger kept the server: assume this one
+    configured = _configured_server(rt, str(entry.get("provider")))
+    return str(issuer) if configured is not None and issuer != configured else None
+
+
 def list_tasks(rt: Runtime, *, limit: int = 20) -> None:
-    """Print the ledger's unfinished tasks, then the most recent ones."""
+    """Print the ledger's unfinished tasks, then the most recent ones (with their server when it is another)."""
     now = time.time()  # the ledger stamps real time
     entries = rt.ledger.entries()
+    elsewhere = False
 
     def table(rows: list[dict[str, Any]]) -> None:
+        nonlocal elsewhere
         to_stdout(f"  {'TASK ID':<40} {'PROVIDER':<10} {'STATUS':<11} AGE")
         for entry in rows:
             age = _age(now - float(entry.get("submitted_at") or entry.get("time") or now))
+            server = _other_server(rt, entry)
+            elsewhere = elsewhere or server is not None
             to_stdout(f"  {entry['task_id']:<40} {str(entry.get('provider', '?')):<10} "
-                      f"{str(entry.get('status', '?')):<11} {age}")
+                      f"{str(entry.get('status', '?')):<11} {age}" + (f"  issued by {server}" if server else ""))
 
     unfinished = [e for e in entries.values() if e.get("status") not in FINISHED]
     if unfinished:
@@ -284,15 +384,35 @@ def list_tasks(rt: Runtime, *, limit: int = 20) -> None:
     if recent:
         to_stdout(f"Recent tasks (newest first, up to {limit}):")
         table(recent)
+    if elsewhere:
+        to_stdout(f"Tasks 'issued by' another server than the one configured now are skipped by `{PROG} tasks "
+                  f"resume`; point {WAVESPEED.base_url_env} or {QINGBO.base_url_env} at that server to collect them.")
     to_stdout(f"Ledger: {rt.ledger.path}")
 
 
 def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> list[Path]:
-    """Collect every unfinished task of the ledger; raise the last error after trying them all."""
-    jobs: list[tuple[str, str, dict[str, Any]]] = [
-        (str(e["task_id"]), "qingbo" if e.get("provider") == "qingbo" else "wavespeed", {})
-        for e in rt.ledger.unfinished()]
+    """Collect every unfinished task of the ledger; raise the last error after trying them all.
+
+    Tasks issued by another server than the one configured now (another gateway, an emulator) are skipped with a
+    note: that server alone can answer for them.
+    """
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for entry in rt.ledger.unfinished():
+        provider = "qingbo" if entry.get("provider") == "qingbo" else "wavespeed"
+        server = _other_server(rt, entry)
+        if server is not None:
+            skipped.setdefault((provider, server), []).append(str(entry["task_id"]))
+        else:
+            jobs.append((str(entry["task_id"]), provider, {}))
+    for (provider, server), ids in skipped.items():
+        env = QINGBO.base_url_env if provider == "qingbo" else WAVESPEED.base_url_env
+        to_stderr(f"note: skipped {len(ids)} unfinished {provider} task{'s' if len(ids) > 1 else ''} issued by "
+                  f"{server}, not the server configured now ({_configured_server(rt, provider)}): "
+                  f"{', '.join(ids)}; set {env}={server} to collect {'them' if len(ids) > 1 else 'it'}.")
     if not jobs:
-        to_stderr("No unfinished tasks in the ledger; nothing to collect.")
+        to_stderr("No unfinished tasks from the configured servers; nothing to collect." if skipped else
+                  "No unfinished tasks in the ledger; nothing to collect.")
         return []
+    prepare_out(out)
     return _collect_all(rt, jobs, out, timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: a whole number, or -1 for random") from None
 
 
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: a number of seconds greater than 0")
+    return seconds
+
+
 def _epilog(examples: Sequence[str], notes: str = "") -> str:
     """The ``--help`` epilog: each example as a full ``python -m zimage_api ...`` line, then ``notes``."""
     heading = "examples:" if len(examples) > 1 else "example:"
@@ -51,7 +62,7 @@ def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
     out.add_argument("--out", metavar="DIR", type=Path, default=Path("."),
                      help="folder for the pictures, created if missing (default: the current folder)")
     wait = _Parser(add_help=False)
-    wait.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+    wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
                       help="how long to wait for a result: the polling deadline for v3 predictions and Qingbo "
                            "tasks (default 120; the task stays collectable afterwards), or the HTTP read timeout "
                            "of a v1/images request (default 60)")
@@ -112,7 +123,12 @@ jobs.csv:
   a red fox in snow,wavespeed-images,1024x768,42,7.5
   a lighthouse at dusk,wavespeed-v3,1024x1024,,
 
-prices: Qingbo $0.010625 per picture (+$0.002 with prompt_extend); WaveSpeed Z-Image about $0.01 (an estimate).""")
+prices: Qingbo about $0.010626 per picture (5,313 quota); prompt_extend adds an extra cost that Qingbo does not
+publish (not in the estimate). WaveSpeed Z-Image about $0.01 (an estimate).
+
+A row whose submit may have been charged without an answer (a dropped connection, a read timeout, a run killed
+mid-submit) is recorded as uncertain and is not sent again. A done row whose pictures were deleted is collected
+again from its task (free); a v1/images row has no task, so it is listed as missing and not sent again.""")
     parser.add_argument("file", metavar="FILE", type=Path, help="the jobs: .jsonl/.ndjson or .csv/.tsv")
     parser.add_argument("--concurrency", metavar="N", type=int, default=2,
                         help="rows running at once, 1-64 (default: 2, the limit of a default WaveSpeed account)")
@@ -127,6 +143,11 @@ prices: Qingbo $0.010625 per picture (+$0.002 with prompt_extend); WaveSpeed Z-I
     parser.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
                         help="the file's format (default: auto, from the extension or the first character)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--retry-uncertain", action="store_true",
+                        help="send again the rows whose submit may have been charged without an answer (check the "
+                             "provider's dashboard first: this can pay twice)")
+    parser.add_argument("--retry-missing", action="store_true",
+                        help="send again (and pay for) the done v1/images rows whose pictures are gone from --out")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wavespeed_options(edit, edit=True)
 
     submit = _command(sub, "submit", [verbose], summary="create Qingbo z-image-turbo tasks and print their ids",
-                      description="Create Qingbo tasks (z-image-turbo, about $0.0106 per picture) and print one task "
+                      description="Create Qingbo tasks (z-image-turbo, about $0.010626 per picture) and print one task "
                                   "id per line, without waiting. Collect them with `poll`.",
                       examples=['submit "a lighthouse at dusk, oil painting" --aspect-ratio 16:9 --resolution 2K',
                                 f'submit "a lighthouse" --count 3 --seed 100 > ids.txt && {PROG} poll - --out '
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--resolution", default="1K", type=str.upper, choices=("1K", "2K"),
                         help="1K = 1024 px or 2K = 2048 px on the long side (default: 1K)")
     submit.add_argument("--prompt-extend", action="store_true",
-                        help="let Qingbo expand the prompt (costs about $0.002 more per task)")
+                        help="let Qingbo expand the prompt (adds an extra cost that Qingbo does not publish)")
     submit.add_argument("--seed", metavar="N", type=_seed, default=None,
                         help="fixed seed (sent only when set); with --count the tasks use N, N+1, ...")
     submit.add_argument("--count", metavar="N", type=int, default=1, help="how many tasks, 1-8 (default: 1)")
@@ -206,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="list (the default) or resume")
     listing = tasks_sub.add_parser("list", parents=[verbose], help="list tasks (the default)",
                                    description="List the ledger's unfinished and recent tasks.")
-    for target in (tasks, listing):
-        target.add_argument("--limit", metavar="N", type=int, default=20,
+    # Only the first parser sets the default: a subparser's own default would overwrite `tasks --limit 1 list`.
+    for target, default in ((tasks, 20), (listing, argparse.SUPPRESS)):
+        target.add_argument("--limit", metavar="N", type=int, default=default,
                             help="how many recent tasks to list (default: 20)")
     tasks_sub.add_parser("resume", parents=[verbose, out, wait], help="collect every unfinished task",
                          description="Collect every unfinished task in the ledger (never re-submitting) and "

@@ -5,20 +5,22 @@ Every other CLI module imports this one and nothing imports them back, so the CL
 
 from __future__ import annotations
 
+import errno
+import itertools
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from .config import QINGBO, WAVESPEED, Provider
-from .errors import ValidationError
+from .errors import ValidationError, ZImageError
 from .ledger import Ledger
 from .results import GenerationResult
 
-__all__ = ["Runtime", "UsageError", "Interrupted", "PROG", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
-           "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr"]
+__all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "PROG", "EXIT_OK", "EXIT_FAILED",
+           "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr", "tolerate_unencodable_output"]
 
 PROG = "python -m zimage_api"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -32,19 +34,63 @@ class Interrupted(Exception):
     """Raised inside a worker's sleep once the run was stopped (Ctrl-C); the task stays in the ledger."""
 
 
+class OutputClosed(Exception):
+    """stdout was closed by its reader (``tasks | head -1``): the run stops quietly, never mid-request."""
+
+
+class SavedElsewhere(ZImageError):
+    """Paid pictures could not be written to ``--out``; they were saved in the ledger's folder instead."""
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line (never empty: the class name stands in for a blank message)."""
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def tolerate_unencodable_output() -> None:
+    """Let stdout/stderr escape what their encoding cannot show (cp1252 and a Chinese path) instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a detached or closed stream: nothing to adjust
+                pass
+
+
+def _write(stream: TextIO, line: str) -> None:
+    try:
+        print(line, file=stream, flush=True)
+    except UnicodeEncodeError:  # a stream that could not be reconfigured
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        print(line.encode(encoding, "backslashreplace").decode(encoding, "replace"), file=stream, flush=True)
+
+
+def _pipe_closed(err: OSError) -> bool:
+    # Windows reports a pipe closed by its reader as EINVAL rather than EPIPE.
+    return isinstance(err, BrokenPipeError) or err.errno == errno.EPIPE or (
+        sys.platform == "win32" and err.errno == errno.EINVAL)
+
+
 def to_stdout(line: str) -> None:
-    """Print a result line (a picture's path, a task id) at once, so a pipe sees it while the run goes on."""
-    print(line, file=sys.stdout, flush=True)
+    """Print a result line (a picture's path, a task id) at once, so a pipe sees it while the run goes on.
+
+    Raises :class:`OutputClosed` when the reader closed the pipe.
+    """
+    try:
+        _write(sys.stdout, line)
+    except OSError as err:
+        if _pipe_closed(err):
+            raise OutputClosed() from err
+        raise
 
 
 def to_stderr(line: str) -> None:
-    """Print a message or an error line on stderr at once."""
-    print(line, file=sys.stderr, flush=True)
+    """Print a message or an error line on stderr at once (a closed stderr is ignored: there is nowhere else)."""
+    try:
+        _write(sys.stderr, line)
+    except OSError:
+        pass
 
 
 class Runtime:
@@ -70,6 +116,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, float | None], Any] = {}
         self._in_flight: dict[str, str] = {}
+        self._paying: dict[int, str] = {}
+        self._paying_serial = itertools.count()
 
     def sleep(self, seconds: float) -> None:
         """Sleep, or raise :class:`Interrupted` once :attr:`stop` is set (so workers unwind at Ctrl-C)."""
@@ -171,3 +219,28 @@ class Runtime:
         """The tasks in flight now, task id to provider."""
         with self._lock:
             return dict(self._in_flight)
+
+    @contextmanager
+    def paying(self, what: str) -> Iterator[None]:
+        """Mark a paid request (``what``: "the prediction request", "the submit of row 3") as being sent.
+
+        Cut by Ctrl-C, it stays marked, so the exit line can say that it may have been charged without an id.
+        """
+        token = next(self._paying_serial)
+        with self._lock:
+            self._paying[token] = what
+        cut = False
+        try:
+            yield
+        except KeyboardInterrupt:
+            cut = True
+            raise
+        finally:
+            if not cut:
+                with self._lock:
+                    self._paying.pop(token, None)
+
+    def paying_now(self) -> list[str]:
+        """The paid requests being sent now (or cut short by Ctrl-C), in the order they started."""
+        with self._lock:
+            return [self._paying[token] for token in sorted(self._paying)]
