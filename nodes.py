@@ -74,7 +74,7 @@ DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen tab
 DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
 WAVESPEED_USD_PER_PICTURE = 0.01  # Z-Image at WaveSpeed, as published; the status line says "about"
-QINGBO_USD_PER_PICTURE = 0.010625  # z-image-turbo at Qingbo: 5,313 quota at 500,000 quota per USD
+QINGBO_USD_PER_PICTURE = 0.010625  # z-image-turbo at Qingbo, as published (billed as 5,313 quota; 500,000 = 1 USD)
 
 clock: Callable[[], float] = time.monotonic
 sleep: Callable[[float], None] = time.sleep
@@ -349,10 +349,11 @@ def _v3_once(run: _Run, index: int, key: str, client: Any, timeout: int, *, seed
     if earlier is None:
         first = submit()
         receipts.save_task(key, first.id)
+        earlier = first.id
     else:
         run.progress.update(index, 0.0, "collecting an earlier prediction")
-    return client.collect(earlier or first.id, first=first, seed=seed, size=size,
-                          on_progress=run.progress.callback(index), **run.wait_options(timeout))
+    return client.collect(earlier, first=first, seed=seed, size=size, on_progress=run.progress.callback(index),
+                          **run.wait_options(timeout))
 
 
 def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
