@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                     description="Wait for existing tasks and download their pictures as "
                                 "<provider>_<task-id>_<seed>_<i>.png|jpg. Nothing is re-submitted; a task already "
                                 "collected is served from the ledger's local copy.",
-                    examples=["poll task-wave1780000000a1b2c3 --out pictures",
+                    examples=["poll task-wave17800000a1b2 --out pictures",
                               "poll --provider wavespeed 9f2c4e6a8b0d --timeout 300",
                               f'submit "a fox" --count 2 | {PROG} poll -'])
     poll.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="task ids; - reads them from stdin")
