@@ -734,7 +734,7 @@ class QingboTaskPoll:
         missing = [tid for tid in ids if cached[tid] is None]
         notes = []
         if len(missing) < len(ids):
-            notes.append(f"{len(ids) - len(missing)} task(s) served from this session's cache; no request was sent.")
+            notes.append(f"{len(ids) - len(missing)} task(s) collected earlier since ComfyUI started, served from memory; no request was sent.")
 
         run = _Run(unique_id, len(ids), notes)
         results: dict[str, GenerationResult] = {tid: r for tid, r in cached.items() if r is not None}

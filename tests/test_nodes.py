@@ -415,7 +415,7 @@ def test_polling_a_finished_id_again_sends_nothing(nodes: ModuleType, emu: Emula
     one, _ = poll(nodes, task_ids.split("\n")[1])
     assert len(emu.requests) == before
     assert torch.equal(first, again) and torch.equal(first[1:], one)
-    assert "served from this session's cache" in info
+    assert "collected earlier since ComfyUI started, served from memory" in info
 
 
 def test_poll_reads_pasted_lists(nodes: ModuleType, emu: Emulator) -> None:
