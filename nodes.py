@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from .zimage_api.batch import (
@@ -398,16 +399,95 @@ _TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip":
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """The inputs Generate and Edit share, validated before anything is sent."""
+
+    prompt: str
+    negative_prompt: str
+    model: str
+    api: str
+    guidance: float
+    seed: int
+    count: int
+    response_format: str
+    output_format: str
+    timeout: int
+
+    @classmethod
+    def check(cls, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, seed: int,
+              count: int, response_format: str, output_format: str, timeout: int) -> "_Ask":
+        check_prompt(prompt)
+        check_choice(model, "model", MODELS)
+        check_choice(api, "api", APIS)
+        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
+        check_choice(response_format, "response_format", RESPONSE_FORMATS)
+        check_choice(output_format, "output_format", OUTPUT_FORMATS)
+        return cls(prompt, negative_prompt, model, api, guidance, check_seed_range(seed), check_count(count),
+                   response_format, output_format, check_timeout(timeout))
+
+    @property
+    def sent_guidance(self) -> float | None:
+        """The CFG actually sent: the v3 api has no such parameter."""
+        return None if self.api == "v3" else self.guidance
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """One reference picture of an edit: its pixels' digest, the strength, and its upload made on first use."""
+
+    digest: str
+    strength: float
+    upload: Callable[[], Any]  # (bytes, filename, content_type) for /v1/images/edits
+    url: Callable[[], str]  # the uploaded picture's URL for v3
+
+
+def _picture_job(run: _Run, client: Any, ask: _Ask, unit: int, index: int, width: int, height: int,
+                 reference: _Reference | None = None) -> Callable[[], GenerationResult]:
+    """One paid picture of Generate (``reference`` None) or Edit, served from its receipt when it was bought."""
+    seed = ask.seed + index
+    edit = reference is not None
+
+    def buy() -> GenerationResult:
+        run.progress.update(unit, 0.0, "uploading" if edit and ask.api == "v3" else "requesting")
+        if ask.api == "v3":
+            from_reference = {"image_url": reference.url(), "strength": reference.strength} if reference else {}
+            result = _v3_once(run, unit, key, client, ask.timeout, seed=seed, size=(width, height),
+                              submit=lambda: client.submit(
+                                  ask.prompt, model=ask.model, negative_prompt=ask.negative_prompt, width=width,
+                                  height=height, seed=seed, output_format=ask.output_format,
+                                  base64_output=ask.response_format == "b64_json", **from_reference))
+        else:
+            options = dict(negative_prompt=ask.negative_prompt, guidance_scale=ask.guidance, width=width,
+                           height=height, seed=seed, n=1, model=ask.model, response_format=ask.response_format)
+            result = (client.edit(reference.upload(), ask.prompt, strength=reference.strength, **options)
+                      if reference else client.generate(ask.prompt, **options))
+        run.progress.update(unit, 1.0, "done")
+        return result
+
+    picture = {"reference": reference.digest, "strength": reference.strength} if reference else {}
+    key = fingerprint("edit" if edit else "generate", endpoint=client.transport.base_url, api=ask.api,
+                      model=ask.model, prompt=ask.prompt, negative_prompt=ask.negative_prompt,
+                      guidance_scale=ask.sent_guidance, width=width, height=height, seed=seed,
+                      output_format=ask.output_format if ask.api == "v3" else None, **picture)
+    return lambda: _receipted(run, unit, key, buy)
+
+
+class _WaveSpeedNode:
+    """What the two WaveSpeed nodes share: their category and outputs."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "info")
+
+
 # -- nodes ------------------------------------------------------------------------------------------------------------
 
 
-class ZImageGenerate:
+class ZImageGenerate(_WaveSpeedNode):
     """Text to image with Z-Image at WaveSpeed."""
 
-    CATEGORY = CATEGORY
     FUNCTION = "generate"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("image", "info")
     OUTPUT_TOOLTIPS = ("The pictures as one batch, in order of their seeds.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
     DESCRIPTION = ("Text to image with Z-Image at WaveSpeed, over the OpenAI-style /v1/images API or the native v3 "
@@ -449,51 +529,22 @@ class ZImageGenerate:
     def generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
                  height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
                  timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
-        check_prompt(prompt)
-        check_choice(model, "model", MODELS)
+        ask = _Ask.check(prompt, negative_prompt, model, api, guidance_scale, seed, count, response_format,
+                         output_format, timeout)
         width, height = check_size_for(width, height, api)
-        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
-        seed, count, timeout = check_seed_range(seed), check_count(count), check_timeout(timeout)
-        check_choice(response_format, "response_format", RESPONSE_FORMATS)
-        check_choice(output_format, "output_format", OUTPUT_FORMATS)
 
-        run = _Run(unique_id, count, model_notes(model, api, output_format), start=_price_text(count))
-        client = _wavespeed_client(api, run, timeout)
-
-        def job(index: int) -> Callable[[], GenerationResult]:
-            def generate_one() -> GenerationResult:
-                run.progress.update(index, 0.0, "requesting")
-                if api == "v3":
-                    result = _v3_once(run, index, key, client, timeout, seed=seed + index, size=(width, height),
-                                      submit=lambda: client.submit(
-                                          prompt, model=model, negative_prompt=negative_prompt, width=width,
-                                          height=height, seed=seed + index, output_format=output_format,
-                                          base64_output=response_format == "b64_json"))
-                else:
-                    result = client.generate(
-                        prompt, negative_prompt=negative_prompt, guidance_scale=guidance, width=width,
-                        height=height, seed=seed + index, n=1, model=model, response_format=response_format)
-                run.progress.update(index, 1.0, "done")
-                return result
-
-            key = fingerprint("generate", endpoint=client.transport.base_url, api=api, model=model, prompt=prompt,
-                              negative_prompt=negative_prompt,
-                              guidance_scale=None if api == "v3" else guidance, width=width, height=height,
-                              seed=seed + index, output_format=output_format if api == "v3" else None)
-            return lambda: _receipted(run, index, key, generate_one)
-
-        image, results = _deliver(run, [job(i) for i in range(count)], client)
-        return image, info_json(results, notes=run.notes, api=api,
-                                guidance_scale=None if api == "v3" else guidance, count=count)
+        run = _Run(unique_id, ask.count, model_notes(model, api, output_format), start=_price_text(ask.count))
+        client = _wavespeed_client(api, run, ask.timeout)
+        jobs = [_picture_job(run, client, ask, i, i, width, height) for i in range(ask.count)]
+        image, results = _deliver(run, jobs, client)
+        return image, info_json(results, notes=run.notes, api=api, guidance_scale=ask.sent_guidance,
+                                count=ask.count)
 
 
-class ZImageEdit:
+class ZImageEdit(_WaveSpeedNode):
     """Image to image with Z-Image at WaveSpeed: every picture of the input batch is edited."""
 
-    CATEGORY = CATEGORY
     FUNCTION = "edit"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("image", "info")
     OUTPUT_TOOLTIPS = ("The edited pictures as one batch: for each reference in turn, its count of pictures.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
     DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). About $0.01 "
@@ -545,13 +596,10 @@ class ZImageEdit:
         from .zimage_api.images import tensor_to_upload, validate_image_tensor
 
         validate_image_tensor(image)
-        check_prompt(prompt)
-        check_choice(model, "model", MODELS)
+        ask = _Ask.check(prompt, negative_prompt, model, api, guidance_scale, seed, count, response_format,
+                         output_format, timeout)
         strength = check_number(strength, "strength", 0.0, 1.0)
-        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
-        seed, count, timeout = check_seed_range(seed), check_count(count), check_timeout(timeout)
-        check_choice(response_format, "response_format", RESPONSE_FORMATS)
-        check_choice(output_format, "output_format", OUTPUT_FORMATS)
+        count = ask.count
         references = int(image.shape[0]) if image.ndim == 4 else 1
         ref_height, ref_width = int(image.shape[-3]), int(image.shape[-2])
         out_w, out_h = size_from_reference(int(width or 0), int(height or 0), ref_width, ref_height, size_limits(api))
@@ -563,40 +611,18 @@ class ZImageEdit:
 
         run = _Run(unique_id, references * count, model_notes(model, api, output_format),
                    start=_price_text(references * count))
-        client = _wavespeed_client(api, run, timeout)
+        client = _wavespeed_client(api, run, ask.timeout)
         uploads = Once(lambda ref: tensor_to_upload(image, ref, max_side=1024))
         urls = Once(lambda ref: client.upload(*uploads.get(ref)))
 
-        def job(ref: int, index: int, unit: int) -> Callable[[], GenerationResult]:
-            def edit_one() -> GenerationResult:
-                run.progress.update(unit, 0.0, "uploading" if api == "v3" else "requesting")
-                if api == "v3":
-                    result = _v3_once(run, unit, key, client, timeout, seed=seed + index, size=(out_w, out_h),
-                                      submit=lambda: client.submit(
-                                          prompt, image_url=urls.get(ref), strength=strength, model=model,
-                                          negative_prompt=negative_prompt, width=out_w, height=out_h,
-                                          seed=seed + index, output_format=output_format,
-                                          base64_output=response_format == "b64_json"))
-                else:
-                    result = client.edit(
-                        uploads.get(ref), prompt, strength=strength, negative_prompt=negative_prompt,
-                        guidance_scale=guidance, width=out_w, height=out_h, seed=seed + index, n=1, model=model,
-                        response_format=response_format)
-                run.progress.update(unit, 1.0, "done")
-                return result
+        def reference_of(ref: int) -> _Reference:
+            return _Reference(_tensor_digest(image, ref), strength, lambda: uploads.get(ref), lambda: urls.get(ref))
 
-            key = fingerprint("edit", endpoint=client.transport.base_url, api=api, model=model, prompt=prompt,
-                              negative_prompt=negative_prompt,
-                              reference=_tensor_digest(image, ref), strength=strength,
-                              guidance_scale=None if api == "v3" else guidance, width=out_w, height=out_h,
-                              seed=seed + index, output_format=output_format if api == "v3" else None)
-            return lambda: _receipted(run, unit, key, edit_one)
-
-        jobs = [job(ref, i, ref * count + i) for ref in range(references) for i in range(count)]
+        jobs = [_picture_job(run, client, ask, ref * count + i, i, out_w, out_h, reference_of(ref))
+                for ref in range(references) for i in range(count)]
         edited, results = _deliver(run, jobs, client)
         return edited, info_json(results, notes=run.notes, api=api, strength=strength,
-                                 guidance_scale=None if api == "v3" else guidance, references=references,
-                                 count_per_reference=count)
+                                 guidance_scale=ask.sent_guidance, references=references, count_per_reference=count)
 
 
 class QingboTaskSubmit:

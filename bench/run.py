@@ -105,6 +105,16 @@ class Row:
 # -- helpers -----------------------------------------------------------------------------------------------------------
 
 
+def _run_threads(threads: list[threading.Thread], errors: list[BaseException], what: str) -> None:
+    """Start the threads together, wait for them (bounded), and raise if any failed."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise RuntimeError(f"{len(errors)} {what} failed") from errors[0]
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -367,12 +377,7 @@ def bench_lag(cfg: Settings) -> list[Row]:
                                             errors))
                 threads.append(_task_thread(peer_client, peer_schedule, seed + 500, 2 * index + 1, turnstile,
                                             peer_timings, errors))
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=120)
-            if errors:
-                raise RuntimeError(f"{len(errors)} lag task(s) failed") from errors[0]
+            _run_threads(threads, errors, "lag task(s)")
             pack, peer = _lag_stats(emu, pack_timings), _lag_stats(emu, peer_timings)
             for key in pack_all:
                 pack_all[key] += pack[key]
@@ -392,12 +397,7 @@ def bench_lag(cfg: Settings) -> list[Row]:
         timings: list[TaskTiming] = []
         errors = []
         threads = [_generate_thread(client, 2000 + index, timings, errors) for index in range(cfg.lag_tasks)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        if errors:
-            raise RuntimeError(f"{len(errors)} generate task(s) failed") from errors[0]
+        _run_threads(threads, errors, "generate task(s)")
         wait_all = _lag_stats(emu, timings)
         client.transport.close()
     finally:
