@@ -14,50 +14,38 @@ Two module attributes can be replaced (by tests or scripts):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from .zimage_api.batch import (
+from .zimage_api.catalog import (
     APIS,
+    MODELS,
+    QINGBO_USD_PER_PICTURE,
+    RESPONSE_FORMATS,
     SEED_MAX,
-    BatchProgress,
-    JobOutcome,
-    Once,
-    ResultCache,
-    check_seed_range,
-    check_size_for,
-    check_timeout,
-    cost_text,
-    first_error,
-    info_json,
-    model_notes,
-    poll_error,
-    pre_consumed_text,
-    run_jobs,
-    size_from_reference,
-    size_limits,
-    split_events,
-    submit_error,
+    V3_OUTPUT_FORMATS,
+    WAVESPEED_USD_PER_PICTURE,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
 from .zimage_api.logs import logger as log
-from .zimage_api.receipts import fingerprint
+from .zimage_api.orders import MAX_PICTURES, Edit, QingboTasks, TextToImage, split_events
+from .zimage_api.parallel import JobOutcome, first_error
+from .zimage_api.progress import BatchProgress
 from .zimage_api.results import GenerationResult
+from .zimage_api.summary import cost_text, info_json, model_notes, pre_consumed_text
 from .zimage_api.validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,
     RESOLUTIONS,
-    check_choice,
-    check_count,
-    check_number,
-    check_prompt,
     check_task_id,
+    check_timeout,
     split_task_ids,
 )
 
@@ -66,16 +54,11 @@ __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "h
 T = TypeVar("T")
 
 CATEGORY = "Z-Image"
-MODELS = ["Z-Image-Base", "Z-Image-Turbo"]
-RESPONSE_FORMATS = ["b64_json", "url"]
-OUTPUT_FORMATS = ["png", "jpeg"]
-MAX_EDIT_PICTURES = 64  # references x count per run: a guard against paying for a huge batch by mistake
+MAX_EDIT_PICTURES = MAX_PICTURES
 DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen table, soft morning light. 35mm look, "
                   "neutral color grading, no text, uncluttered background.")
 DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
-WAVESPEED_USD_PER_PICTURE = 0.01  # Z-Image at WaveSpeed, as published; the status line says "about"
-QINGBO_USD_PER_PICTURE = 0.010625  # z-image-turbo at Qingbo, as published (billed as 5,313 quota; 500,000 = 1 USD)
 
 clock: Callable[[], float] = time.monotonic
 sleep: Callable[[float], None] = time.sleep
@@ -149,7 +132,6 @@ class ComfyHooks:
 
 hooks = ComfyHooks()
 _data_dir_ready = False
-_poll_cache = ResultCache(maxsize=64)
 
 
 def _use_comfy_user_dir() -> None:
@@ -213,10 +195,6 @@ class _Run:
             self.sleep(step)
             remaining -= step
 
-    def wait_options(self, timeout: float) -> dict[str, Any]:
-        """Keyword arguments for the library's ``wait``/``collect``/``generate`` calls."""
-        return {"timeout": float(timeout), "sleep": self.sleep, "clock": self.clock, "cancel_check": self.cancelled}
-
     # Display ---------------------------------------------------------------------------------------------------
 
     def text(self, state: str) -> str:
@@ -250,22 +228,26 @@ class _Run:
 
     # Running ---------------------------------------------------------------------------------------------------
 
-    def run(self, jobs: Sequence[Callable[[], T]]) -> list[JobOutcome[T]]:
-        """Run the jobs side by side; on Cancel raise ComfyUI's interrupt once the waits have stopped."""
-        def guarded(job: Callable[[], T]) -> Callable[[], T]:
-            def start() -> T:
-                if self.cancelled():
-                    raise hooks.interrupt_exception()()
-                return job()
-            return start
+    def engine(self) -> Any:
+        """The library's engine for this run: its waits use this run's clock, sleep, Cancel and progress."""
+        from .zimage_api.clients import Clients
+        from .zimage_api.engine import Engine
 
-        outcomes = run_jobs([guarded(job) for job in jobs], cancel=self.cancel, on_tick=self.tick,
-                            wake=self.progress.changed)
-        interrupt = hooks.interrupt_exception()
-        if self.cancel.is_set() or any(isinstance(o.error, (TaskCancelledError, interrupt)) for o in outcomes):
+        return Engine(Clients(sleep=self.transport_sleep), progress=self.progress, cancel=self.cancel,
+                      cancelled=self.cancelled, on_tick=self.tick, clock=self.clock, sleep=self.sleep)
+
+    def drive(self, work: Callable[[Any], list[JobOutcome[T]]]) -> list[JobOutcome[T]]:
+        """Run ``work(engine)``; on Cancel raise ComfyUI's interrupt once the waits have stopped."""
+        from .zimage_api.engine import RunCancelled
+
+        engine = self.engine()
+        try:
+            return work(engine)
+        except RunCancelled:
             self.show("cancelled")
             hooks.raise_interrupt()
-        return outcomes
+        finally:
+            engine.clients.close()
 
     def finish(self, state: str) -> None:
         if self.bar is not None:
@@ -290,12 +272,8 @@ def _to_image(results: Sequence[GenerationResult]) -> Any:
     return image
 
 
-def _deliver(run: _Run, jobs: Sequence[Callable[[], GenerationResult]], client: Any) -> tuple[Any, list[Any]]:
-    """Run the jobs, raise the first failure, and return the pictures as one IMAGE batch with their results."""
-    try:
-        outcomes = run.run(jobs)
-    finally:
-        client.transport.close()
+def _deliver(run: _Run, outcomes: Sequence[JobOutcome[GenerationResult]]) -> tuple[Any, list[GenerationResult]]:
+    """Raise the first failure, or return the pictures as one IMAGE batch with their results."""
     error = first_error(outcomes)
     if error is not None:
         run.show("failed")
@@ -310,69 +288,37 @@ def _deliver(run: _Run, jobs: Sequence[Callable[[], GenerationResult]], client: 
     return image, results
 
 
-def _wavespeed_client(api: str, run: _Run, timeout: int) -> Any:
-    if api == "v3":
-        from .zimage_api.wavespeed_v3 import WaveSpeedClient
+def _references(image: Any) -> tuple[Any, ...]:
+    """The reference of every picture of an IMAGE batch, encoded for upload as the library does for files."""
+    from .zimage_api.images import tensor_to_pil, validate_image_tensor
+    from .zimage_api.orders import Reference
 
-        return WaveSpeedClient(sleep=run.transport_sleep)
-    from .zimage_api.openai_images import ImagesClient
-
-    # The /v1/images calls answer with the pictures, so the timeout is the read timeout of that one request.
-    return ImagesClient(sleep=run.transport_sleep, timeout=(10.0, float(timeout)))
+    validate_image_tensor(image)
+    count = int(image.shape[0]) if image.ndim == 4 else 1
+    return tuple(Reference.from_image(tensor_to_pil(image, index)) for index in range(count))
 
 
-def _receipted(run: _Run, index: int, key: str, buy: Callable[[], GenerationResult]) -> GenerationResult:
-    """Serve the result bought earlier under ``key`` from disk, or buy it and keep the receipt.
+def _async_nodes() -> bool:
+    """Whether the ComfyUI that loads the pack awaits node coroutines (it runs them side by side).
 
-    ComfyUI's cache forgets a result once another workflow runs; the receipt keeps the same inputs free.
+    Detected from its executor: ComfyUI's ``execution`` module has ``_async_map_node_over_list`` where it does.
+    Outside ComfyUI the nodes are coroutines too, for any caller that awaits them.
     """
-    from .zimage_api.receipts import Receipts
-
-    receipts = Receipts()
-    saved = receipts.load(key)
-    if saved is not None:
-        run.progress.update(index, 1.0, "done (receipt)")
-        return saved
-    result = buy()
-    receipts.save(key, result)
-    return result
+    execution = sys.modules.get("execution")
+    return execution is None or hasattr(execution, "_async_map_node_over_list")
 
 
-def _v3_once(run: _Run, index: int, key: str, client: Any, timeout: int, *, seed: int, size: tuple[int, int],
-             submit: Callable[[], Any]) -> GenerationResult:
-    """One v3 picture: collect the prediction bought earlier under ``key`` if there is one, else submit and
-    collect. A timeout or Cancel leaves the prediction running; queueing the same inputs again collects it."""
-    from .zimage_api.receipts import Receipts
+def _node_function(work: Callable[..., T]) -> Callable[..., Any]:
+    """The node's FUNCTION: a coroutine that runs ``work`` in a worker thread, or ``work`` itself on a ComfyUI too
+    old to await coroutines."""
+    if not _async_nodes():
+        return work
 
-    receipts = Receipts(ledger=client.ledger)
-    earlier, _spent = receipts.task_receipt(key)
-    first = None
-    if earlier is None:
-        first = submit()
-        receipts.save_task(key, first.id)
-        earlier = first.id
-    else:
-        run.progress.update(index, 0.0, "collecting an earlier prediction")
-    return client.collect(earlier, first=first, seed=seed, size=size, on_progress=run.progress.callback(index),
-                          **run.wait_options(timeout))
+    @functools.wraps(work)
+    async def run(self: Any, **inputs: Any) -> T:
+        return await asyncio.to_thread(work, self, **inputs)
 
-
-def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
-    """Best-effort remote cancel of every task that is still queued (each one request, side by side)."""
-    if not task_ids:
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(4, len(task_ids)), thread_name_prefix="zimage-cancel") as pool:
-        list(pool.map(lambda tid: client.try_cancel(None, tid), task_ids))
-
-
-def _tensor_digest(image: Any, index: int) -> str:
-    """A hash of one picture of an IMAGE batch, so a receipt matches only the same reference."""
-    import hashlib
-
-    picture = image[index] if image.ndim == 4 else image
-    return hashlib.sha256(picture.contiguous().cpu().numpy().tobytes()).hexdigest()[:32]
+    return run
 
 
 # -- widgets ----------------------------------------------------------------------------------------------------------
@@ -386,91 +332,17 @@ def _seed_input(tooltip: str) -> tuple[str, dict[str, Any]]:
     return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": tooltip})
 
 
-_MODEL = (MODELS, {"default": "Z-Image-Base", "tooltip": "Z-Image-Base follows CFG and the negative prompt. "
+_MODEL = (list(MODELS), {"default": "Z-Image-Base", "tooltip": "Z-Image-Base follows CFG and the negative prompt. "
                    "Z-Image-Turbo is distilled to 8 steps: faster, but CFG and the negative prompt have no effect."})
 _API = (list(APIS), {"default": "v1/images", "tooltip": "v1/images: WaveSpeed's OpenAI-style API (sizes 256-2048, answers "
                "at once). v3: WaveSpeed's native prediction API (sizes 256-1536, polled with progress, no CFG)."})
-_RESPONSE_FORMAT = (RESPONSE_FORMATS, {"default": "b64_json", "tooltip": "How the pictures come back: inline base64, "
+_RESPONSE_FORMAT = (list(RESPONSE_FORMATS), {"default": "b64_json", "tooltip": "How the pictures come back: inline base64, "
                                        "or short-lived URLs that are downloaded at once. The result is the same."})
-_OUTPUT_FORMAT = (OUTPUT_FORMATS, {"default": "png", "tooltip": "The file format WaveSpeed encodes (v3 api only; "
+_OUTPUT_FORMAT = (list(V3_OUTPUT_FORMATS), {"default": "png", "tooltip": "The file format WaveSpeed encodes (v3 api only; "
                                    "v1/images always returns PNG)."})
 _TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip": "Seconds to wait for the pictures. "
                     "v1/images: the request's read timeout. v3: how long to poll the prediction."})
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
-
-
-@dataclass(frozen=True)
-class _Ask:
-    """The inputs Generate and Edit share, validated before anything is sent."""
-
-    prompt: str
-    negative_prompt: str
-    model: str
-    api: str
-    guidance: float
-    seed: int
-    count: int
-    response_format: str
-    output_format: str
-    timeout: int
-
-    @classmethod
-    def check(cls, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, seed: int,
-              count: int, response_format: str, output_format: str, timeout: int) -> "_Ask":
-        check_prompt(prompt)
-        check_choice(model, "model", MODELS)
-        check_choice(api, "api", APIS)
-        guidance = check_number(guidance_scale, "guidance_scale", 0.0, 20.0)
-        check_choice(response_format, "response_format", RESPONSE_FORMATS)
-        check_choice(output_format, "output_format", OUTPUT_FORMATS)
-        return cls(prompt, negative_prompt, model, api, guidance, check_seed_range(seed), check_count(count),
-                   response_format, output_format, check_timeout(timeout))
-
-    @property
-    def sent_guidance(self) -> float | None:
-        """The CFG actually sent: the v3 api has no such parameter."""
-        return None if self.api == "v3" else self.guidance
-
-
-@dataclass(frozen=True)
-class _Reference:
-    """One reference picture of an edit: its pixels' digest, the strength, and its upload made on first use."""
-
-    digest: str
-    strength: float
-    upload: Callable[[], Any]  # (bytes, filename, content_type) for /v1/images/edits
-    url: Callable[[], str]  # the uploaded picture's URL for v3
-
-
-def _picture_job(run: _Run, client: Any, ask: _Ask, unit: int, index: int, width: int, height: int,
-                 reference: _Reference | None = None) -> Callable[[], GenerationResult]:
-    """One paid picture of Generate (``reference`` None) or Edit, served from its receipt when it was bought."""
-    seed = ask.seed + index
-    edit = reference is not None
-
-    def buy() -> GenerationResult:
-        run.progress.update(unit, 0.0, "uploading" if edit and ask.api == "v3" else "requesting")
-        if ask.api == "v3":
-            from_reference = {"image_url": reference.url(), "strength": reference.strength} if reference else {}
-            result = _v3_once(run, unit, key, client, ask.timeout, seed=seed, size=(width, height),
-                              submit=lambda: client.submit(
-                                  ask.prompt, model=ask.model, negative_prompt=ask.negative_prompt, width=width,
-                                  height=height, seed=seed, output_format=ask.output_format,
-                                  base64_output=ask.response_format == "b64_json", **from_reference))
-        else:
-            options = dict(negative_prompt=ask.negative_prompt, guidance_scale=ask.guidance, width=width,
-                           height=height, seed=seed, n=1, model=ask.model, response_format=ask.response_format)
-            result = (client.edit(reference.upload(), ask.prompt, strength=reference.strength, **options)
-                      if reference else client.generate(ask.prompt, **options))
-        run.progress.update(unit, 1.0, "done")
-        return result
-
-    picture = {"reference": reference.digest, "strength": reference.strength} if reference else {}
-    key = fingerprint("edit" if edit else "generate", endpoint=client.transport.base_url, api=ask.api,
-                      model=ask.model, prompt=ask.prompt, negative_prompt=ask.negative_prompt,
-                      guidance_scale=ask.sent_guidance, width=width, height=height, seed=seed,
-                      output_format=ask.output_format if ask.api == "v3" else None, **picture)
-    return lambda: _receipted(run, unit, key, buy)
 
 
 class _WaveSpeedNode:
@@ -526,19 +398,18 @@ class ZImageGenerate(_WaveSpeedNode):
             "hidden": dict(_HIDDEN),
         }
 
-    def generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
-                 height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
-                 timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
-        ask = _Ask.check(prompt, negative_prompt, model, api, guidance_scale, seed, count, response_format,
-                         output_format, timeout)
-        width, height = check_size_for(width, height, api)
+    def _generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
+                  height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
+                  timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+        order = TextToImage(prompt=prompt, negative_prompt=negative_prompt, model=model, api=api,
+                            guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
+                            response_format=response_format, output_format=output_format, timeout=timeout)
+        run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
+        image, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
+        return image, info_json(results, notes=run.notes, api=api, guidance_scale=order.sent_guidance,
+                                count=order.count)
 
-        run = _Run(unique_id, ask.count, model_notes(model, api, output_format), start=_price_text(ask.count))
-        client = _wavespeed_client(api, run, ask.timeout)
-        jobs = [_picture_job(run, client, ask, i, i, width, height) for i in range(ask.count)]
-        image, results = _deliver(run, jobs, client)
-        return image, info_json(results, notes=run.notes, api=api, guidance_scale=ask.sent_guidance,
-                                count=ask.count)
+    generate = _node_function(_generate)
 
 
 class ZImageEdit(_WaveSpeedNode):
@@ -589,40 +460,21 @@ class ZImageEdit(_WaveSpeedNode):
             "hidden": dict(_HIDDEN),
         }
 
-    def edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
-             guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
-             response_format: str = "b64_json", output_format: str = "png", timeout: int = 120,
-             unique_id: str | None = None) -> tuple[Any, str]:
-        from .zimage_api.images import tensor_to_upload, validate_image_tensor
+    def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
+              guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
+              response_format: str = "b64_json", output_format: str = "png", timeout: int = 120,
+              unique_id: str | None = None) -> tuple[Any, str]:
+        order = Edit(references=_references(image), prompt=prompt, negative_prompt=negative_prompt, model=model,
+                     api=api, strength=strength, guidance_scale=guidance_scale, seed=seed, count=count,
+                     width=int(width or 0), height=int(height or 0), response_format=response_format,
+                     output_format=output_format, timeout=timeout)
+        run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
+        edited, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
+        return edited, info_json(results, notes=run.notes, api=api, strength=order.strength,
+                                 guidance_scale=order.sent_guidance, references=len(order.references),
+                                 count_per_reference=order.count)
 
-        validate_image_tensor(image)
-        ask = _Ask.check(prompt, negative_prompt, model, api, guidance_scale, seed, count, response_format,
-                         output_format, timeout)
-        strength = check_number(strength, "strength", 0.0, 1.0)
-        count = ask.count
-        references = int(image.shape[0]) if image.ndim == 4 else 1
-        ref_height, ref_width = int(image.shape[-3]), int(image.shape[-2])
-        out_w, out_h = size_from_reference(int(width or 0), int(height or 0), ref_width, ref_height, size_limits(api))
-        out_w, out_h = check_size_for(out_w, out_h, api)
-        if references * count > MAX_EDIT_PICTURES:
-            raise ValidationError(
-                f"{references} reference pictures x count {count} would make {references * count} paid requests; "
-                f"the limit per run is {MAX_EDIT_PICTURES}. Split the batch or lower the count.", field="count")
-
-        run = _Run(unique_id, references * count, model_notes(model, api, output_format),
-                   start=_price_text(references * count))
-        client = _wavespeed_client(api, run, ask.timeout)
-        uploads = Once(lambda ref: tensor_to_upload(image, ref, max_side=1024))
-        urls = Once(lambda ref: client.upload(*uploads.get(ref)))
-
-        def reference_of(ref: int) -> _Reference:
-            return _Reference(_tensor_digest(image, ref), strength, lambda: uploads.get(ref), lambda: urls.get(ref))
-
-        jobs = [_picture_job(run, client, ask, ref * count + i, i, out_w, out_h, reference_of(ref))
-                for ref in range(references) for i in range(count)]
-        edited, results = _deliver(run, jobs, client)
-        return edited, info_json(results, notes=run.notes, api=api, strength=strength,
-                                 guidance_scale=ask.sent_guidance, references=references, count_per_reference=count)
+    edit = _node_function(_edit)
 
 
 class QingboTaskSubmit:
@@ -664,61 +516,34 @@ class QingboTaskSubmit:
             "hidden": dict(_HIDDEN),
         }
 
-    def submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
-               callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
-        from .zimage_api.polling import TaskState
-        from .zimage_api.qingbo import QingboClient, QingboTask
-        from .zimage_api.receipts import Receipts
+    def _submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
+                callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
+        from .zimage_api.engine import submit_error
+        from .zimage_api.validation import check_seed_range
 
-        seed, count = check_seed_range(seed), check_count(count)
-        events = split_events(callback_events)
-        options: dict[str, Any] = {
-            "aspect_ratio": aspect_ratio, "resolution": resolution, "prompt_extend": bool(prompt_extend),
-            "callback_url": (callback_url or "").strip() or None, "callback_events": events or None,
-        }
-        QingboClient.build_body(prompt, **options)  # every check runs before the first request
-
+        order = QingboTasks(prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution,
+                            prompt_extend=prompt_extend, seed=None if check_seed_range(seed) == 0 else seed,
+                            count=count, callback_url=callback_url, callback_events=split_events(callback_events))
         extra = " + prompt_extend" if prompt_extend else ""
-        run = _Run(unique_id, count, start=f"submitting {count} task(s) at about ${QINGBO_USD_PER_PICTURE} each "
-                                            f"(about ${QINGBO_USD_PER_PICTURE * count:.4f}{extra})")
-        client = QingboClient(sleep=run.transport_sleep)
-        receipts = Receipts(ledger=client.ledger)
-        tasks: list[Any] = [None] * count
-        run.cost = lambda: pre_consumed_text(tasks)
-
-        def job(index: int) -> Callable[[], Any]:
-            def submit_one() -> Any:
-                run.progress.update(index, 0.0, "submitting")
-                key = fingerprint("qingbo-submit", endpoint=client.transport.base_url, prompt=prompt, index=index,
-                                  **options, seed=None if seed == 0 else seed + index)
-                earlier, _spent = receipts.task_receipt(key)
-                if earlier is not None:
-                    task = QingboTask(task_id=earlier, state=TaskState.QUEUED, raw={"receipt": True})
-                    tasks[index] = task
-                    run.progress.update(index, 1.0, "accepted earlier")
-                    return task
-                # The same key on every retry and re-run until this task is spent: a lost answer is never paid twice.
-                task = client.submit(prompt, seed=None if seed == 0 else seed + index,
-                                     idempotency_key=receipts.idempotency_key(key), **options)
-                receipts.save_task(key, task.task_id)
-                tasks[index] = task
-                run.progress.update(index, 1.0, "accepted")
-                return task
-            return submit_one
-
-        try:
-            outcomes = run.run([job(i) for i in range(count)])
-        finally:
-            client.transport.close()
-        ids = [o.value.task_id for o in outcomes if o.value is not None]
+        run = _Run(unique_id, order.count, start=f"submitting {order.count} task(s) at about "
+                                                 f"${QINGBO_USD_PER_PICTURE} each (about "
+                                                 f"${QINGBO_USD_PER_PICTURE * order.count:.4f}{extra})")
+        accepted: list[Any] = []
+        run.cost = lambda: pre_consumed_text(accepted)
+        outcomes = run.drive(lambda engine: engine.submit(order))
+        tasks = [o.value for o in outcomes if o.value is not None]
+        accepted.extend(tasks)
+        ids = [task.task_id for task in tasks]
         error = first_error(outcomes)
         if error is not None:
             run.show("failed")
-            raise submit_error(error, ids, count)
-        earlier = sum(1 for o in outcomes if o.value is not None and o.value.raw.get("receipt"))
+            raise _with_poll_advice(submit_error(error, ids, order.count), ids)
+        earlier = sum(1 for task in tasks if task.raw.get("receipt"))
         again = f" ({earlier} submitted earlier with the same inputs: no new task, nothing charged)" if earlier else ""
         run.finish(f"accepted {len(ids)} task(s){again}\n" + "\n".join(ids))
         return ("\n".join(ids),)
+
+    submit = _node_function(_submit)
 
 
 class QingboTaskPoll:
@@ -750,59 +575,44 @@ class QingboTaskPoll:
             "hidden": dict(_HIDDEN),
         }
 
-    def poll(self, task_id: str, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+    def _poll(self, task_id: str, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+        from .zimage_api.engine import collect_error
+
         ids = [check_task_id(t, provider="Qingbo") for t in split_task_ids(task_id if isinstance(task_id, str) else "")]
         if not ids:
             raise ValidationError("The task_id is empty; link Qingbo Task Submit or paste task ids, one per line.",
                                   field="task_id")
         timeout = check_timeout(timeout)
-        cached = {tid: _poll_cache.get(tid) for tid in ids}
-        missing = [tid for tid in ids if cached[tid] is None]
-        notes = []
-        if len(missing) < len(ids):
-            notes.append(f"{len(ids) - len(missing)} task(s) collected earlier since ComfyUI started, served from memory; no request was sent.")
-
-        run = _Run(unique_id, len(ids), notes)
-        results: dict[str, GenerationResult] = {tid: r for tid, r in cached.items() if r is not None}
-        run.cost = lambda: cost_text(list(results.values()))
-        for index, tid in enumerate(ids):
-            if tid in results:
-                run.progress.update(index, 1.0, "done")
-        if missing:
-            from .zimage_api.qingbo import QingboClient
-
-            client = QingboClient(sleep=run.transport_sleep)
-            # One deadline for the whole run: with more ids than workers, later ids must not get a fresh timeout.
-            deadline = run.clock() + timeout
-
-            def job(index: int, tid: str) -> Callable[[], GenerationResult]:
-                def collect_one() -> GenerationResult:
-                    run.progress.update(index, 0.0, "waiting")
-                    result = client.collect(tid, on_progress=run.progress.callback(index),
-                                            **run.wait_options(max(deadline - run.clock(), 1.0)))
-                    results[tid] = result
-                    _poll_cache.put(tid, result)
-                    run.progress.update(index, 1.0, "done")
-                    return result
-                return collect_one
-
-            try:
-                outcomes = run.run([job(ids.index(tid), tid) for tid in missing])
-            except hooks.interrupt_exception():
-                # Ids whose wait never started got no remote cancel from it: cancel those still queued now.
-                _cancel_queued(client, [tid for tid in missing if tid not in results])
-                raise
-            finally:
-                client.transport.close()
-            error = poll_error(outcomes, missing, ids, timeout)
-            if error is not None:
-                run.show("failed")
-                raise error
-        ordered = [results[tid] for tid in ids]
+        run = _Run(unique_id, len(ids))
+        done: list[GenerationResult] = []
+        run.cost = lambda: cost_text(done)
+        outcomes = run.drive(lambda engine: engine.collect(ids, provider="qingbo", timeout=float(timeout)))
+        done.extend(o.value for o in outcomes if o.value is not None)
+        error = collect_error(outcomes, ids, timeout)
+        if error is not None:
+            run.show("failed")
+            raise _with_poll_advice(error, ids)
+        ordered = [o.value for o in outcomes if o.value is not None]
+        local = sum(1 for r in ordered if any(n.startswith("served from the local copy") for n in r.notes))
+        notes = [f"{local} task(s) collected earlier, served from the local copy; no request was sent."] if local else []
         image = _to_image(ordered)
         info = info_json(ordered, notes=notes)
         run.finish(f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}")
         return image, info
+
+    poll = _node_function(_poll)
+
+
+def _with_poll_advice(error: BaseException, ids: Sequence[str]) -> BaseException:
+    """The library's error with the node's own advice: where to paste task ids to collect them."""
+    from .zimage_api.errors import ZImageError
+
+    if not ids or not isinstance(error, ZImageError) or isinstance(error, (ValidationError, TaskCancelledError)):
+        return error
+    if "Qingbo Task Poll" in error.message:
+        return error
+    error.message = f"{error.message} Paste the task ids into Qingbo Task Poll (or queue again) to collect them."
+    return error
 
 
 NODE_CLASS_MAPPINGS = {

@@ -54,7 +54,7 @@ from PIL import Image  # noqa: E402
 
 from content import encoded, photo  # noqa: E402
 from zimage_api import images as zimages  # noqa: E402
-from zimage_api.batch import run_jobs  # noqa: E402
+from zimage_api.parallel import run_jobs  # noqa: E402
 from zimage_api.emulator import DEMO_KEY, Emulator  # noqa: E402
 from zimage_api.openai_images import ImagesClient  # noqa: E402
 from zimage_api.polling import PollSchedule  # noqa: E402

@@ -98,3 +98,11 @@ class RecordingHooks:
 
     def all_text(self) -> str:
         return "\n".join(text for text, _ in self.texts)
+
+
+def call_node(result: object) -> object:
+    """A node's output: its FUNCTION is a coroutine where ComfyUI awaits them, so await it as ComfyUI does."""
+    import asyncio
+    import inspect
+
+    return asyncio.run(result) if inspect.iscoroutine(result) else result  # type: ignore[arg-type]

@@ -88,3 +88,4 @@ def pack() -> ModuleType:
 def nodes(pack: ModuleType, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The pack's nodes module with :class:`RecordingHooks` as ``nodes.hooks`` and the fake clock."""
     return patch_nodes(monkeypatch, RecordingHooks(pack_nodes().ComfyHooks), clock)
+

@@ -202,7 +202,7 @@ def test_fifty_tasks_at_once_bounded_pool_no_leaks(emu, clock) -> None:
     import threading
     import time
 
-    from zimage_api.batch import run_jobs
+    from zimage_api.parallel import run_jobs
 
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))

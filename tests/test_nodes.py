@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from tests.comfy_stubs import MUG, PACK_DIR, PACK_MODULE, FakeInterrupt, pack_nodes
+from tests.comfy_stubs import call_node
 from zimage_api.emulator import DEMO_KEY, Emulator
 
 NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
@@ -50,7 +51,7 @@ def generate(nodes: ModuleType, **overrides: Any) -> tuple[torch.Tensor, str]:
     args: dict[str, Any] = dict(prompt=MUG, negative_prompt=NEGATIVE, model="Z-Image-Base", api="v1/images",
                                 guidance_scale=7.5, width=512, height=384, seed=5, count=2, unique_id="7")
     args.update(overrides)
-    return nodes.ZImageGenerate().generate(**args)
+    return call_node(nodes.ZImageGenerate().generate(**args))
 
 
 def reference(width: int, height: int, batch: int = 1) -> torch.Tensor:
@@ -124,7 +125,9 @@ def test_model_lists_match_the_library(pack: ModuleType) -> None:
     from zimage_api.wavespeed_v3 import MODEL_PATHS
 
     nodes = pack_nodes()
-    assert nodes.MODELS == list(MODELS) == list(MODEL_PATHS)
+    widget = nodes.ZImageGenerate.INPUT_TYPES()["required"]["model"][0]
+    assert widget == list(MODELS) == list(MODEL_PATHS)
+    assert nodes.ZImageEdit.INPUT_TYPES()["required"]["model"][0] == widget
 
 
 def test_importing_the_pack_alone_is_light(tmp_path: Path) -> None:
@@ -140,7 +143,7 @@ def test_importing_the_pack_alone_is_light(tmp_path: Path) -> None:
 
 def test_every_module_a_node_uses_imports_inside_comfyui(tmp_path: Path) -> None:
     """Inside ComfyUI the library is only reachable through the pack (relative imports), never as `zimage_api`."""
-    modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "batch", "polling", "transport"]
+    modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "engine", "orders", "parallel", "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "transport"]
     code = ("import importlib, importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location({PACK_MODULE!r}, {str(PACK_DIR / '__init__.py')!r})\n"
             "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n"
@@ -284,7 +287,7 @@ def edit(nodes: ModuleType, image: torch.Tensor, **overrides: Any) -> tuple[torc
     args: dict[str, Any] = dict(image=image, prompt=MUG, negative_prompt=NEGATIVE, model="Z-Image-Base",
                                 api="v1/images", strength=0.35, guidance_scale=6.5, seed=3, count=1, unique_id="9")
     args.update(overrides)
-    return nodes.ZImageEdit().edit(**args)
+    return call_node(nodes.ZImageEdit().edit(**args))
 
 
 def test_edit_v1_images_edits_every_picture_of_the_batch(nodes: ModuleType, emu: Emulator) -> None:
@@ -343,12 +346,12 @@ def submit(nodes: ModuleType, **overrides: Any) -> str:
     args: dict[str, Any] = dict(prompt=MUG, aspect_ratio="1:1", resolution="1K", prompt_extend=False, seed=0,
                                 count=2, unique_id="3")
     args.update(overrides)
-    (task_ids,) = nodes.QingboTaskSubmit().submit(**args)
+    (task_ids,) = call_node(nodes.QingboTaskSubmit().submit(**args))
     return task_ids
 
 
 def poll(nodes: ModuleType, task_ids: str, timeout: int = 120) -> tuple[torch.Tensor, str]:
-    return nodes.QingboTaskPoll().poll(task_ids, timeout=timeout, unique_id="4")
+    return call_node(nodes.QingboTaskPoll().poll(task_id=task_ids, timeout=timeout, unique_id="4"))
 
 
 def test_submit_returns_the_accepted_ids_at_once(nodes: ModuleType, emu: Emulator) -> None:
@@ -360,7 +363,7 @@ def test_submit_returns_the_accepted_ids_at_once(nodes: ModuleType, emu: Emulato
     assert len({r.headers["idempotency-key"] for r in sent}) == 3
     assert all(emu.tasks[t].status == "queued" for t in task_ids)
     assert "pre-consumed 15939 quota ($0.031878)" in nodes.hooks.all_text()
-    assert nodes.hooks.texts[0][0].startswith("submitting 3 task(s) at about $0.010625 each (about $0.0319)")
+    assert nodes.hooks.texts[0][0].startswith("submitting 3 task(s) at about $0.010626 each (about $0.0319)")
 
 
 def test_submit_passes_seed_plus_i_and_the_callback(nodes: ModuleType, emu: Emulator) -> None:
@@ -415,7 +418,7 @@ def test_polling_a_finished_id_again_sends_nothing(nodes: ModuleType, emu: Emula
     one, _ = poll(nodes, task_ids.split("\n")[1])
     assert len(emu.requests) == before
     assert torch.equal(first, again) and torch.equal(first[1:], one)
-    assert "collected earlier since ComfyUI started, served from memory" in info
+    assert "collected earlier, served from the local copy" in info
 
 
 def test_poll_reads_pasted_lists(nodes: ModuleType, emu: Emulator) -> None:
@@ -535,13 +538,13 @@ def test_default_hooks_are_no_ops_outside_comfyui(pack: ModuleType) -> None:
 )
 def test_edit_output_size_from_the_reference(request_size: tuple[int, int], reference_size: tuple[int, int],
                                              api: str, expected: tuple[int, int]) -> None:
-    from zimage_api.batch import size_from_reference, size_limits
+    from zimage_api.sizes import size_from_reference, size_limits
 
     assert size_from_reference(*request_size, *reference_size, size_limits(api)) == expected
 
 
 def test_run_jobs_stops_waiting_on_cancel_and_keeps_finished_outcomes() -> None:
-    from zimage_api.batch import run_jobs
+    from zimage_api.parallel import run_jobs
 
     cancel, release = threading.Event(), threading.Event()
     ticks: list[float] = []

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.comfy_stubs import PACK_DIR, patch_nodes
+from tests.comfy_stubs import call_node
 from zimage_api.emulator import Emulator
 
 WORKFLOWS = PACK_DIR / "workflows"
@@ -282,7 +283,7 @@ def test_api_workflow_runs_against_the_emulator(pack: ModuleType, run_env: Modul
         if cls is None:
             results[node_id] = core_stand_in(entry["class_type"], inputs, saved)
         else:
-            results[node_id] = getattr(cls(), cls.FUNCTION)(**inputs, unique_id=node_id)
+            results[node_id] = call_node(getattr(cls(), cls.FUNCTION)(**inputs, unique_id=node_id))
             outputs = results[node_id]
             assert len(outputs) == len(cls.RETURN_TYPES)
             if "info" in cls.RETURN_NAMES:

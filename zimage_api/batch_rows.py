@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
 from .cli_commands import read_reference, v3_size_for_reference
 from .cli_runtime import UsageError, one_line, to_stdout
 from .errors import ValidationError, ZImageError
@@ -27,8 +28,8 @@ __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost"
 
 # What Qingbo bills per picture: 5,313 quota at 500,000 quota per USD. prompt_extend costs extra, by an amount
 # Qingbo does not publish, so no figure is invented for it.
-QINGBO_USD_PER_IMAGE = 0.010626
-WAVESPEED_USD_PER_IMAGE_ESTIMATE = 0.01
+QINGBO_USD_PER_IMAGE = QINGBO_USD_PER_PICTURE
+WAVESPEED_USD_PER_IMAGE_ESTIMATE = WAVESPEED_USD_PER_PICTURE
 
 PROVIDERS = ("wavespeed-images", "wavespeed-v3", "qingbo")
 _PROVIDER_ALIASES = {"images": "wavespeed-images", "v1/images": "wavespeed-images", "wavespeed": "wavespeed-images",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .catalog import picture_extension
 from .cli_runtime import PROG, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
 from .config import QINGBO, WAVESPEED
 from .errors import ZImageError
@@ -28,17 +29,6 @@ __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "
 # -- pictures on disk -----------------------------------------------------------------------------------------------
 
 _write_lock = threading.Lock()
-
-
-def picture_extension(data: bytes) -> str:
-    """The file extension matching the encoded bytes (the provider's bytes are saved as they are)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return "bin"
 
 
 def picture_tag(provider: str, edit: bool) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "resolve_api_key", "resolve_base_url", "normalize_base_url"]
+__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "read_setting", "resolve_api_key", "resolve_base_url", "normalize_base_url"]
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "ZIMAGE_CONFIG"
@@ -74,6 +74,11 @@ def _read_config(section: str, option: str) -> str:
         _parsed.clear()
         _parsed[(str(path), mtime)] = parser
     return parser.get(section, option, fallback="").strip().strip('"').strip("'")
+
+
+def read_setting(section: str, option: str) -> str:
+    """One setting of ``zimage.ini`` (``""`` when the file, the section or the option is absent)."""
+    return _read_config(section, option)
 
 
 def resolve_api_key(provider: Provider, explicit: str | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .catalog import MODELS, RESPONSE_FORMATS
 from .config import WAVESPEED
 from .errors import InvalidResponseError
 from .images import decode_base64
@@ -19,8 +20,6 @@ from .validation import IMAGES_SIZE, check_choice, check_count, check_number, ch
 
 __all__ = ["ImagesClient", "MODELS", "RESPONSE_FORMATS"]
 
-MODELS = ("Z-Image-Base", "Z-Image-Turbo")
-RESPONSE_FORMATS = ("b64_json", "url")
 Upload = tuple[bytes, str, str]  # (data, filename, content_type)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import QINGBO_QUOTA_PER_PICTURE as PRICE_QUOTA
 from .config import QINGBO
 from .errors import (
     InvalidResponseError,
@@ -39,7 +40,6 @@ from .validation import (
 __all__ = ["QingboClient", "QingboTask", "MODEL", "PRICE_QUOTA", "parse_progress", "parse_timestamp", "output_size"]
 
 MODEL = "z-image-turbo"
-PRICE_QUOTA = 5313  # per image: the published $0.010625, rounded up to whole quota (500,000 quota = 1 USD)
 FAILURE_ADVICE = {
     "upstream_unavailable": "the upstream service is temporarily unavailable; this is retryable, run again",
     "upstream_bad_request": "the upstream model rejected the request (often the prompt); change it and run again",

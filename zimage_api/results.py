@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import QUOTA_PER_USD
+
 __all__ = ["GenerationResult", "QUOTA_PER_USD", "quota_to_usd"]
 
-QUOTA_PER_USD = 500_000
 
 
 def quota_to_usd(quota: float | None) -> float | None:

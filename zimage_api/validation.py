@@ -11,11 +11,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .catalog import SEED_MAX
 from .errors import ValidationError
 
 __all__ = [
     "SizeLimits", "IMAGES_SIZE", "V3_SIZE", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
-    "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count",
+    "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count", "check_seed_range", "check_timeout",
 ]
 
 QINGBO_PROMPT_LIMIT = 800
@@ -95,15 +96,15 @@ def check_choice(value: object, field: str, choices: Iterable[str], *, case_inse
 
 
 def check_seed(seed: object, *, field: str = "seed") -> int | None:
-    """None (random), or an integer 0..2**63-1. -1 also means random, as the providers use it."""
+    """None (random), or an integer 0..SEED_MAX (2147483647). -1 also means random, as the providers use it."""
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValidationError(f"The {field} must be a whole number, not {seed!r}.", field=field)
     if seed == -1:
         return None
-    if not 0 <= seed < 2 ** 63:
-        raise ValidationError(f"The {field} {seed} is outside 0-{2 ** 63 - 1} (or -1 for random).", field=field)
+    if not 0 <= seed <= SEED_MAX:
+        raise ValidationError(f"The {field} {seed} is outside 0-{SEED_MAX} (or -1 for random).", field=field)
     return seed
 
 
@@ -138,3 +139,15 @@ def split_task_ids(text: str) -> list[str]:
         if token and token not in ids:
             ids.append(token)
     return ids
+
+
+def check_seed_range(seed: object, *, field: str = "seed") -> int:
+    """A seed widget value: a whole number 0..SEED_MAX."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ValidationError(f"The {field} {seed!r} is outside 0-{SEED_MAX}.", field=field)
+    return seed
+
+
+def check_timeout(timeout: object, *, field: str = "timeout") -> int:
+    """A timeout widget value: 10..900 seconds."""
+    return int(check_number(timeout, field, 10, 900))

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import V3_MODEL_PATHS as MODEL_PATHS
+from .catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
 from .config import WAVESPEED
 from .errors import (
     InvalidResponseError,
@@ -29,8 +31,6 @@ from .validation import V3_SIZE, check_choice, check_number, check_prompt, check
 
 __all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
 
-MODEL_PATHS = {"Z-Image-Base": "wavespeed-ai/z-image/base", "Z-Image-Turbo": "wavespeed-ai/z-image/turbo"}
-OUTPUT_FORMATS = ("png", "jpeg")
 
 
 @dataclass(frozen=True)

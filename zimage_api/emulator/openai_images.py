@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ..catalog import MODELS
 from .faults import Fault
 from .pictures import encode, render_card
 from .wire import OPENAI, RecordedRequest, Response, RouteError, is_number, json_response
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["generations", "edits", "MODELS"]
 
-MODELS = ("Z-Image-Base", "Z-Image-Turbo")
 _FIELDS = frozenset({"model", "prompt", "negative_prompt", "guidance_scale", "size", "n", "seed", "response_format"})
 _EDIT_FIELDS = _FIELDS | {"strength", "image"}
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")

@@ -1,0 +1,347 @@
+"""The engine: plan an order into paid units, serve each from its receipt or buy it, record every task id, collect.
+
+Every entry point drives it: the nodes, the CLI's single commands, ``batch`` and ``tasks resume``. A unit is one
+paid picture (or one Qingbo task): picture *i* of an order uses ``seed + i``, everywhere, so equal orders send equal
+requests and find equal receipts. Progress, Cancel, the clock and sleep are passed in; the engine knows nothing of
+ComfyUI or argparse, and its messages speak of the library.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from .clients import Clients
+from .errors import TaskCancelledError, TaskFailedError, TaskTimeoutError, ZImageError
+from .limits import LIMITS, ProviderLimits
+from .orders import Edit, PictureOrder, QingboTasks
+from .parallel import JobOutcome, Once, first_error, run_jobs
+from .progress import BatchProgress
+from .receipts import Receipts, fingerprint
+from .results import GenerationResult
+
+__all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error"]
+
+RECEIPT_NOTE = "served from the local receipt"
+
+
+class RunCancelled(ZImageError):
+    """The run was cancelled; ``outcomes`` holds what finished before (paid pictures are kept in receipts)."""
+
+    def __init__(self, outcomes: Sequence[JobOutcome[Any]]) -> None:
+        super().__init__("The run was cancelled.")
+        self.outcomes = list(outcomes)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One paid picture or task of an order: its place, its seed and the fingerprint of its request."""
+
+    index: int
+    seed: int | None
+    key: str
+    reference: int | None = None  # which reference of an edit
+
+
+class Engine:
+    """Runs orders for one caller.
+
+    Args:
+        clients: the provider clients (keys, base URLs, transport sleep).
+        progress: where each unit's progress goes; made per run when None.
+        cancel: set by the caller to stop; units not started never start, waits stop within their poll slice.
+        cancelled: the cancel check handed to every wait (default: ``cancel.is_set``).
+        on_tick: runs in the caller's thread between short waits (redraw a progress bar there).
+        clock, sleep: the time source and sleep of every wait.
+        limits: the per-provider limit of paid requests in flight.
+        paying: ``paying(what)`` gives a context manager held while a paid request is being sent.
+        on_task_id, on_collected: told when a task id is issued or earlier found, and when it was collected.
+    """
+
+    def __init__(self, clients: Clients, *, progress: BatchProgress | None = None,
+                 cancel: threading.Event | None = None, cancelled: Callable[[], bool] | None = None,
+                 on_tick: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, limits: ProviderLimits = LIMITS,
+                 paying: Callable[[str], AbstractContextManager[Any]] | None = None,
+                 on_task_id: Callable[[str, str], None] | None = None,
+                 on_collected: Callable[[str], None] | None = None, workers: int = 4) -> None:
+        self.clients = clients
+        self.progress = progress
+        self.cancel = cancel if cancel is not None else threading.Event()
+        self.cancelled = cancelled or self.cancel.is_set
+        self.on_tick = on_tick
+        self.clock = clock
+        self.sleep = sleep
+        self.limits = limits
+        self._paying = paying
+        self._on_task_id = on_task_id or (lambda _tid, _provider: None)
+        self._on_collected = on_collected or (lambda _tid: None)
+        self.workers = workers
+
+    # -- planning -------------------------------------------------------------------------------------------------
+
+    def plan(self, order: PictureOrder | QingboTasks) -> list[Unit]:
+        """The paid units of ``order``, in output order, each with its seed and request fingerprint."""
+        if isinstance(order, QingboTasks):
+            endpoint = self.clients.qingbo().transport.base_url
+            return [Unit(i, order.seed_of(i), fingerprint(
+                order.kind, endpoint=endpoint, prompt=order.prompt, index=i, **order.options(),
+                seed=order.seed_of(i))) for i in range(order.count)]
+        endpoint = self._picture_client(order).transport.base_url
+        units = []
+        refs: Sequence[int | None] = range(len(order.references)) if isinstance(order, Edit) else [None]
+        for ref in refs:
+            for i in range(order.count):
+                seed = order.seed + i
+                picture: dict[str, Any] = {}
+                if isinstance(order, Edit) and ref is not None:
+                    picture = {"reference": order.references[ref].digest, "strength": order.strength}
+                key = fingerprint(order.kind, endpoint=endpoint, api=order.api, model=order.model,
+                                  prompt=order.prompt, negative_prompt=order.negative_prompt,
+                                  guidance_scale=order.sent_guidance, width=order.width, height=order.height,
+                                  seed=seed, output_format=order.output_format if order.api == "v3" else None,
+                                  **picture)
+                units.append(Unit(len(units), seed, key, ref))
+        return units
+
+    # -- pictures (Generate, Edit) ----------------------------------------------------------------------------------
+
+    def pictures(self, order: PictureOrder) -> list[JobOutcome[GenerationResult]]:
+        """Every picture of ``order``, one outcome per unit (served from its receipt, or bought).
+
+        Raises :class:`RunCancelled` on Cancel, once the waits have stopped.
+        """
+        units = self.plan(order)
+        progress = self._progress(len(units))
+        client = self._picture_client(order)
+        receipts = Receipts(ledger=self.clients.ledger)
+        references = order.references if isinstance(order, Edit) else ()
+        urls = Once(lambda ref: self.clients.v3().upload(*references[ref].upload))
+
+        def job(unit: Unit) -> Callable[[], GenerationResult]:
+            def run() -> GenerationResult:
+                saved = receipts.load(unit.key)
+                if saved is not None:
+                    progress.update(unit.index, 1.0, "done (receipt)")
+                    return saved
+                with self._slot("wavespeed", unit.index, progress):
+                    if order.api == "v3":
+                        result = self._v3_picture(order, unit, receipts, urls, progress)
+                    else:
+                        result = self._v1_picture(order, unit, client, progress)
+                receipts.save(unit.key, result)
+                progress.update(unit.index, 1.0, "done")
+                return result
+            return run
+
+        return self._run([job(unit) for unit in units], progress)
+
+    def _picture_client(self, order: PictureOrder) -> Any:
+        return self.clients.v3() if order.api == "v3" else self.clients.images(order.timeout)
+
+    def _v1_picture(self, order: PictureOrder, unit: Unit, client: Any, progress: BatchProgress) -> GenerationResult:
+        progress.update(unit.index, 0.0, "requesting")
+        options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
+                       width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
+                       response_format=order.response_format)
+        with self._paying_for("the image request"):
+            if isinstance(order, Edit) and unit.reference is not None:
+                return client.edit(order.references[unit.reference].upload, order.prompt, strength=order.strength,
+                                   **options)
+            return client.generate(order.prompt, **options)
+
+    def _v3_picture(self, order: PictureOrder, unit: Unit, receipts: Receipts, urls: Once,
+                    progress: BatchProgress) -> GenerationResult:
+        """Collect the prediction bought earlier for this unit if there is one, else submit and collect it.
+
+        A timeout or Cancel leaves the prediction running; the same order again collects it without paying twice.
+        """
+        client = self.clients.v3()
+        earlier, _spent = receipts.task_receipt(unit.key)
+        first = None
+        if earlier is None:
+            reference: dict[str, Any] = {}
+            if isinstance(order, Edit) and unit.reference is not None:
+                progress.update(unit.index, 0.0, "uploading")
+                reference = {"image_url": urls.get(unit.reference), "strength": order.strength}
+            progress.update(unit.index, 0.0, "requesting")
+            with self._paying_for("the prediction request"):
+                first = client.submit(order.prompt, model=order.model, negative_prompt=order.negative_prompt,
+                                      width=order.width, height=order.height, seed=unit.seed,
+                                      output_format=order.output_format,
+                                      base64_output=order.response_format == "b64_json", **reference)
+            receipts.save_task(unit.key, first.id)
+            earlier = first.id
+        else:
+            progress.update(unit.index, 0.0, "collecting an earlier prediction")
+        return self._collect_one(client, "wavespeed", earlier, unit.index, progress, float(order.timeout),
+                                 first=first, seed=unit.seed, size=order.size)
+
+    # -- Qingbo tasks ---------------------------------------------------------------------------------------------
+
+    def submit(self, order: QingboTasks) -> list[JobOutcome[Any]]:
+        """Queue every task of ``order``; a task submitted earlier with the same inputs is returned, not re-bought.
+
+        Each outcome's value is a :class:`~zimage_api.qingbo.QingboTask` (``raw["receipt"]`` when it was earlier).
+        The same Idempotency-Key goes with every retry and re-run until the task is spent, so a submit whose answer
+        was lost is never paid twice.
+        """
+        from .polling import TaskState
+        from .qingbo import QingboTask
+
+        units = self.plan(order)
+        progress = self._progress(len(units))
+        client = self.clients.qingbo()
+        receipts = Receipts(ledger=self.clients.ledger)
+
+        def job(unit: Unit) -> Callable[[], Any]:
+            def run() -> Any:
+                progress.update(unit.index, 0.0, "submitting")
+                earlier, _spent = receipts.task_receipt(unit.key)
+                if earlier is not None:
+                    progress.update(unit.index, 1.0, "accepted earlier")
+                    self._on_task_id(earlier, "qingbo")
+                    return QingboTask(task_id=earlier, state=TaskState.QUEUED, raw={"receipt": True})
+                with self._slot("qingbo", unit.index, progress), self._paying_for("the task request"):
+                    task = client.submit(order.prompt, seed=unit.seed, idempotency_key=receipts.idempotency_key(
+                        unit.key), **order.options())  # type: ignore[arg-type]
+                receipts.save_task(unit.key, task.task_id)
+                self._on_task_id(task.task_id, "qingbo")
+                progress.update(unit.index, 1.0, "accepted")
+                return task
+            return run
+
+        return self._run([job(unit) for unit in units], progress)
+
+    def collect(self, task_ids: Sequence[str], *, provider: str = "qingbo", timeout: float = 120.0,
+                extras: Sequence[dict[str, Any]] | None = None) -> list[JobOutcome[GenerationResult]]:
+        """Wait for existing tasks side by side (never re-submitting) and return their pictures, one per id.
+
+        One deadline for all of them. A task collected earlier comes from its local copy without a request. On
+        Cancel, the Qingbo tasks whose wait never started are cancelled at Qingbo if still queued.
+        """
+        progress = self._progress(len(task_ids))
+        client = self.clients.tasks(provider)
+        deadline = self.clock() + timeout
+        collected: set[str] = set()
+
+        def job(index: int, task_id: str) -> Callable[[], GenerationResult]:
+            def run() -> GenerationResult:
+                progress.update(index, 0.0, "waiting")
+                result = self._collect_one(client, provider, task_id, index, progress,
+                                           max(deadline - self.clock(), 1.0), **(extras[index] if extras else {}))
+                collected.add(task_id)
+                progress.update(index, 1.0, "done")
+                return result
+            return run
+
+        try:
+            return self._run([job(i, tid) for i, tid in enumerate(task_ids)], progress)
+        except RunCancelled:
+            if provider == "qingbo":
+                self._cancel_queued(client, [tid for tid in task_ids if tid not in collected])
+            raise
+
+    def _collect_one(self, client: Any, provider: str, task_id: str, index: int, progress: BatchProgress,
+                     timeout: float, **options: Any) -> GenerationResult:
+        self._on_task_id(task_id, provider)
+        result: GenerationResult = client.collect(task_id, on_progress=progress.callback(index), timeout=timeout,
+                                                  sleep=self.sleep, clock=self.clock, cancel_check=self.cancelled,
+                                                  **options)
+        self._on_collected(task_id)
+        return result
+
+    @staticmethod
+    def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
+        """Best-effort remote cancel of every task that is still queued (one request each, side by side)."""
+        if not task_ids:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(4, len(task_ids)), thread_name_prefix="zimage-cancel") as pool:
+            list(pool.map(lambda tid: client.try_cancel(None, tid), task_ids))
+
+    # -- running --------------------------------------------------------------------------------------------------
+
+    def _progress(self, units: int) -> BatchProgress:
+        if self.progress is None or len(self.progress) != max(units, 1):
+            self.progress = BatchProgress(units)
+        return self.progress
+
+    def _run(self, jobs: Sequence[Callable[[], Any]], progress: BatchProgress) -> list[JobOutcome[Any]]:
+        def guarded(job: Callable[[], Any]) -> Callable[[], Any]:
+            def start() -> Any:
+                if self.cancelled():
+                    raise TaskCancelledError("The run was cancelled before this unit started.", task_id="")
+                return job()
+            return start
+
+        outcomes = run_jobs([guarded(job) for job in jobs], cancel=self.cancel, on_tick=self._tick,
+                            wake=progress.changed, workers=self.workers)
+        if self.cancel.is_set() or self.cancelled() or any(
+                isinstance(o.error, (TaskCancelledError, InterruptedError)) for o in outcomes):
+            raise RunCancelled(outcomes)
+        return outcomes
+
+    def _tick(self) -> None:
+        self.cancelled()
+        if self.on_tick is not None:
+            self.on_tick()
+
+    @contextmanager
+    def _slot(self, provider: str, index: int, progress: BatchProgress) -> Iterator[None]:
+        name = "WaveSpeed" if provider == "wavespeed" else "Qingbo"
+
+        def waiting(in_flight: int, limit: int) -> None:
+            progress.update(index, None, f"waiting for a free {name} slot ({in_flight} of {limit} in flight)")
+
+        with self.limits.slot(provider, cancelled=self.cancelled, on_wait=waiting):
+            yield
+
+    def _paying_for(self, what: str) -> AbstractContextManager[Any]:
+        return self._paying(what) if self._paying is not None else nullcontext()
+
+
+def submit_error(error: BaseException, accepted: Sequence[str], count: int) -> BaseException:
+    """The error to raise when some submits failed: if tasks were accepted (and paid), it names them."""
+    if not accepted:
+        return error
+    wrapped = ZImageError(f"{error} Qingbo accepted {len(accepted)} of the {count} tasks before that: "
+                          f"{', '.join(accepted)}; collect them by their ids to get their pictures.")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def collect_error(outcomes: Sequence[JobOutcome[GenerationResult]], ids: Sequence[str],
+                  timeout: float) -> BaseException | None:
+    """One clear error for the collected tasks that did not deliver (None if all did).
+
+    Several timeouts become one message naming every id; a failed task's message names the tasks that did complete,
+    which stay collectable at no cost.
+    """
+    errors = [o.error for o in outcomes if o.error is not None]
+    if not errors:
+        return None
+    timeouts = [e for e in errors if isinstance(e, TaskTimeoutError)]
+    if len(timeouts) > 1 and len(timeouts) == len(errors):
+        names = ", ".join(e.task_id for e in timeouts)
+        return TaskTimeoutError(
+            f"Qingbo tasks {names} were still running after {timeout:g} s. They were not re-submitted, so nothing "
+            "was charged twice: collect these ids again to get the pictures.", task_id=timeouts[0].task_id,
+            provider="Qingbo")
+    first = errors[0]
+    delivered = [tid for tid, o in zip(ids, outcomes) if o.value is not None]
+    if isinstance(first, TaskFailedError) and delivered:
+        wrapped = TaskFailedError(
+            f"{first.message} The other task(s) {', '.join(delivered)} completed and are kept: collect them without "
+            f"{first.task_id} to get their pictures at no cost.", task_id=first.task_id, provider=first.provider,
+            code=first.code, retryable=first.retryable)
+        wrapped.__cause__ = first
+        return wrapped
+    return first
+
+

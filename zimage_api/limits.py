@@ -1,0 +1,83 @@
+"""One limit of paid requests in flight per provider, shared by every node, pool and CLI job of the process.
+
+Nodes that run side by side must not trip a provider's rate limit together: WaveSpeed's default account allows 2
+concurrent tasks, so that is the default there. Set a limit with ``ZIMAGE_WAVESPEED_CONCURRENCY`` /
+``ZIMAGE_QINGBO_CONCURRENCY``, or ``concurrency = N`` in the provider's section of ``zimage.ini``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .config import read_setting
+from .logs import logger
+
+__all__ = ["ProviderLimits", "LIMITS", "DEFAULT_LIMITS"]
+
+DEFAULT_LIMITS = {"wavespeed": 2, "qingbo": 4}
+_MAX_LIMIT = 64
+
+
+def _configured_limit(provider: str) -> int:
+    env = f"ZIMAGE_{provider.upper()}_CONCURRENCY"
+    raw = os.environ.get(env, "").strip() or read_setting(provider, "concurrency").strip()
+    if not raw:
+        return DEFAULT_LIMITS.get(provider, 2)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_LIMIT:
+        logger.warning("%s concurrency %r is not a whole number 1-%d; using %d", provider, raw, _MAX_LIMIT,
+                       DEFAULT_LIMITS.get(provider, 2))
+        return DEFAULT_LIMITS.get(provider, 2)
+    return value
+
+
+class ProviderLimits:
+    """A counting limit per provider (``"wavespeed"``, ``"qingbo"``). ``limits`` overrides the configuration."""
+
+    def __init__(self, limits: dict[str, int] | None = None) -> None:
+        self._fixed = dict(limits or {})
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._in_flight: dict[str, int] = {}
+
+    def limit(self, provider: str) -> int:
+        """The limit in force now; the configuration is read each time, so a change applies to the next unit."""
+        return self._fixed.get(provider) or _configured_limit(provider)
+
+    def in_flight(self, provider: str) -> int:
+        with self._lock:
+            return self._in_flight.get(provider, 0)
+
+    @contextmanager
+    def slot(self, provider: str, *, cancelled: Callable[[], bool] = lambda: False,
+             on_wait: Callable[[int, int], None] | None = None, poll_seconds: float = 0.25) -> Iterator[None]:
+        """Hold one of ``provider``'s slots for the block; wait for one first if all are taken.
+
+        ``on_wait(in_flight, limit)`` is called once when the wait starts. The wait checks ``cancelled`` every
+        ``poll_seconds`` and raises :class:`InterruptedError` when it answers True; nothing was sent then.
+        """
+        with self._cond:
+            told = False
+            while self._in_flight.get(provider, 0) >= self.limit(provider):
+                if cancelled():
+                    raise InterruptedError("cancelled while waiting for a free slot")
+                if not told and on_wait is not None:
+                    told = True
+                    on_wait(self._in_flight.get(provider, 0), self.limit(provider))
+                self._cond.wait(poll_seconds)
+            self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight[provider] -= 1
+                self._cond.notify_all()
+
+
+LIMITS = ProviderLimits()
