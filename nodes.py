@@ -315,8 +315,8 @@ def _node_function(work: Callable[..., T]) -> Callable[..., Any]:
         return work
 
     @functools.wraps(work)
-    async def run(self: Any, **inputs: Any) -> T:
-        return await asyncio.to_thread(work, self, **inputs)
+    async def run(self: Any, *args: Any, **inputs: Any) -> T:
+        return await asyncio.to_thread(work, self, *args, **inputs)
 
     return run
 
@@ -403,7 +403,8 @@ class ZImageGenerate(_WaveSpeedNode):
                   timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
         order = TextToImage(prompt=prompt, negative_prompt=negative_prompt, model=model, api=api,
                             guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
-                            response_format=response_format, output_format=output_format, timeout=timeout)
+                            response_format=response_format, output_format=output_format,
+                            timeout=check_timeout(timeout))
         run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
         image, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
         return image, info_json(results, notes=run.notes, api=api, guidance_scale=order.sent_guidance,
@@ -467,7 +468,7 @@ class ZImageEdit(_WaveSpeedNode):
         order = Edit(references=_references(image), prompt=prompt, negative_prompt=negative_prompt, model=model,
                      api=api, strength=strength, guidance_scale=guidance_scale, seed=seed, count=count,
                      width=int(width or 0), height=int(height or 0), response_format=response_format,
-                     output_format=output_format, timeout=timeout)
+                     output_format=output_format, timeout=check_timeout(timeout))
         run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
         edited, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
         return edited, info_json(results, notes=run.notes, api=api, strength=order.strength,

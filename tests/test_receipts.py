@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.comfy_stubs import call_node
 from tests.comfy_stubs import MUG
 from zimage_api.receipts import Receipts, fingerprint
 from zimage_api.results import GenerationResult
@@ -16,7 +17,7 @@ def generate(nodes, **overrides: Any):
     args = dict(prompt=MUG, negative_prompt="no text", model="Z-Image-Base", api="v1/images", guidance_scale=7.5,
                 width=256, height=256, seed=42, count=2)
     args.update(overrides)
-    return nodes.ZImageGenerate().generate(**args)
+    return call_node(nodes.ZImageGenerate().generate(**args))
 
 
 def test_same_inputs_again_send_nothing_and_return_the_same_pixels(emu, nodes) -> None:
@@ -51,10 +52,10 @@ def test_edit_receipt_matches_only_the_same_reference(emu, nodes) -> None:
     blue = red.flip(-1)
     args = dict(prompt=MUG, negative_prompt="", model="Z-Image-Base", api="v1/images", strength=0.35,
                 guidance_scale=6.5, seed=1, count=1)
-    nodes.ZImageEdit().edit(red, **args)
-    nodes.ZImageEdit().edit(red, **args)
+    call_node(nodes.ZImageEdit().edit(red, **args))
+    call_node(nodes.ZImageEdit().edit(red, **args))
     assert len(emu.requests_to("POST /v1/images/edits")) == 1
-    nodes.ZImageEdit().edit(blue, **args)
+    call_node(nodes.ZImageEdit().edit(blue, **args))
     assert len(emu.requests_to("POST /v1/images/edits")) == 2
 
 
@@ -62,8 +63,8 @@ def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) ->
     submit = nodes.QingboTaskSubmit()
     args = dict(prompt="a lighthouse at dawn", aspect_ratio="16:9", resolution="1K", prompt_extend=False, seed=5,
                 count=2)
-    (first,) = submit.submit(**args)
-    (again,) = submit.submit(**args)
+    (first,) = call_node(submit.submit(**args))
+    (again,) = call_node(submit.submit(**args))
     assert first == again and len(first.splitlines()) == 2
     assert "(2 submitted earlier with the same inputs: no new task, nothing charged)" in nodes.hooks.texts[-1][0]
     assert len(emu.requests_to("POST /v1/tasks")) == 2
@@ -71,7 +72,7 @@ def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) ->
     from zimage_api.ledger import Ledger
 
     Ledger.default().record_status(first.splitlines()[0], "failed")
-    (third,) = submit.submit(**args)
+    (third,) = call_node(submit.submit(**args))
     assert third.splitlines()[1] == first.splitlines()[1] and third.splitlines()[0] != first.splitlines()[0]
     assert len(emu.requests_to("POST /v1/tasks")) == 3
 
@@ -110,8 +111,8 @@ def test_a_submit_whose_answer_was_lost_is_not_paid_twice_on_re_queue(emu, nodes
     args = dict(prompt="a lighthouse at dawn", aspect_ratio="16:9", resolution="1K", prompt_extend=False, seed=5,
                 count=1)
     with pytest.raises(Exception, match="may have reached Qingbo"):
-        submit.submit(**args)
-    (task_id,) = submit.submit(**args)  # queued again with the same inputs
+        call_node(submit.submit(**args))
+    (task_id,) = call_node(submit.submit(**args))  # queued again with the same inputs
     assert emu.task_count("qingbo") == 1 and list(emu.tasks) == [task_id]
     keys = {r.headers["idempotency-key"] for r in emu.requests_to("POST /v1/tasks")}
     assert len(keys) == 1
@@ -139,14 +140,14 @@ def test_cancel_of_a_poll_with_more_ids_than_workers_cancels_every_queued_task(n
         monkeypatch.setenv("QINGBO_BASE_URL", emulator.url)
         monkeypatch.setattr(nodes, "clock", time.monotonic)
         monkeypatch.setattr(nodes, "sleep", time.sleep)
-        (ids,) = nodes.QingboTaskSubmit().submit(prompt="a lighthouse", aspect_ratio="1:1", resolution="1K",
-                                                 prompt_extend=False, seed=0, count=6)
+        (ids,) = call_node(nodes.QingboTaskSubmit().submit(prompt="a lighthouse", aspect_ratio="1:1",
+                                                           resolution="1K", prompt_extend=False, seed=0, count=6))
         timer = threading.Timer(0.3, lambda: setattr(nodes.hooks, "flag", True))
         started = time.monotonic()
         timer.start()
         try:
             with pytest.raises(FakeInterrupt):
-                nodes.QingboTaskPoll().poll(ids, timeout=300)
+                call_node(nodes.QingboTaskPoll().poll(ids, timeout=300))
         finally:
             timer.cancel()
         assert time.monotonic() - started < 1.5

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
-from .cli_commands import read_reference, v3_size_for_reference
+from .cli_commands import read_reference
+from .orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
 from .cli_runtime import UsageError, one_line, to_stdout
 from .errors import ValidationError, ZImageError
 
@@ -231,13 +232,15 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     if "reference" in fields:
         reference = Path(str(fields["reference"])).expanduser()
         reference = reference if reference.is_absolute() else base_dir / reference
-        data, _name, _type = read_reference(reference)
+        ref = read_reference(reference)
         params["reference"] = str(reference.resolve())
         params["reference_sha256"] = hashlib.sha256(reference.read_bytes()).hexdigest()[:16]
-        strength = _float(fields.get("strength", 0.5 if provider == "wavespeed-images" else 0.6), "strength")
+        strength = _float(fields.get("strength", 0.5), "strength")
         params["strength"] = check_number(strength, "strength", 0.0, 1.0)
-        if width is None and provider == "wavespeed-v3":
-            width, height = v3_size_for_reference(data)
+        if width is None:
+            # The output size an edit gets from its reference, as every entry point fits it.
+            width, height = Edit(references=(ref,), prompt=prompt or "-", api="v1/images" if provider ==
+                                 "wavespeed-images" else "v3").size
     elif "strength" in fields:
         raise ValidationError("The strength needs a reference picture.", field="strength")
     if reference is None and width is None:
@@ -249,7 +252,7 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
         ImagesClient.build_body(prompt, params["negative_prompt"], cfg, width, height, seed, 1, params["model"], fmt)
         params.update(cfg=cfg, response_format=fmt)
     else:
-        fmt = str(fields.get("response_format") or "url")
+        fmt = str(fields.get("response_format") or response_format or "b64_json")
         out_fmt = str(fields.get("output_format") or output_format or "png")
         check_choice(fmt, "response_format", ("b64_json", "url"))
         WaveSpeedClient.build_body(prompt, params["model"], params["negative_prompt"], width or 1024, height or 1024,
@@ -352,3 +355,25 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
                   "sent again (--retry-missing pays for them again)")
     to_stdout(f"estimated cost: about ${total:.4f} (Qingbo's price per picture, WaveSpeed estimated; nothing was "
               "sent)")
+
+
+def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks:
+    """The engine's order for one row: one picture (or task), as a node or a single command would send it.
+
+    A WaveSpeed row without a seed gets one drawn now (it is in the picture's file name); Qingbo picks its own.
+    """
+    p = job.params
+    if job.provider == "qingbo":
+        return QingboTasks(prompt=p["prompt"], aspect_ratio=p["aspect_ratio"], resolution=p["resolution"],
+                           prompt_extend=p["prompt_extend"], seed=p["seed"])
+    api = "v1/images" if job.provider == "wavespeed-images" else "v3"
+    seed = random_seed() if p["seed"] is None else p["seed"]
+    common: dict[str, Any] = dict(prompt=p["prompt"], negative_prompt=p["negative_prompt"], model=p["model"],
+                                  api=api, seed=seed, width=p["width"], height=p["height"],
+                                  response_format=p.get("response_format") or "b64_json",
+                                  output_format=p.get("output_format") or "png", timeout=timeout)
+    if api == "v1/images":
+        common["guidance_scale"] = p["cfg"]
+    if p.get("reference"):
+        return Edit(references=(read_reference(p["reference"]),), strength=p["strength"], **common)
+    return TextToImage(**common)

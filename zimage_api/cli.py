@@ -30,6 +30,7 @@ from .cli_commands import (
     submit_tasks,
 )
 from .cli_parser import build_parser
+from .engine import RunCancelled
 from .cli_runtime import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -111,7 +112,7 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     try:
         rt = rt or Runtime(sleep=sleep, clock=clock)
         return _dispatch(args, rt)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunCancelled):
         return _interrupted(rt)
     except OutputClosed:
         _discard_stdout()

@@ -21,11 +21,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
-from .batch_rows import WAVESPEED_USD_PER_IMAGE_ESTIMATE, Job, estimate_cost, load_jobs, print_dry_run
-from .cli_commands import picture_tag, prepare_out, read_reference, request_images, save_paid_pictures
+from .batch_rows import Job, estimate_cost, load_jobs, print_dry_run, row_order
+from .catalog import WAVESPEED_USD_PER_PICTURE
+from .cli_commands import DEFAULT_TIMEOUT, picture_tag, prepare_out, save_paid_pictures
+from .engine import RunCancelled
+from .parallel import JobOutcome
 from .cli_runtime import (
     EXIT_FAILED,
     EXIT_OK,
@@ -186,18 +190,47 @@ class _Batch:
             self._submitting_keys.add(job.key)
         return f"the submit of {job.where} ({job.provider})"
 
+    def _engine(self, job: Job) -> Any:
+        """The engine for one row: its paid request is named after the row, and an issued id is in the manifest
+        (and the ledger, tagged with the row) before its answer is interpreted."""
+        rt = self.rt
+
+        def issued(task_id: str, provider: str) -> None:
+            rt.track(task_id, provider)
+            if self.manifest.pending_task(job.key) != task_id:
+                rt.ledger.append(task_id, batch_row=self.manifest.ledger_tag(job))
+                self.manifest.write(job, "submitted", task_id=task_id)
+
+        engine = rt.engine()
+        # The manifest says "submitting" only once the row's paid request is about to go out.
+        engine.configure(paying=lambda _what: rt.paying(self._submitting(job)), on_task_id=issued)
+        return engine
+
+    @property
+    def _timeout(self) -> float:
+        return DEFAULT_TIMEOUT if self.args.timeout is None else float(self.args.timeout)
+
+    @staticmethod
+    def _value(run: Callable[[], list[JobOutcome[Any]]]) -> Any:
+        """The row's one unit: its value, or its error raised."""
+        try:
+            outcomes = run()
+        except RunCancelled:
+            raise Interrupted() from None
+        error = outcomes[0].error
+        if isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt  # Ctrl-C inside the row's wait: handled as if it reached this thread
+        if error is not None:
+            raise error
+        return outcomes[0].value
+
     def _images(self, job: Job) -> _Outcome:
-        p = job.params
-        upload = read_reference(p["reference"]) if p.get("reference") else None
-        client = self.rt.images(read_timeout=self.args.timeout)
-        with self.rt.paying(self._submitting(job)):
-            result = request_images(client, p["prompt"], upload, strength=p.get("strength"),
-                                    negative_prompt=p["negative_prompt"], guidance_scale=p["cfg"], seed=p["seed"],
-                                    model=p["model"], response_format=p["response_format"], width=p["width"],
-                                    height=p["height"])
-        tag = picture_tag("wavespeed", bool(upload))
-        paths, elsewhere = save_paid_pictures(self.rt, self.out, tag, result.prompt_sha256, p["seed"], result.images)
-        cost = round(WAVESPEED_USD_PER_IMAGE_ESTIMATE * len(result.images), 6)
+        result = self._value(lambda: self._engine(job).pictures(row_order(job, timeout=self._timeout)))
+        tag = picture_tag("wavespeed", bool(job.params.get("reference")))
+        ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
+        paths, elsewhere = save_paid_pictures(self.rt, self.out, tag, ident, job.params["seed"], result.images,
+                                              result.paths)
+        cost = round(WAVESPEED_USD_PER_PICTURE * len(result.images), 6)
         self.manifest.write(job, "done", paths=paths, cost_usd=cost, estimated=True)
         return _Outcome(job, "done", paths, cost, error=elsewhere)
 
@@ -205,38 +238,20 @@ class _Batch:
         rt, p = self.rt, job.params
         qingbo = job.provider == "qingbo"
         provider = "qingbo" if qingbo else "wavespeed"
-        client = rt.task_client(provider)
-        extra: dict[str, Any] = {}
-        if task_id is None:
-            if qingbo:
-                attempt = self.manifest.failed_tasks[job.key]
-                idempotency = "zimage-batch-" + hashlib.sha256(
-                    f"{self.manifest.ledger_tag(job)}#{attempt}".encode()).hexdigest()[:32]
-                with rt.paying(self._submitting(job)):
-                    first: Any = client.submit(p["prompt"], aspect_ratio=p["aspect_ratio"],
-                                               resolution=p["resolution"], prompt_extend=p["prompt_extend"],
-                                               seed=p["seed"], idempotency_key=idempotency)
-                task_id = first.task_id
-            else:
-                options: dict[str, Any] = {}
-                if p.get("reference"):
-                    options.update(image_url=client.upload(*read_reference(p["reference"])), strength=p["strength"])
-                with rt.paying(self._submitting(job)):
-                    first = client.submit(p["prompt"], model=p["model"], negative_prompt=p["negative_prompt"],
-                                          width=p["width"], height=p["height"], seed=p["seed"],
-                                          output_format=p["output_format"],
-                                          base64_output=p["response_format"] == "b64_json", **options)
-                task_id = first.id
-            rt.track(task_id, provider)
-            rt.ledger.append(task_id, batch_row=self.manifest.ledger_tag(job))
-            self.manifest.write(job, "submitted", task_id=task_id)
-            extra["first"] = first
-        if not qingbo:
-            extra.update(seed=p["seed"], size=(p["width"], p["height"]))
-        result = rt.collect(task_id, provider, self.args.timeout,
-                            on_progress=lambda f, _t: self.bar.progress(job.key, f), **extra)
+        timeout = self._timeout
+        order = row_order(job, timeout=timeout)
+        if task_id is None and not qingbo:
+            result = self._value(lambda: self._engine(job).pictures(order))
+            task_id = result.task_ids[0] if result.task_ids else None
+        else:
+            if task_id is None:
+                task_id = self._value(lambda: self._engine(job).submit(order)).task_id
+            extra = {} if qingbo else {"seed": p["seed"], "size": (order.width, order.height)}
+            engine = self._engine(job)
+            result = self._value(lambda: engine.collect([task_id], provider=provider, timeout=timeout,
+                                                        extras=[extra]))
         paths, elsewhere = save_paid_pictures(rt, self.out, picture_tag(provider, bool(p.get("reference"))),
-                                              task_id, p["seed"], result.images, result.paths)
+                                              task_id or result.prompt_sha256, p["seed"], result.images, result.paths)
         cost, estimated = (result.cost_usd, False) if result.cost_usd is not None else (estimate_cost(job), True)
         self.manifest.write(job, "done", task_id=task_id, paths=paths, cost_usd=cost, estimated=estimated)
         # A row collected again was paid for in an earlier run: it adds nothing to this run's cost.

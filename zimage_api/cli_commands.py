@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import picture_extension
-from .cli_runtime import PROG, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
+from .orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
+from .parallel import JobOutcome
+from .cli_runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
 from .config import QINGBO, WAVESPEED
 from .errors import ZImageError
 from .ledger import FINISHED
@@ -24,7 +26,9 @@ from .results import GenerationResult
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "resume_tasks", "read_task_ids",
            "save_pictures", "save_paid_pictures", "prepare_out", "picture_extension", "picture_tag", "read_reference",
-           "v3_size_for_reference", "request_images"]
+           "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = 120.0  # seconds to wait for pictures when --timeout is not given, as the nodes' default
 
 # -- pictures on disk -----------------------------------------------------------------------------------------------
 
@@ -106,9 +110,9 @@ def save_paid_pictures(rt: Runtime, out: Path, tag: str, ident: str, seed: int |
                    f"{paths[0].parent} instead.")
 
 
-def read_reference(path: str | os.PathLike[str]) -> tuple[bytes, str, str]:
-    """Open a reference picture and encode it for upload, downscaled to at most 1024 px on the long side."""
-    from .images import open_image, prepare_upload
+def read_reference(path: str | os.PathLike[str]) -> Reference:
+    """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
+    from .images import open_image
 
     file = Path(path)
     try:
@@ -116,48 +120,32 @@ def read_reference(path: str | os.PathLike[str]) -> tuple[bytes, str, str]:
     except OSError as err:
         raise UsageError(f"Cannot read the reference picture {file}: {err.strerror or err}.",
                          field="reference") from None
-    picture = open_image(data, source=f"the reference file {file}")
-    return prepare_upload(picture, max_side=1024)
+    return Reference.from_image(open_image(data, source=f"the reference file {file}"))
 
 
-def v3_size_for_reference(data: bytes) -> tuple[int, int]:
-    """The v3 picture size when none is given for an edit: the reference's own, each side clamped to 256-1536."""
-    from .images import open_image
-
-    ref_w, ref_h = open_image(data).size
-    return min(max(ref_w, 256), 1536), min(max(ref_h, 256), 1536)
+def _seed_or_random(seed: int | None) -> int:
+    """The first seed of an order: the one given, or one drawn now (it is in every picture's file name)."""
+    return seed if seed is not None and seed != -1 else random_seed()
 
 
-def _seed_at(seed: int | None, index: int) -> int | None:
-    return None if seed is None or seed == -1 else seed + index
+def _outcome_errors(outcomes: Sequence[JobOutcome[Any]]) -> list[BaseException]:
+    """The units' errors in order; Ctrl-C in a worker is raised here, as it would have been in the main thread."""
+    errors = [o.error for o in outcomes if o.error is not None]
+    for error in errors:
+        if isinstance(error, (KeyboardInterrupt, Interrupted)):
+            raise KeyboardInterrupt
+    return errors
 
 
-def _check_seed_range(seed: int | None, count: int) -> None:
-    """The seeds ``seed``..``seed+count-1`` must all be valid, checked before the first one is paid for."""
-    from .validation import check_seed
-
-    check_seed(seed)
-    last = _seed_at(seed, count - 1)
-    if last is not None and last >= 2 ** 63:
-        raise UsageError(f"--seed {seed} with --count {count} would use seeds up to {last}, past the largest seed "
-                         f"{2 ** 63 - 1}; use a seed of at most {2 ** 63 - count}. Nothing was sent.", field="seed")
+def _raise_last(errors: Sequence[BaseException]) -> None:
+    """Print every error but the last on stderr, and raise the last (printed by ``run()``)."""
+    for error in errors[:-1]:
+        to_stderr(f"error: {one_line(error)}")
+    if errors:
+        raise errors[-1]
 
 
 # -- WaveSpeed ------------------------------------------------------------------------------------------------------
-
-
-def request_images(client: Any, prompt: str, upload: tuple[bytes, str, str] | None, *, strength: float | None,
-                   **options: Any) -> GenerationResult:
-    """One v1/images request: an edit of ``upload`` when given, else a generation.
-
-    Options that are ``None`` (and ``strength`` without a reference) are left out, so the client's defaults apply.
-    """
-    given = {name: value for name, value in options.items() if value is not None}
-    if upload:
-        if strength is not None:
-            given["strength"] = strength
-        return client.edit(upload, prompt, **given)
-    return client.generate(prompt, **given)
 
 
 def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/images", reference: str | None = None,
@@ -165,84 +153,55 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
                       strength: float | None = None, width: int | None = None, height: int | None = None,
                       seed: int | None = None, count: int = 1, response_format: str | None = None,
                       output_format: str | None = None, timeout: float | None = None) -> list[Path]:
-    """Generate (or edit, with ``reference``) at WaveSpeed, write the pictures, print and return their paths.
-
-    A failed picture does not stop the others; its error is raised once they are collected.
+    """Generate (or edit, with ``reference``) at WaveSpeed through the engine: one paid request per picture, picture
+    *i* with ``seed + i``, as the nodes do. The same inputs again are served from receipts. Write the pictures,
+    print and return their paths; a failed picture does not stop the others, its error is raised at the end.
     """
-    from .validation import check_count, check_number
-
-    count = check_count(count, field="count")
     if (width is None) != (height is None):
         raise UsageError("Give both --width and --height, or neither.", field="size")
-    upload = read_reference(reference) if reference else None
-    tag = picture_tag("wavespeed", bool(upload))
-    if api == "v3":
-        if cfg is not None:
-            raise UsageError("--cfg is not part of WaveSpeed's v3 API; use --api v1/images to set it.", field="cfg")
-        return _generate_v3(rt, prompt=prompt, out=out, upload=upload, tag=tag, model=model, negative=negative,
-                            strength=strength, width=width, height=height, seed=seed, count=count,
-                            response_format=response_format, output_format=output_format, timeout=timeout)
-    if output_format is not None:
+    if api == "v3" and cfg is not None:
+        raise UsageError("--cfg is not part of WaveSpeed's v3 API; use --api v1/images to set it.", field="cfg")
+    if api != "v3" and output_format is not None:
         raise UsageError("--output-format applies to --api v3 only; v1/images answers PNG.", field="output_format")
-    client = rt.images(read_timeout=timeout)
-    # The client's own checks first, so that a bad option is reported before --out is created.
-    client.build_body(prompt, negative, (6.5 if upload else 7.5) if cfg is None else cfg, width, height, seed,
-                      count, model, response_format or "b64_json")
-    if upload and strength is not None:
-        check_number(strength, "strength", 0.0, 1.0)
+    ref = read_reference(reference) if reference else None
+    common: dict[str, Any] = dict(
+        prompt=prompt, negative_prompt=negative, model=model, api=api, count=count,
+        response_format=response_format or "b64_json", output_format=output_format or "png",
+        timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+    order: PictureOrder
+    if ref is not None:
+        order = Edit(references=(ref,), strength=0.5 if strength is None else strength,
+                     guidance_scale=6.5 if cfg is None else cfg, width=width or 0, height=height or 0,
+                     seed=_checked_seed(seed, count), **common)
+    else:
+        order = TextToImage(guidance_scale=7.5 if cfg is None else cfg, width=width or 1024,
+                            height=height or 1024, seed=_checked_seed(seed, count), **common)
     prepare_out(out)
-    with rt.paying("the image request"):
-        result = request_images(client, prompt, upload, strength=strength, negative_prompt=negative, seed=seed,
-                                n=count, model=model, guidance_scale=cfg, response_format=response_format,
-                                width=width, height=height)
-    paths, elsewhere = save_paid_pictures(rt, out, tag, result.prompt_sha256, _seed_at(seed, 0), result.images)
-    for path in paths:
-        to_stdout(str(path))
-    if elsewhere:
-        raise SavedElsewhere(elsewhere)
+    outcomes = rt.engine().pictures(order)
+    errors = _outcome_errors(outcomes)
+    tag = picture_tag("wavespeed", ref is not None)
+    paths: list[Path] = []
+    for outcome in outcomes:
+        result = outcome.value
+        if result is None:
+            continue
+        ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
+        saved, elsewhere = save_paid_pictures(rt, out, tag, ident, result.seeds[0] if result.seeds else None,
+                                              result.images, result.paths)
+        for path in saved:
+            to_stdout(str(path))
+        paths.extend(saved)
+        if elsewhere:
+            errors.append(SavedElsewhere(elsewhere))
+    _raise_last(errors)
     return paths
 
 
-def _generate_v3(rt: Runtime, *, prompt: str, out: Path, upload: tuple[bytes, str, str] | None, tag: str, model: str,
-                 negative: str, strength: float | None, width: int | None, height: int | None, seed: int | None,
-                 count: int, response_format: str | None, output_format: str | None,
-                 timeout: float | None) -> list[Path]:
-    client = rt.v3()
-    options: dict[str, Any] = {"model": model, "negative_prompt": negative,
-                               "output_format": output_format or "png",
-                               "base64_output": response_format == "b64_json"}
-    if upload:
-        if width is None:
-            width, height = v3_size_for_reference(upload[0])
-        options["strength"] = 0.6 if strength is None else strength
-    options.update(width=width or 1024, height=height or 1024)
-    # The client's own checks, before the reference upload (the first request).
-    client.build_body(prompt, model, negative, options["width"], options["height"], seed,
-                      "reference" if upload else None, options.get("strength"), options["output_format"], False,
-                      options["base64_output"])
-    _check_seed_range(seed, count)
-    prepare_out(out)
-    if upload:
-        options["image_url"] = client.upload(*upload)
-    predictions: list[Any] = []
-    submit_error: ZImageError | None = None
-    for index in range(count):
-        try:
-            with rt.paying("the prediction request"):
-                prediction = client.submit(prompt, seed=_seed_at(seed, index), **options)
-        except ZImageError as err:
-            if not predictions:
-                raise
-            submit_error = err  # the predictions already paid for are still collected
-            break
-        rt.track(prediction.id, "wavespeed")
-        predictions.append(prediction)
-    paths = _collect_all(rt, [(p.id, "wavespeed", {"first": p, "seed": _seed_at(seed, i),
-                                                   "size": (options["width"], options["height"])})
-                              for i, p in enumerate(predictions)], out, timeout, tag=tag)
-    if submit_error is not None:
-        raise submit_error
-    return paths
+def _checked_seed(seed: int | None, count: int) -> int:
+    """The order's first seed; a bad one is refused before a random one would be drawn."""
+    if seed is not None and seed != -1:
+        check_seeds(seed, count)
+    return _seed_or_random(seed)
 
 
 # -- tasks ----------------------------------------------------------------------------------------------------------
@@ -250,53 +209,50 @@ def _generate_v3(rt: Runtime, *, prompt: str, out: Path, upload: tuple[bytes, st
 
 def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: Path, timeout: float | None,
                  *, tag: str | None = None) -> list[Path]:
-    """Collect each task in turn; keep going after a failure, print each error, and raise the last one.
-
-    Every task counts as in flight until it is collected, so Ctrl-C names each one still waiting.
-    """
+    """Collect the tasks side by side through the engine; keep going after a failure, print each error, and raise
+    the last one. Every task counts as in flight until it is collected, so Ctrl-C names each one still waiting."""
     paths: list[Path] = []
-    last_error: ZImageError | None = None
+    errors: list[BaseException] = []
     for task_id, provider, _extra in jobs:
         rt.track(task_id, provider)
-    for task_id, provider, extra in jobs:
-        try:
-            result = rt.collect(task_id, provider, timeout, **extra)
-        except ZImageError as err:
-            if last_error is not None:
-                to_stderr(f"error: {one_line(last_error)}")
-            last_error = err
-            continue
-        seed = extra.get("seed", result.seeds[0] if result.seeds else None)
-        saved, elsewhere = save_paid_pictures(rt, out, tag or provider, task_id, seed, result.images, result.paths)
-        for path in saved:
-            to_stdout(str(path))
-            paths.append(path)
-        if elsewhere:
-            if last_error is not None:
-                to_stderr(f"error: {one_line(last_error)}")
-            last_error = SavedElsewhere(elsewhere)
-    if last_error is not None:
-        raise last_error  # printed last by run(); the earlier ones are already on stderr
+    for provider in dict.fromkeys(provider for _tid, provider, _extra in jobs):
+        mine = [(task_id, extra) for task_id, p, extra in jobs if p == provider]
+        outcomes = rt.engine().collect([task_id for task_id, _extra in mine], provider=provider,
+                                       timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+                                       extras=[extra for _tid, extra in mine])
+        errors.extend(_outcome_errors(outcomes))
+        for (task_id, extra), outcome in zip(mine, outcomes):
+            result = outcome.value
+            if result is None:
+                continue
+            seed = extra.get("seed", result.seeds[0] if result.seeds else None)
+            saved, elsewhere = save_paid_pictures(rt, out, tag or provider, task_id, seed, result.images,
+                                                  result.paths)
+            for path in saved:
+                to_stdout(str(path))
+            paths.extend(saved)
+            if elsewhere:
+                errors.append(SavedElsewhere(elsewhere))
+    _raise_last(errors)
     return paths
 
 
 def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolution: str = "1K",
                  prompt_extend: bool = False, seed: int | None = None, count: int = 1) -> list[str]:
-    """Create ``count`` Qingbo tasks (seeds ``seed``, ``seed+1``...), print and return their ids."""
-    from .qingbo import QingboClient
-    from .validation import check_count
+    """Create ``count`` Qingbo tasks through the engine (seeds ``seed``, ``seed+1``...; none: Qingbo picks), print
+    and return their ids. The same inputs again return the same tasks without paying: change the seed to re-roll."""
+    from .engine import submit_error
 
-    count = check_count(count, field="count")
-    QingboClient.build_body(prompt, aspect_ratio=aspect_ratio, resolution=resolution, prompt_extend=prompt_extend,
-                            seed=seed)  # every task is validated before the first is paid for
-    _check_seed_range(seed, count)
-    ids = []
-    for index in range(count):
-        with rt.paying("the task request"):
-            task = rt.qingbo().submit(prompt, aspect_ratio=aspect_ratio, resolution=resolution,
-                                      prompt_extend=prompt_extend, seed=_seed_at(seed, index))
-        to_stdout(task.task_id)
-        ids.append(task.task_id)
+    order = QingboTasks(prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution,
+                        prompt_extend=prompt_extend, seed=None if seed is None or seed == -1 else seed, count=count)
+    outcomes = rt.engine().submit(order)
+    errors = _outcome_errors(outcomes)
+    ids = [o.value.task_id for o in outcomes if o.value is not None]
+    for task_id in ids:
+        to_stdout(task_id)
+        rt.untrack(task_id)  # accepted: collecting it is `poll`'s work, not this command's
+    if errors:
+        raise submit_error(errors[0], ids, order.count)
     return ids
 
 

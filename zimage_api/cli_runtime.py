@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from .config import QINGBO, WAVESPEED, Provider
 from .errors import ValidationError, ZImageError
+from .clients import Clients
 from .ledger import Ledger
 from .results import GenerationResult
 
@@ -114,7 +115,8 @@ class Runtime:
         self.base_urls = dict(base_urls or {})
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, float | None], Any] = {}
+        self.clients = Clients(ledger=self.ledger, sleep=self.sleep, now=self.now, session=session,
+                               api_keys=api_keys, base_urls=base_urls)
         self._in_flight: dict[str, str] = {}
         self._paying: dict[int, str] = {}
         self._paying_serial = itertools.count()
@@ -135,62 +137,34 @@ class Runtime:
             options["timeout"] = timeout
         return options
 
-    def _transport_options(self, provider: Provider) -> dict[str, Any]:
-        options: dict[str, Any] = {"sleep": self.sleep, "now": self.now}
-        if self.session is not None:
-            options["session"] = self.session
-        if self.api_keys.get(provider.section):
-            options["api_key"] = self.api_keys[provider.section]
-        if self.base_urls.get(provider.section):
-            options["base_url"] = self.base_urls[provider.section]
-        return options
-
-    def _client(self, kind: str, read_timeout: float | None, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            client = self._clients.get((kind, read_timeout))
-            if client is None:
-                client = self._clients[(kind, read_timeout)] = make()
-            return client
-
     def images(self, read_timeout: float | None = None) -> Any:
         """The OpenAI-images style client (one per run and read timeout, shared by threads)."""
-        from .openai_images import ImagesClient
-
-        options = self._transport_options(WAVESPEED)
-        if read_timeout is not None:
-            options["timeout"] = (10.0, float(read_timeout))
-        return self._client("images", read_timeout, lambda: ImagesClient(**options))
+        return self.clients.images(read_timeout)
 
     def v3(self) -> Any:
         """The WaveSpeed v3 client (one per run), recording predictions in the run's ledger."""
-        from .wavespeed_v3 import WaveSpeedClient
-
-        return self._client("v3", None, lambda: WaveSpeedClient(ledger=self.ledger,
-                                                                **self._transport_options(WAVESPEED)))
+        return self.clients.v3()
 
     def qingbo(self) -> Any:
         """The Qingbo client (one per run), recording tasks in the run's ledger."""
-        from .qingbo import QingboClient
-
-        return self._client("qingbo", None, lambda: QingboClient(ledger=self.ledger,
-                                                                 **self._transport_options(QINGBO)))
+        return self.clients.qingbo()
 
     def task_client(self, provider: str) -> Any:
         """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""
-        return self.qingbo() if provider == "qingbo" else self.v3()
+        return self.clients.tasks(provider)
 
-    def collect(self, task_id: str, provider: str, timeout: float | None, **options: Any) -> GenerationResult:
-        """Wait for an existing task with this run's sleep and clock; it counts as in flight meanwhile."""
-        client = self.task_client(provider)
-        with self.tracking(task_id, provider):
-            return client.collect(task_id, **options, **self.wait_options(timeout))
+    def engine(self, on_progress: Any = None) -> Any:
+        """The library's engine for one command: this run's clients, sleep, clock, Ctrl-C and paid-request marks."""
+        from .engine import Engine
+
+        # Ctrl-C starts no new unit, and every wait ends (this run's sleep raises), but a paid request already in
+        # flight finishes, so that its id reaches the ledger: the engine's own cancel event is never set here.
+        return Engine(self.clients, cancelled=self.stop.is_set, clock=self.clock, sleep=self.sleep, paying=self.paying,
+                      on_task_id=self.track, on_collected=self.untrack, on_tick=on_progress)
 
     def close(self) -> None:
         """Close every client's connections."""
-        with self._lock:
-            for client in self._clients.values():
-                client.transport.close()
-            self._clients.clear()
+        self.clients.close()
 
     @contextmanager
     def tracking(self, task_id: str, provider: str) -> Iterator[None]:

@@ -82,6 +82,19 @@ class Engine:
         self._on_collected = on_collected or (lambda _tid: None)
         self.workers = workers
 
+    def configure(self, **hooks: Any) -> None:
+        """Replace some of the hooks given at construction (``paying``, ``on_task_id``, ``on_collected``,
+        ``on_tick``)."""
+        for name, value in hooks.items():
+            if name not in ("paying", "on_task_id", "on_collected", "on_tick"):
+                raise TypeError(f"unknown engine hook {name!r}")
+            if name == "on_tick":
+                self.on_tick = value
+            elif name == "paying":
+                self._paying = value
+            else:
+                setattr(self, f"_{name}", value or (lambda *_args: None))
+
     # -- planning -------------------------------------------------------------------------------------------------
 
     def plan(self, order: PictureOrder | QingboTasks) -> list[Unit]:
@@ -118,7 +131,7 @@ class Engine:
         units = self.plan(order)
         progress = self._progress(len(units))
         client = self._picture_client(order)
-        receipts = Receipts(ledger=self.clients.ledger)
+        receipts = self._receipts()
         references = order.references if isinstance(order, Edit) else ()
         urls = Once(lambda ref: self.clients.v3().upload(*references[ref].upload))
 
@@ -196,7 +209,7 @@ class Engine:
         units = self.plan(order)
         progress = self._progress(len(units))
         client = self.clients.qingbo()
-        receipts = Receipts(ledger=self.clients.ledger)
+        receipts = self._receipts()
 
         def job(unit: Unit) -> Callable[[], Any]:
             def run() -> Any:
@@ -267,6 +280,11 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------------------------
 
+    def _receipts(self) -> Receipts:
+        """The receipts kept beside the ledger in use, so that a run with its own ledger keeps its own receipts."""
+        ledger = self.clients.ledger
+        return Receipts(ledger.directory / "receipts", ledger=ledger)
+
     def _progress(self, units: int) -> BatchProgress:
         if self.progress is None or len(self.progress) != max(units, 1):
             self.progress = BatchProgress(units)
@@ -282,10 +300,11 @@ class Engine:
 
         outcomes = run_jobs([guarded(job) for job in jobs], cancel=self.cancel, on_tick=self._tick,
                             wake=progress.changed, workers=self.workers)
-        if self.cancel.is_set() or self.cancelled() or any(
-                isinstance(o.error, (TaskCancelledError, InterruptedError)) for o in outcomes):
+        stopped = self.cancel.is_set() or self.cancelled()
+        if any(isinstance(o.error, (TaskCancelledError, InterruptedError)) for o in outcomes) or (
+                stopped and not all(o.finished for o in outcomes)):
             raise RunCancelled(outcomes)
-        return outcomes
+        return outcomes  # everything finished, even if Cancel came at the end: paid work is delivered
 
     def _tick(self) -> None:
         self.cancelled()

@@ -25,7 +25,6 @@ from .validation import (
     check_number,
     check_prompt,
     check_seed_range,
-    check_timeout,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +82,7 @@ class TextToImage:
     count: int = 1
     response_format: str = "b64_json"
     output_format: str = "png"
-    timeout: int = 120
+    timeout: float = 120.0
 
     kind = "generate"
 
@@ -97,7 +96,7 @@ class TextToImage:
         check_choice(self.response_format, "response_format", RESPONSE_FORMATS)
         check_choice(self.output_format, "output_format", V3_OUTPUT_FORMATS)
         object.__setattr__(self, "count", check_count(self.count))
-        object.__setattr__(self, "timeout", check_timeout(self.timeout))
+        object.__setattr__(self, "timeout", check_number(self.timeout, "timeout", 0.001, 86400.0))
         check_seeds(self.seed, self.pictures_per_reference)
         if self.kind == "generate":
             w, h = check_size_for(self.width, self.height, self.api)

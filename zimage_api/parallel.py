@@ -7,8 +7,8 @@ its own thread between short waits. Nothing here knows about ComfyUI.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -49,32 +49,50 @@ def run_jobs(
     if not jobs:
         return outcomes
     wake = wake if wake is not None else threading.Event()
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))), thread_name_prefix="zimage")
-    futures: list[Future[T]] = []
-    try:
-        futures = [pool.submit(job) for job in jobs]
-        for future in futures:
-            future.add_done_callback(lambda _f: wake.set())
-        while not cancel.is_set() and not all(f.done() for f in futures):
-            wake.wait(tick_seconds)
+    lock = threading.Lock()
+    queue = iter(range(len(jobs)))
+    started: set[int] = set()
+
+    def worker() -> None:
+        while not cancel.is_set():
+            with lock:
+                index = next(queue, None)
+                if index is None:
+                    return
+                started.add(index)
+            outcome = outcomes[index]
+            try:
+                outcome.value = jobs[index]()
+            except BaseException as err:  # noqa: B036  (Ctrl-C raised by an injected sleep is an outcome too)
+                outcome.error = err
+            finally:
+                outcome.finished = True
+                wake.set()
+
+    # Daemon threads: a request that cannot be interrupted must never keep the process from exiting.
+    threads = [threading.Thread(target=worker, name=f"zimage-{n}", daemon=True)
+               for n in range(max(1, min(workers, len(jobs))))]
+    for thread in threads:
+        thread.start()
+
+    def busy() -> bool:
+        return any(thread.is_alive() for thread in threads)
+
+    while not cancel.is_set() and busy():
+        wake.wait(tick_seconds)
+        wake.clear()
+        if on_tick is not None:
+            on_tick()
+    if cancel.is_set():
+        end = time.monotonic() + grace_seconds
+        while busy() and time.monotonic() < end:
+            wake.wait(min(tick_seconds, max(end - time.monotonic(), 0.0)))
             wake.clear()
-            if on_tick is not None:
-                on_tick()
-        if cancel.is_set():
-            for future in futures:
-                future.cancel()
-            wait([f for f in futures if not f.cancelled()], timeout=grace_seconds)
-    finally:
-        # Never block on abandoned work: a synchronous request cannot be interrupted, its thread ends by itself.
-        pool.shutdown(wait=False, cancel_futures=True)
-    for outcome, future in zip(outcomes, futures):
-        if future.done() and not future.cancelled():
-            outcome.finished = True
-            error = future.exception()
-            if error is None:
-                outcome.value = future.result()
-            else:
-                outcome.error = error
+    with lock:
+        for index, outcome in enumerate(outcomes):
+            if not outcome.finished:
+                # Never started, or abandoned mid-way: unfinished, and a late end is not taken as delivered.
+                outcomes[index] = JobOutcome()
     return outcomes
 
 
