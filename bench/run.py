@@ -14,6 +14,8 @@ the table shows the medians. Sections:
 4. many     16 pictures of L = 2 s each: the pack's pool against a sequential loop; then a pool bound of 2
 5. import   the pack's __init__ import time beyond torch, in fresh processes
 6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
+7. nodes    independent Generate nodes awaited side by side as ComfyUI's executor does; the per-provider limit;
+            an API node beside a slow local node
 
 The exit status is 0 when every section ran, even when a target is missed (this is a report); 1 when a section
 crashed.
@@ -61,7 +63,7 @@ from zimage_api.polling import PollSchedule  # noqa: E402
 from zimage_api.qingbo import QingboClient  # noqa: E402
 from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
-SECTIONS = ("decode", "upload", "lag", "many", "import", "memory")
+SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes")
 
 
 @dataclass
@@ -81,13 +83,14 @@ class Settings:
     sequential_reps: int = 1
     bounded_limit: int = 2
     import_runs: int = 7
+    nodes_latency: float = 2.0
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
         if not quick:
             return cls(quick=False)
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_rounds=1, lag_tasks=6, lag_process=(0.5, 2.0),
-                   many_latency=0.5, many_reps=1, import_runs=2)
+                   many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5)
 
 
 @dataclass
@@ -629,6 +632,111 @@ def bench_memory(cfg: Settings) -> list[Row]:
 # -- main --------------------------------------------------------------------------------------------------------------
 
 
+# -- 7. nodes side by side ---------------------------------------------------------------------------------------------
+
+
+def _load_pack() -> Any:
+    """The pack's nodes module, imported the way ComfyUI imports a custom node folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("comfyui_zimage_bench", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return sys.modules[f"{spec.name}.nodes"]
+
+
+def _generate_call(nodes: Any, seed: int, count: int = 1) -> Callable[[], Any]:
+    node = nodes.ZImageGenerate()
+    return lambda: node.generate(prompt=f"bench nodes {seed}", negative_prompt="", model="Z-Image-Base",
+                                 api="v1/images", guidance_scale=7.5, width=256, height=256, seed=seed, count=count,
+                                 unique_id=str(seed))
+
+
+def _await_like_comfyui(calls: list[Callable[[], Any]], local: Callable[[], None] | None = None) -> float:
+    """Await the node coroutines as ComfyUI's executor does (each its own task, the loop free meanwhile), with an
+    optional synchronous local node run inline on the loop after they started; returns the wall time."""
+    import asyncio
+
+    async def graph() -> None:
+        tasks = [asyncio.ensure_future(call()) for call in calls]
+        await asyncio.sleep(0)  # let every node reach its first await, as the executor's PENDING pass does
+        if local is not None:
+            local()
+        await asyncio.gather(*tasks)
+
+    started = time.perf_counter()
+    asyncio.run(graph())
+    return time.perf_counter() - started
+
+
+def bench_nodes(cfg: Settings) -> list[Row]:
+    latency = cfg.nodes_latency
+    rows: list[Row] = []
+    nodes = _load_pack()
+    saved = {name: os.environ.get(name) for name in ("WAVESPEED_API_KEY", "WAVESPEED_BASE_URL",
+                                                     "ZIMAGE_WAVESPEED_CONCURRENCY", "ZIMAGE_DATA_DIR",
+                                                     "ZIMAGE_REUSE_RESULTS")}
+    data = tempfile.TemporaryDirectory()
+    os.environ.update(WAVESPEED_API_KEY=DEMO_KEY, ZIMAGE_DATA_DIR=data.name, ZIMAGE_REUSE_RESULTS="0")
+    try:
+        # Three independent nodes of L each, with a limit of 3: side by side they take about L.
+        emu = Emulator(sync_latency=latency).start()
+        try:
+            os.environ.update(WAVESPEED_BASE_URL=emu.url, ZIMAGE_WAVESPEED_CONCURRENCY="3")
+            wall = _await_like_comfyui([_generate_call(nodes, seed) for seed in (1, 2, 3)])
+            say(f"  3 Generate nodes of L={latency:g} s, limit 3: {wall:.2f} s = {wall / latency:.2f} L "
+                f"(one after another: {3 * latency:.0f} s); emulator peak {emu.peak_concurrency}")
+            rows.append(Row(f"3 nodes of L={latency:g} s side by side (limit 3): wall", f"{wall:.2f} s",
+                            f"{3 * latency:.0f} s (in turn)", wall / (3 * latency), f"≤ {1.5 * latency:.2f} s (1.5·L)",
+                            wall <= 1.5 * latency))
+
+            # One API node beside a slow local node (run inline on the loop, as ComfyUI runs synchronous nodes).
+            def local() -> None:
+                time.sleep(latency)
+
+            started = time.perf_counter()
+            local()
+            alone_local = time.perf_counter() - started
+            alone_api = _await_like_comfyui([_generate_call(nodes, 4)])
+            both = _await_like_comfyui([_generate_call(nodes, 5)], local=local)
+            say(f"  API node alone {alone_api:.2f} s, local node alone {alone_local:.2f} s, both in one graph "
+                f"{both:.2f} s (in turn: {alone_api + alone_local:.2f} s)")
+            rows.append(Row("API node beside a local node: wall", f"{both:.2f} s",
+                            f"{alone_api + alone_local:.2f} s (in turn)", both / (alone_api + alone_local),
+                            f"≤ {1.3 * max(alone_api, alone_local):.2f} s (1.3·the longer)",
+                            both <= 1.3 * max(alone_api, alone_local)))
+        finally:
+            emu.stop()
+
+        # WaveSpeed's default tier allows 2 at once: 3 nodes x count 2 under the default limit never send a third.
+        emu = Emulator(sync_latency=latency, max_concurrent=2).start()
+        try:
+            os.environ["WAVESPEED_BASE_URL"] = emu.url
+            os.environ.pop("ZIMAGE_WAVESPEED_CONCURRENCY", None)
+            wall = _await_like_comfyui([_generate_call(nodes, seed, count=2) for seed in (10, 20, 30)])
+            sent = emu.requests_to("POST /v1/images/generations")
+            refused = sum(1 for r in sent if r.status == 429)
+            peak = emu.peak_concurrency
+            ideal = 3 * latency
+            say(f"  3 nodes x count 2, emulator limit 2, default pack limit: {wall:.2f} s (ideal {ideal:.0f} s); "
+                f"{len(sent)} requests, peak {peak} in flight, {refused} answered 429")
+            rows.append(Row("3 nodes x count 2, emulator limit 2: wall", f"{wall:.2f} s", f"{ideal:.0f} s (ideal)",
+                            wall / ideal, f"peak ≤ 2, no 429 (peak {peak}, {refused})", peak <= 2 and refused == 0))
+        finally:
+            emu.stop()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        data.cleanup()
+    return rows
+
+
 def table(rows: list[Row]) -> str:
     header = ("metric", "pack", "floor/peer", "ratio", "target", "met?")
     cells = [header] + [
@@ -665,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
             ("many", lambda: bench_many(cfg)),
             ("import", lambda: bench_import(cfg)),
             ("memory", lambda: bench_memory(cfg)),
+            ("nodes", lambda: bench_nodes(cfg)),
         ], start=1):
             if name not in chosen:
                 continue
