@@ -234,7 +234,7 @@ def test_fifty_tasks_at_once_bounded_pool_no_leaks(emu, clock) -> None:
     deadline = time.monotonic() + 5
     while threading.active_count() > threads_before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert threading.active_count() == threads_before
+    assert threading.active_count() <= threads_before  # (a thread left by an earlier test may end meanwhile)
     assert open_fds() <= fds_before
 
 

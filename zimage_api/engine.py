@@ -235,7 +235,7 @@ class Engine:
         """Wait for existing tasks side by side (never re-submitting) and return their pictures, one per id.
 
         One deadline for all of them. A task collected earlier comes from its local copy without a request. On
-        Cancel, the Qingbo tasks whose wait never started are cancelled at Qingbo if still queued.
+        Cancel, the tasks not collected are cancelled at the provider while still queued, where it can cancel.
         """
         progress = self._progress(len(task_ids))
         client = self.clients.tasks(provider)
@@ -255,8 +255,7 @@ class Engine:
         try:
             return self._run([job(i, tid) for i, tid in enumerate(task_ids)], progress)
         except RunCancelled:
-            if provider == "qingbo":
-                self._cancel_queued(client, [tid for tid in task_ids if tid not in collected])
+            self._cancel_queued(client, [tid for tid in task_ids if tid not in collected])
             raise
 
     def _collect_one(self, client: Any, provider: str, task_id: str, index: int, progress: BatchProgress,

@@ -316,55 +316,22 @@ class QingboClient(TaskClient):
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 
-    def collect(self, task_id: str, *, first: QingboTask | None = None, started: float | None = None,
-                **wait_options: Any) -> GenerationResult:
-        """Wait for a task and download its pictures at once: recovers a paid result by id, never re-submits.
+    def _expired_message(self, task_id: str) -> str:
+        return (f"Qingbo task {task_id} finished, but its picture is no longer hosted (the result URL expired) and "
+                "no local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
+                "again).")
 
-        A task already collected is served from the ledger's local copies without any request.
-        """
-        tid = check_task_id(task_id, provider="Qingbo")
-        started = time.monotonic() if started is None else started
-        ledger = self.ledger
-        entry = ledger.get(tid) if ledger is not None else None
-        saved = ledger.local_pictures(tid) if ledger is not None else None
-        if saved is not None and entry is not None:
-            return self._result(tid, entry, saved, list(entry.get("urls") or []), entry.get("cost_quota"),
-                                list(entry.get("paths") or []), 0.0,
-                                notes=["served from the local copy; no request was sent"])
-        if first is not None and first.state is TaskState.COMPLETED:
-            task = first
-        else:
-            try:
-                task = self.wait(tid, first=first, **wait_options)
-            except TaskTimeoutError:
-                self._note(tid, "timeout")
-                raise
-            except NotFoundError:
-                if self._issued_here(tid):
-                    # The server that issued this id no longer knows it: it can never be collected.
-                    self._note(tid, "not_found")
-                raise
-            except TaskCancelledError as err:
-                if not err.remote_cancelled:
-                    self._note(tid, "interrupted")
-                raise
+    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
         if not task.urls:
-            raise InvalidResponseError(f"Qingbo task {tid} completed without a result URL.", provider=QINGBO.name,
-                                       status=200, body=task.raw)
-        try:
-            images = [self.transport.download(url, what=f"the picture of task {tid}") for url in task.urls]
-        except ResultExpiredError as err:
-            self._note(tid, "expired")
-            raise ResultExpiredError(
-                f"Qingbo task {tid} finished, but its picture is no longer hosted (the result URL expired) and no "
-                "local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
-                "again).", provider=QINGBO.name, status=err.status, code=err.code) from err
-        paths = self._save_pictures(tid, images)
-        self._note(tid, "completed", urls=task.urls, paths=paths, cost_quota=task.cost,
-                   expires_at=task.expires_at)
-        log_call("qingbo.collect", model=MODEL, task_id=tid, status="completed",
+            raise InvalidResponseError(f"Qingbo task {task.task_id} completed without a result URL.",
+                                       provider=QINGBO.name, status=200, body=task.raw)
+        images = [self.transport.download(url, what=f"the picture of task {task.task_id}") for url in task.urls]
+        return images, list(task.urls)
+
+    def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
+        log_call("qingbo.collect", model=MODEL, task_id=task_id, status="completed",
                  duration=time.monotonic() - started, cost_quota=task.cost)
-        return self._result(tid, entry or {}, images, task.urls, task.cost, paths, time.monotonic() - started)
+        return {"cost_quota": task.cost, "expires_at": task.expires_at}
 
     def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
@@ -386,8 +353,12 @@ class QingboClient(TaskClient):
 
     # -- internals ------------------------------------------------------------------------------------------------
 
-    def _result(self, tid: str, entry: dict[str, Any], images: list[bytes], urls: list[str], cost: Any,
-                paths: list[str], elapsed: float, notes: list[str] | None = None) -> GenerationResult:
+    def _result(self, task_id: str, entry: dict[str, Any], task: Any | None, images: list[bytes], urls: list[str],
+                paths: list[str], elapsed: float, *, seed: int | None = None, size: tuple[int, int] | None = None,
+                notes: list[str] | None = None) -> GenerationResult:
+        """Qingbo's result: its size, seed and cost come from the task's record (and answer) in the ledger."""
+        tid = task_id
+        cost = task.cost if task is not None else entry.get("cost_quota")
         params = entry.get("params") or {}
         ratio, resolution = params.get("aspect_ratio"), params.get("resolution")
         size = output_size(ratio, resolution) if ratio in _RATIOS and resolution else None

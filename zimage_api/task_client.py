@@ -1,15 +1,41 @@
-"""What the two task-based clients (WaveSpeed v3 and Qingbo) share: a transport and a ledger of their task ids."""
+"""What the two task-based clients (WaveSpeed v3 and Qingbo) share: one shape (submit, get, collect, try_cancel),
+a transport, a ledger of their task ids, and the collect of a task's pictures by id.
+
+A client says only what differs: how to wait for its task, where its pictures are, and how its result reads. The
+engine drives both through :class:`TaskProvider`, without branching on the provider.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import time
+from typing import Any, ClassVar, Protocol
 
 from .config import Provider
+from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
 from .ledger import Ledger
 from .logs import logger, prompt_hash
+from .polling import TaskState
+from .results import GenerationResult
 from .transport import Transport
+from .validation import check_task_id
 
-__all__ = ["TaskClient"]
+__all__ = ["TaskClient", "TaskProvider", "LOCAL_COPY_NOTE"]
+
+LOCAL_COPY_NOTE = "served from the local copy; no request was sent"
+
+
+class TaskProvider(Protocol):
+    """The shape the engine drives: paid work with an id, collected by that id."""
+
+    transport: Transport
+
+    def submit(self, prompt: str, **options: Any) -> Any: ...
+
+    def get(self, task_id: str, **options: Any) -> Any: ...
+
+    def collect(self, task_id: str, **options: Any) -> GenerationResult: ...
+
+    def try_cancel(self, task: Any, task_id: str) -> bool: ...
 
 
 class TaskClient:
@@ -34,6 +60,78 @@ class TaskClient:
         if isinstance(self._ledger, Ledger):
             return self._ledger
         return Ledger.default()
+
+    # -- what each client says ------------------------------------------------------------------------------------
+
+    def wait(self, task_id: str, **wait_options: Any) -> Any:
+        """Poll until the task is final; return it completed, or raise a task error."""
+        raise NotImplementedError
+
+    def try_cancel(self, task: Any, task_id: str) -> bool:
+        """Best-effort remote cancel of a queued task; False where the provider cannot cancel."""
+        return False
+
+    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed task (downloaded at once) and their URLs."""
+        raise NotImplementedError
+
+    def _expired_message(self, task_id: str) -> str:
+        raise NotImplementedError
+
+    def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
+        """Log the collect; return the fields the ledger records beside the URLs and paths."""
+        return {}
+
+    def _result(self, task_id: str, entry: dict[str, Any], task: Any | None, images: list[bytes], urls: list[str],
+                paths: list[str], elapsed: float, *, seed: int | None, size: tuple[int, int] | None,
+                notes: list[str] | None = None) -> GenerationResult:
+        raise NotImplementedError
+
+    # -- collecting -----------------------------------------------------------------------------------------------
+
+    def collect(self, task_id: str, *, first: Any = None, started: float | None = None, seed: int | None = None,
+                size: tuple[int, int] | None = None, **wait_options: Any) -> GenerationResult:
+        """Wait for an existing task and download its pictures at once: recovers a paid result by id, never
+        re-submits. A task already collected is served from the ledger's local copies without any request.
+        """
+        tid = check_task_id(task_id, provider=self.provider.name)
+        started = time.monotonic() if started is None else started
+        ledger = self.ledger
+        entry = ledger.get(tid) if ledger is not None else None
+        saved = ledger.local_pictures(tid) if ledger is not None else None
+        if saved is not None and entry is not None:
+            return self._result(tid, entry, None, saved, list(entry.get("urls") or []),
+                                list(entry.get("paths") or []), 0.0, seed=seed, size=size, notes=[LOCAL_COPY_NOTE])
+        if first is not None and first.state is TaskState.COMPLETED:
+            task = first
+        else:
+            try:
+                task = self.wait(tid, first=first, **wait_options)
+            except TaskTimeoutError:
+                self._note(tid, "timeout")
+                raise
+            except TaskCancelledError as err:
+                if not err.remote_cancelled:
+                    self._note(tid, "interrupted")
+                raise
+            except NotFoundError:
+                if self._issued_here(tid):
+                    # The server that issued this id no longer knows it: it can never be collected.
+                    self._note(tid, "not_found")
+                raise
+        try:
+            images, urls = self._outputs(task)
+        except ResultExpiredError as err:
+            self._note(tid, "expired")
+            raise ResultExpiredError(self._expired_message(tid), provider=self.provider.name, status=err.status,
+                                     code=err.code) from err
+        paths = self._save_pictures(tid, images)
+        fields = self._completed(tid, task, started)
+        self._note(tid, "completed", urls=urls, paths=paths, **fields)
+        return self._result(tid, entry or {}, task, images, urls, paths, time.monotonic() - started, seed=seed,
+                            size=size)
+
+    # -- the ledger -----------------------------------------------------------------------------------------------
 
     def _record_submitted(self, task_id: str, *, model: str, prompt: str, status: str,
                           params: dict[str, Any]) -> None:

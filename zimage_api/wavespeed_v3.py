@@ -206,54 +206,30 @@ class WaveSpeedClient(TaskClient):
         url = self.upload(*image)
         return self.generate(prompt, image_url=url, strength=strength, **options)
 
-    def collect(self, prediction_id: str, *, first: Prediction | None = None, started: float | None = None,
-                seed: int | None = None, size: tuple[int, int] | None = None, **wait_options: Any) -> GenerationResult:
-        """Wait for an existing prediction and download its pictures: recovers a paid result by id.
+    def _expired_message(self, task_id: str) -> str:
+        return (f"WaveSpeed prediction {task_id} finished, but its picture is no longer hosted (the result URL "
+                "expired) and no local copy was kept; run it again for a picture.")
 
-        A prediction already collected is served from the ledger's local copies, without any request.
-        """
-        pid = check_task_id(prediction_id, provider="WaveSpeed")
-        started = time.monotonic() if started is None else started
-        ledger = self.ledger
-        saved = ledger.local_pictures(pid) if ledger is not None else None
-        entry = ledger.get(pid) if ledger is not None else None
-        if saved is not None and entry is not None:
-            return GenerationResult(
-                provider=WAVESPEED.name, protocol=self.protocol, model=str(entry.get("model", "")), images=saved,
-                prompt_sha256=str(entry.get("prompt_sha256", "")), urls=list(entry.get("urls") or []),
-                task_ids=[pid], seeds=[seed], size=size, paths=list(entry.get("paths") or []),
-                notes=["served from the local copy; no request was sent"])
-        if first is not None and first.state is TaskState.COMPLETED:
-            prediction = first
-        else:
-            try:
-                prediction = self.wait(pid, first=first, **wait_options)
-            except (TaskTimeoutError, TaskCancelledError) as err:
-                self._note(pid, "timeout" if isinstance(err, TaskTimeoutError) else "interrupted")
-                raise
-            except NotFoundError:
-                if self._issued_here(pid):
-                    # The server that issued this id no longer knows it: it can never be collected.
-                    self._note(pid, "not_found")
-                raise
-        try:
-            images, urls = self.fetch_outputs(prediction)
-        except ResultExpiredError as err:
-            self._note(pid, "expired")
-            raise ResultExpiredError(
-                f"WaveSpeed prediction {pid} finished, but its picture is no longer hosted (the result URL expired) "
-                "and no local copy was kept; run it again for a picture.", provider=WAVESPEED.name,
-                status=err.status, code=err.code) from err
-        paths = self._save_pictures(pid, images)
-        self._note(pid, "completed", urls=urls, paths=paths, inference_ms=prediction.inference_ms)
-        model = next((name for name, path in MODEL_PATHS.items() if path == prediction.model),
-                     entry.get("model", prediction.model) if entry else prediction.model)
-        log_call("v3.collect", model=model, task_id=pid, status="completed", duration=time.monotonic() - started,
-                 inference_ms=prediction.inference_ms)
+    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
+        return self.fetch_outputs(task)
+
+    def _model_name(self, prediction: Prediction | None, entry: dict[str, Any]) -> str:
+        path = prediction.model if prediction is not None else ""
+        return next((name for name, p in MODEL_PATHS.items() if p == path), str(entry.get("model") or path))
+
+    def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
+        entry = (self.ledger.get(task_id) if self.ledger is not None else None) or {}
+        log_call("v3.collect", model=self._model_name(task, entry), task_id=task_id, status="completed",
+                 duration=time.monotonic() - started, inference_ms=task.inference_ms)
+        return {"inference_ms": task.inference_ms}
+
+    def _result(self, task_id: str, entry: dict[str, Any], task: Any | None, images: list[bytes], urls: list[str],
+                paths: list[str], elapsed: float, *, seed: int | None, size: tuple[int, int] | None,
+                notes: list[str] | None = None) -> GenerationResult:
         return GenerationResult(
-            provider=WAVESPEED.name, protocol=self.protocol, model=model, images=images,
-            prompt_sha256=str(entry.get("prompt_sha256", "")) if entry else "", urls=urls, task_ids=[pid],
-            seeds=[seed] * len(images), size=size, elapsed=time.monotonic() - started, paths=paths)
+            provider=WAVESPEED.name, protocol=self.protocol, model=self._model_name(task, entry), images=images,
+            prompt_sha256=str(entry.get("prompt_sha256", "")), urls=urls, task_ids=[task_id],
+            seeds=[seed] * len(images), size=size, elapsed=elapsed, paths=paths, notes=list(notes or []))
 
     # -- internals ------------------------------------------------------------------------------------------------
 
