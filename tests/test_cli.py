@@ -801,7 +801,7 @@ def test_demo_in_a_subprocess_writes_four_pictures_without_any_key(tmp_path):
     for path in output[:4]:
         Image.open(path).verify()
     assert {Path(p).name.split("_")[0] for p in output[:4]} == {"wavespeed", "wavespeed-edit", "qingbo"}
-    assert (out_dir / ".ledger" / "ledger.jsonl").exists()
+    assert (out_dir / ".ledger" / "zimage.sqlite3").exists()
     assert not (tmp_path / "user-data").exists(), "the user's ledger was not touched"
 
 
