@@ -37,7 +37,8 @@ from .polling import FINAL_STATES, TaskState
 
 __all__ = [
     "Store", "StoreError", "Receipt", "STORE_NAME", "SCHEMA_VERSION", "DATA_DIR_ENV", "default_dir",
-    "set_default_dir", "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES",
+    "set_default_dir", "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES", "SQL_TASK_BY_ID",
+    "SQL_RECEIPT_BY_FINGERPRINT",
 ]
 
 DATA_DIR_ENV = "ZIMAGE_DATA_DIR"
@@ -79,6 +80,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+_TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, "
+                "updated_at, batch_row, extra_json, (SELECT json_group_array(path) FROM (SELECT path FROM pictures p "
+                "WHERE p.task_id = tasks.task_id ORDER BY idx)) FROM tasks")
+SQL_TASK_BY_ID = _TASK_SELECT + " WHERE task_id = ?"
+SQL_RECEIPT_BY_FINGERPRINT = "SELECT task_id, result_json, created_at FROM receipts WHERE fingerprint = ?"
 
 
 class StoreError(OSError):
@@ -268,7 +276,7 @@ class Store:
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """One task as a flat dict (``task_id``, ``time``, the columns, every other recorded field, ``paths``)."""
-        rows = self._read(_TASK_SELECT + " WHERE task_id = ?", (task_id,))
+        rows = self._read(SQL_TASK_BY_ID, (task_id,))
         return _entry(rows[0]) if rows else None
 
     def tasks(self) -> list[dict[str, Any]]:
@@ -312,8 +320,7 @@ class Store:
 
     def receipt(self, fingerprint: str) -> Receipt | None:
         """What was bought under ``fingerprint``, or None."""
-        rows = self._read("SELECT task_id, result_json, created_at FROM receipts WHERE fingerprint = ?",
-                          (fingerprint,))
+        rows = self._read(SQL_RECEIPT_BY_FINGERPRINT, (fingerprint,))
         if not rows:
             return None
         task_id, result, created = rows[0]
@@ -360,11 +367,6 @@ class Store:
     def query_plan(self, sql: str, args: Sequence[Any] = ()) -> list[str]:
         """SQLite's ``EXPLAIN QUERY PLAN`` lines for ``sql`` (for tests and the benchmark)."""
         return [str(row[-1]) for row in self._read("EXPLAIN QUERY PLAN " + sql, args)]
-
-
-_TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, "
-                "updated_at, batch_row, extra_json, (SELECT json_group_array(path) FROM (SELECT path FROM pictures p "
-                "WHERE p.task_id = tasks.task_id ORDER BY idx)) FROM tasks")
 
 
 def _entry(row: Sequence[Any]) -> dict[str, Any]:
