@@ -733,6 +733,7 @@ def test_tasks_from_another_server_are_shown_with_it_and_skipped_by_resume(cli, 
 def test_tasks_limit_before_list_is_kept(cli, emu):
     code, out, _ = cli("submit", "a boat", "--count", "3")
     submitted = lines(out)
+    assert cli("poll", *lines(out), "--out", "boats")[0] == 0  # finished: listed under Recent
     for argv in (["tasks", "--limit", "1", "list"], ["tasks", "list", "--limit", "1"], ["tasks", "--limit", "1"]):
         code, out, _ = cli(*argv)
         recent = out.split("Recent tasks")[1]
@@ -741,6 +742,23 @@ def test_tasks_limit_before_list_is_kept(cli, emu):
         assert len(listed) == 1 and listed[0] in submitted, argv
     code, out, _ = cli("tasks", "list")
     assert "up to 20)" in out
+
+
+def test_tasks_json_prints_every_task_once_and_recent_leaves_out_the_unfinished(cli, emu, tmp_path):
+    code, out, _ = cli("submit", "a boat", "--count", "2")
+    done, waiting = lines(out)
+    assert cli("poll", done, "--out", str(tmp_path))[0] == 0
+    for argv in (["tasks", "--json"], ["tasks", "list", "--json"]):
+        code, out, _ = cli(*argv)
+        rows = [json.loads(line) for line in lines(out)]
+        assert code == 0 and [r["task_id"] for r in rows] == [done, waiting], argv
+        assert list(rows[0])[:6] == ["task_id", "provider", "status", "submitted_at", "base_url", "model"]
+        assert [(r["provider"], r["status"]) for r in rows] == [("qingbo", "completed"), ("qingbo", "queued")]
+        assert rows[0]["base_url"] == emu.url and DEMO_KEY not in out
+    code, out, _ = cli("tasks")
+    unfinished, recent = out.split("Recent tasks")
+    assert waiting in unfinished and done not in unfinished
+    assert done in recent and waiting not in recent  # each id is listed once
 
 
 def test_poll_ctrl_c_names_every_task_not_collected_yet(cli, emu, monkeypatch):
@@ -808,7 +826,7 @@ def test_demo_in_a_subprocess_writes_four_pictures_without_any_key(tmp_path):
     for path in output[:4]:
         Image.open(path).verify()
     assert {Path(p).name.split("_")[0] for p in output[:4]} == {"wavespeed", "wavespeed-edit", "qingbo"}
-    assert (out_dir / ".ledger" / "ledger.jsonl").exists()
+    assert (out_dir / ".ledger" / "zimage.sqlite3").exists()
     assert not (tmp_path / "user-data").exists(), "the user's ledger was not touched"
 
 

@@ -54,6 +54,7 @@ def test_key_is_absent_everywhere_a_user_could_see_it(secret_emu, clock, caplog,
         seen.append(str(info.value))
     seen.append(caplog.text)
     seen.extend(p.read_text(encoding="utf-8", errors="replace") for p in isolated_env.rglob("*.jsonl"))
+    seen.extend(p.read_bytes().decode("utf-8", errors="replace") for p in isolated_env.rglob("zimage.sqlite3*"))
     blob = "\n".join(seen)
     assert "Bearer" in "".join(r.headers.get("authorization", "") for r in secret_emu.requests)  # it was sent
     for secret in (WS_KEY, QB_KEY, WS_KEY[:-1] + "X"):

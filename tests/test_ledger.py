@@ -24,20 +24,21 @@ def test_submitted_then_finished_folds_by_id(tmp_path: Path) -> None:
     assert [e["task_id"] for e in ledger.unfinished()] == ["t-2"]
     assert ledger.local_pictures("t-1") == [b"\xff\xd8\xff\xe0jpeg"]
     assert ledger.local_pictures("t-2") is None
-    lines = (tmp_path / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3 and all(json.loads(line)["task_id"] for line in lines)
+    history = ledger.store.events("t-1")  # every event is kept, in order
+    assert [e["status"] for e in history] == ["submitted", "completed"] and history[1]["urls"] == ["http://x/1.jpg"]
+    assert len(ledger.store.events("t-2")) == 1 and not (tmp_path / "ledger.jsonl").exists()
 
 
 def test_damaged_last_line_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a 0.1.0 ledger whose last write was cut short by a crash, imported on the first open
+    (tmp_path / "ledger.jsonl").write_text(json.dumps({"task_id": "t-1", "status": "submitted", "time": 1.0})
+                                           + '\n{"task_id": "t-2", "status": "subm', encoding="utf-8")
     ledger = Ledger(tmp_path)
-    ledger.record_submitted("t-1", provider="qingbo", model="m", prompt_sha256="a", params={})
-    with open(ledger.path, "a", encoding="utf-8") as handle:
-        handle.write('{"task_id": "t-2", "status": "subm')  # a write cut short by a crash
     with caplog.at_level(logging.WARNING, logger="zimage_api"):
         entries = ledger.entries()
     assert list(entries) == ["t-1"]
     assert "line 2 is damaged and was skipped" in caplog.text
-    ledger.record_status("t-1", "completed")  # appending after a damaged line still works
+    ledger.record_status("t-1", "completed")  # recording after a damaged line still works
     assert ledger.get("t-1")["status"] == "completed"
 
 
@@ -54,13 +55,13 @@ def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         assert default_dir() == tmp_path / "comfy-user"
     finally:
         set_default_dir(None)
-    import zimage_api.ledger as ledger_module
+    import zimage_api.store as store_module
 
     comfy = tmp_path / "ComfyUI"
     (comfy / "user").mkdir(parents=True)
-    fake_pack_file = comfy / "custom_nodes" / "comfyui-zimage" / "zimage_api" / "ledger.py"
+    fake_pack_file = comfy / "custom_nodes" / "comfyui-zimage" / "zimage_api" / "store.py"
     with monkeypatch.context() as patched:
-        patched.setattr(ledger_module, "__file__", str(fake_pack_file))
+        patched.setattr(store_module, "__file__", str(fake_pack_file))
         assert default_dir() == comfy / "user" / "comfyui-zimage"  # the CLI finds the nodes' ledger
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr("sys.platform", "linux")

@@ -500,14 +500,15 @@ def test_cancel_pressed_before_the_run_sends_nothing(nodes: ModuleType, emu: Emu
 
 def test_the_ledger_goes_to_comfyuis_user_folder(nodes: ModuleType, emu: Emulator, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    ledger = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.ledger"]
-    monkeypatch.setattr(ledger, "_configured_dir", None)
+    store = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.store"]
+    monkeypatch.setattr(store, "_configured_dir", None)
     monkeypatch.setattr(nodes, "_data_dir_ready", False)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
     nodes.hooks.user_dir = str(tmp_path / "user")
     task_ids = submit(nodes, count=1)
-    recorded = (tmp_path / "user" / "comfyui-zimage" / "ledger.jsonl").read_text()
-    assert task_ids in recorded and DEMO_KEY not in recorded
+    recorded = store.Store(tmp_path / "user" / "comfyui-zimage")
+    assert recorded.task(task_ids) is not None
+    assert all(DEMO_KEY.encode() not in f.read_bytes() for f in recorded.directory.glob("zimage.sqlite3*"))
 
 
 def test_default_hooks_are_no_ops_outside_comfyui(pack: ModuleType) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
@@ -86,7 +87,12 @@ def test_receipt_round_trip_and_damage(tmp_path) -> None:
     receipts.save(key, result)
     loaded = receipts.load(key)
     assert loaded is not None and loaded.images == [b"\x89PNG..."] and loaded.size == (256, 256)
-    (tmp_path / f"{key}.json").write_text("{broken", encoding="utf-8")
+    picture = tmp_path / f"{key}_0.png"
+    picture.unlink()  # a picture deleted by hand: the request is sent again
+    assert receipts.load(key) is None
+    receipts.save(key, result)
+    with sqlite3.connect(receipts.store.path) as db:  # a damaged receipt is ignored, not an error
+        db.execute("UPDATE receipts SET result_json = '{broken' WHERE fingerprint = ?", (key,))
     assert receipts.load(key) is None
 
 

@@ -25,13 +25,13 @@ from typing import Any
 from .batch_rows import Job
 from .ledger import Ledger
 from .logs import logger, prompt_hash
+from .store import NO_PICTURE_STATUSES
 
 __all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]
 
 MANIFEST_NAME = "manifest.jsonl"
 PENDING = ("submitted", "timeout")  # a row in these states has a task that may still deliver: collect, never re-pay
 UNCERTAIN = ("uncertain", "submitting")  # a submit that may have been charged without a known task id
-_NO_TASK = ("failed", "cancelled", "expired", "not_found")  # ledger states that can deliver no picture
 
 
 class Manifest:
@@ -126,9 +126,9 @@ def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Ledger, *, retry_unce
     """Sort the rows into done, to run (collect or submit), uncertain and missing (see :class:`Plan`)."""
     ledger_tasks: dict[str, str] = {}
     prefix = manifest.ledger_prefix
-    for entry in ledger.entries().values():
+    for entry in ledger.batch_tasks(prefix):  # an indexed lookup by the batch's tag, never the whole store
         tag = entry.get("batch_row")
-        if isinstance(tag, str) and tag.startswith(prefix) and entry.get("status") not in _NO_TASK:
+        if isinstance(tag, str) and tag.startswith(prefix) and entry.get("status") not in NO_PICTURE_STATUSES:
             ledger_tasks[tag[len(prefix):]] = str(entry["task_id"])
     plan = Plan()
     for job in jobs:

@@ -72,7 +72,7 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
         if getattr(args, "tasks_action", None) == "resume":
             resume_tasks(rt, out=args.out, timeout=args.timeout)
         else:
-            list_tasks(rt, limit=args.limit)
+            list_tasks(rt, limit=args.limit, as_json=args.json)
     elif command == "demo":
         from .demo import run_demo
 

@@ -6,6 +6,7 @@ command prints one line per picture (its path) or per task id on stdout, as soon
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -21,10 +22,10 @@ from .parallel import JobOutcome
 from .cli_runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
 from .config import QINGBO, WAVESPEED
 from .errors import ZImageError
-from .ledger import FINISHED
 from .results import GenerationResult
 
-__all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "resume_tasks", "read_task_ids",
+__all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
+           "read_task_ids",
            "save_pictures", "save_paid_pictures", "prepare_out", "picture_extension", "picture_tag", "read_reference",
            "DEFAULT_TIMEOUT"]
 
@@ -304,10 +305,29 @@ def _other_server(rt: Runtime, entry: dict[str, Any]) -> str | None:
     return str(issuer) if configured is not None and issuer != configured else None
 
 
-def list_tasks(rt: Runtime, *, limit: int = 20) -> None:
-    """Print the ledger's unfinished tasks, then the most recent ones (with their server when it is another)."""
+_JSON_FIRST = ("task_id", "provider", "status", "submitted_at", "base_url", "model")
+_SECRET_WORDS = ("api_key", "apikey", "authorization", "secret", "password", "token")
+
+
+def task_json(entry: dict[str, Any]) -> str:
+    """One task as a JSON line: its id, provider, status, time and server first, then every other field.
+
+    Fields named like a credential are left out (none is ever recorded; this keeps it so in any output).
+    """
+    ordered = {name: entry.get(name) for name in _JSON_FIRST}
+    ordered.update((k, v) for k, v in entry.items() if k not in ordered)
+    clean = {k: v for k, v in ordered.items() if not any(word in k.lower() for word in _SECRET_WORDS)}
+    return json.dumps(clean, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
+    """Print the ledger's unfinished tasks, then the most recent finished ones (with their server when it is
+    another); with ``as_json``, every task as one JSON object per line, oldest first."""
+    if as_json:
+        for entry in rt.ledger.entries().values():
+            to_stdout(task_json(entry))
+        return
     now = time.time()  # the ledger stamps real time
-    entries = rt.ledger.entries()
     elsewhere = False
 
     def table(rows: list[dict[str, Any]]) -> None:
@@ -320,15 +340,15 @@ def list_tasks(rt: Runtime, *, limit: int = 20) -> None:
             to_stdout(f"  {entry['task_id']:<40} {str(entry.get('provider', '?')):<10} "
                       f"{str(entry.get('status', '?')):<11} {age}" + (f"  issued by {server}" if server else ""))
 
-    unfinished = [e for e in entries.values() if e.get("status") not in FINISHED]
+    unfinished = rt.ledger.unfinished()
     if unfinished:
         to_stdout(f"Unfinished tasks ({len(unfinished)}; collect them with `{PROG} tasks resume`):")
         table(unfinished)
     else:
         to_stdout("No unfinished tasks.")
-    recent = rt.ledger.recent(limit)
+    recent = rt.ledger.recent(limit, finished_only=True)  # the unfinished ones are listed above
     if recent:
-        to_stdout(f"Recent tasks (newest first, up to {limit}):")
+        to_stdout(f"Recent tasks (finished, newest first, up to {limit}):")
         table(recent)
     if elsewhere:
         to_stdout(f"Tasks 'issued by' another server than the one configured now are skipped by `{PROG} tasks "

@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="The ledger records every paid task id before any waiting. `tasks` lists the "
                                  "unfinished and recent ones (id, provider, status, age); `tasks resume` collects "
                                  "every unfinished task and prints the pictures' paths.",
-                     examples=["tasks", "tasks list --limit 50", "tasks resume --out recovered"])
+                     examples=["tasks", "tasks list --limit 50", "tasks --json | grep completed",
+                               "tasks resume --out recovered"])
     tasks_sub = tasks.add_subparsers(dest="tasks_action", metavar="ACTION", parser_class=_Parser,
                                      help="list (the default) or resume")
     listing = tasks_sub.add_parser("list", parents=[verbose], help="list tasks (the default)",
@@ -231,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     for target, default in ((tasks, 20), (listing, argparse.SUPPRESS)):
         target.add_argument("--limit", metavar="N", type=int, default=default,
                             help="how many recent tasks to list (default: 20)")
+    for target, flag in ((tasks, False), (listing, argparse.SUPPRESS)):
+        target.add_argument("--json", action="store_true", default=flag,
+                            help="print every task as one JSON object per line (task_id, provider, status, "
+                                 "submitted_at, base_url, model, ...), for grep and jq")
     tasks_sub.add_parser("resume", parents=[verbose, out, wait], help="collect every unfinished task",
                          description="Collect every unfinished task in the ledger (never re-submitting) and "
                                      "write the pictures to --out.")

@@ -4,8 +4,8 @@ ComfyUI's own cache forgets a result as soon as another workflow runs, and a res
 queueing the same inputs again would pay again. A receipt makes the same request free: its pictures come back from
 disk. A different seed is a different request, which is how an artist asks for a new picture.
 
-Receipts live in ``<data dir>/receipts`` (see :mod:`zimage_api.ledger` for the data dir). Set
-``ZIMAGE_REUSE_RESULTS=0`` to always send the request.
+Receipts are rows of the task store (:mod:`zimage_api.store`), looked up by fingerprint; pictures bought without a
+task are copied to ``<data dir>/receipts``. Set ``ZIMAGE_REUSE_RESULTS=0`` to always send the request.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from .ledger import Ledger, default_dir
+from .ledger import Ledger
 from .logs import logger
 from .results import GenerationResult
+from .store import NO_PICTURE_STATUSES, Store, default_dir
 
 __all__ = ["Receipts", "fingerprint", "REUSE_ENV"]
 
@@ -34,28 +35,42 @@ def fingerprint(kind: str, **params: Any) -> str:
 
 
 class Receipts:
-    """Results by request fingerprint, on disk. Safe to share between threads (each receipt is one file)."""
+    """Results and task ids by request fingerprint, in the task store. Safe to share between threads.
+
+    ``directory`` is where pictures bought without a task are copied (default: ``<data dir>/receipts``). The
+    receipts themselves go to the store of ``ledger`` when given, else to the store of the data folder that holds
+    ``directory`` (its parent when it is named ``receipts``, else ``directory`` itself).
+    """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *, ledger: Ledger | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else default_dir() / "receipts"
+        if directory is not None:
+            self.directory = Path(directory)
+        else:
+            self.directory = (ledger.directory if ledger is not None else default_dir()) / "receipts"
         self.ledger = ledger
+        if ledger is not None:
+            self.store = ledger.store
+        else:
+            self.store = Store(self.directory.parent if self.directory.name == "receipts" else self.directory)
 
     @staticmethod
     def enabled() -> bool:
         return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
     def load(self, key: str) -> GenerationResult | None:
-        """The result bought under ``key``, read back from disk; None when there is none (or a file is gone)."""
+        """The result bought under ``key``, pictures read back from disk; None when there is none (or a file is gone)."""
         if not self.enabled():
             return None
-        path = self.directory / f"{key}.json"
+        receipt = self.store.receipt(key)
+        if receipt is None or receipt.result is None:
+            return None
+        record = receipt.result
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
             images = [Path(p).read_bytes() for p in record["paths"]]
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            logger.warning("receipt %s is unreadable (%s); the request will be sent", path.name, type(err).__name__)
+        except (OSError, KeyError, TypeError) as err:
+            logger.warning("receipt %s is unreadable (%s); the request will be sent", key, type(err).__name__)
             return None
         known = {f.name for f in fields(GenerationResult)}
         values = {k: v for k, v in record.items() if k in known and k != "images"}
@@ -72,9 +87,9 @@ class Receipts:
         if not self.enabled():
             return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             paths = list(result.paths) if len(result.paths) == len(result.images) else []
             if not paths:
+                self.directory.mkdir(parents=True, exist_ok=True)
                 for index, data in enumerate(result.images):
                     ext = "png" if data[:4] == b"\x89PNG" else "jpg" if data[:3] == b"\xff\xd8\xff" else "bin"
                     path = self.directory / f"{key}_{index}.{ext}"
@@ -83,28 +98,25 @@ class Receipts:
             record = {k: v for k, v in asdict(result).items() if k not in ("images", "notes")}
             record["paths"] = paths
             record["saved_at"] = _now_text()
-            tmp = self.directory / f"{key}.json.part"
-            tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, self.directory / f"{key}.json")
+            self.store.save_result(key, record)
         except OSError as err:  # a full disk must not fail a run that already succeeded
             logger.warning("could not keep a receipt: %s", err)
-
 
     def task_receipt(self, key: str) -> tuple[str | None, str | None]:
         """``(usable, spent)`` for the task submitted earlier under ``key``.
 
-        ``usable`` is its id while it can still give a picture; ``spent`` is its id when the ledger says it failed,
-        was cancelled, expired or is unknown to its server, so the caller submits a new one (under a new idempotency key). Both are None when
-        nothing was submitted under ``key``, or reuse is switched off.
+        ``usable`` is its id while it can still give a picture; ``spent`` is its id when the store says it failed,
+        was cancelled, expired or is unknown to its server, so the caller submits a new one (under a new
+        idempotency key). Both are None when nothing was submitted under ``key``, or reuse is switched off.
         """
         if not self.enabled():
             return None, None
-        try:
-            task_id = str(json.loads((self.directory / f"{key}.task.json").read_text(encoding="utf-8"))["task_id"])
-        except (OSError, ValueError, KeyError, TypeError):
+        receipt = self.store.receipt(key)
+        if receipt is None or not receipt.task_id:
             return None, None
-        entry = self.ledger.get(task_id) if self.ledger is not None else None
-        if str((entry or {}).get("status", "submitted")) in ("failed", "cancelled", "expired", "not_found"):
+        task_id = receipt.task_id
+        entry = self.ledger.get(task_id) if self.ledger is not None else self.store.task(task_id)
+        if str((entry or {}).get("status", "submitted")) in NO_PICTURE_STATUSES:
             return None, task_id
         return task_id, None
 
@@ -114,17 +126,19 @@ class Receipts:
         if not self.enabled():
             return f"zimage-{uuid.uuid4().hex}"  # reuse switched off: every run is a new request
         _usable, spent = self.task_receipt(key)
-        return f"zimage-{key}-{spent or 'first'}"
+        idempotency = f"zimage-{key}-{spent or 'first'}"
+        try:
+            self.store.note_idempotency_key(key, idempotency)
+        except OSError as err:  # the key is derived, not stored: a note that cannot be written changes nothing
+            logger.warning("could not note an idempotency key: %s", err)
+        return idempotency
 
     def save_task(self, key: str, task_id: str) -> None:
         """Remember that ``key`` was submitted as ``task_id``."""
         if not self.enabled():
             return
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f"{key}.task.json.part"
-            tmp.write_text(json.dumps({"task_id": task_id, "saved_at": _now_text()}), encoding="utf-8")
-            os.replace(tmp, self.directory / f"{key}.task.json")
+            self.store.save_task(key, task_id)
         except OSError as err:
             logger.warning("could not keep a receipt: %s", err)
 
