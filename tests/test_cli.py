@@ -751,9 +751,12 @@ def test_tasks_json_prints_every_task_once_and_recent_leaves_out_the_unfinished(
     for argv in (["tasks", "--json"], ["tasks", "list", "--json"]):
         code, out, _ = cli(*argv)
         rows = [json.loads(line) for line in lines(out)]
-        assert code == 0 and [r["task_id"] for r in rows] == [done, waiting], argv
+        # Oldest first; the two were submitted side by side, so either may be first.
+        assert code == 0 and sorted(r["task_id"] for r in rows) == sorted([done, waiting]), argv
+        assert [r["submitted_at"] for r in rows] == sorted(r["submitted_at"] for r in rows)
         assert list(rows[0])[:6] == ["task_id", "provider", "status", "submitted_at", "base_url", "model"]
-        assert [(r["provider"], r["status"]) for r in rows] == [("qingbo", "completed"), ("qingbo", "queued")]
+        status = {r["task_id"]: (r["provider"], r["status"]) for r in rows}
+        assert status == {done: ("qingbo", "completed"), waiting: ("qingbo", "queued")}
         assert rows[0]["base_url"] == emu.url and DEMO_KEY not in out
     code, out, _ = cli("tasks")
     unfinished, recent = out.split("Recent tasks")

@@ -26,11 +26,11 @@ from typing import Any
 
 from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
 from .batch_rows import Job, estimate_cost, load_jobs, print_dry_run, row_order
-from .catalog import WAVESPEED_USD_PER_PICTURE
-from .cli_commands import DEFAULT_TIMEOUT, picture_tag, prepare_out, save_paid_pictures
-from .engine import RunCancelled
-from .parallel import JobOutcome
-from .cli_runtime import (
+from ..catalog import WAVESPEED_USD_PER_PICTURE
+from .commands import DEFAULT_TIMEOUT, picture_tag, prepare_out, save_paid_pictures
+from ..engine import RunCancelled
+from ..parallel import JobOutcome
+from .runtime import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -43,7 +43,7 @@ from .cli_runtime import (
     to_stderr,
     to_stdout,
 )
-from .errors import (
+from ..errors import (
     APIConnectionError,
     ResultExpiredError,
     TaskFailedError,

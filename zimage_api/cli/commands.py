@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .catalog import picture_extension
-from .orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
-from .parallel import JobOutcome
-from .cli_runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
-from .config import QINGBO, WAVESPEED
-from .errors import ZImageError
-from .results import GenerationResult
+from ..catalog import picture_extension
+from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
+from ..parallel import JobOutcome
+from .runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
+from ..config import QINGBO, WAVESPEED
+from ..errors import ZImageError
+from ..results import GenerationResult
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
@@ -113,7 +113,7 @@ def save_paid_pictures(rt: Runtime, out: Path, tag: str, ident: str, seed: int |
 
 def read_reference(path: str | os.PathLike[str]) -> Reference:
     """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
-    from .images import open_image
+    from ..images import open_image
 
     file = Path(path)
     try:
@@ -242,7 +242,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
                  prompt_extend: bool = False, seed: int | None = None, count: int = 1) -> list[str]:
     """Create ``count`` Qingbo tasks through the engine (seeds ``seed``, ``seed+1``...; none: Qingbo picks), print
     and return their ids. The same inputs again return the same tasks without paying: change the seed to re-roll."""
-    from .engine import submit_error
+    from ..engine import submit_error
 
     order = QingboTasks(prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution,
                         prompt_extend=prompt_extend, seed=None if seed is None or seed == -1 else seed, count=count)
@@ -259,7 +259,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
 
 def read_task_ids(values: Sequence[str]) -> list[str]:
     """The task ids given on the command line, where ``-`` stands for every id read from stdin."""
-    from .validation import split_task_ids
+    from ..validation import split_task_ids
 
     ids: list[str] = []
     for value in values:
@@ -272,7 +272,7 @@ def read_task_ids(values: Sequence[str]) -> list[str]:
 def collect_tasks(rt: Runtime, task_ids: Sequence[str], *, provider: str = "qingbo", out: Path,
                   timeout: float | None = None) -> list[Path]:
     """Wait for existing tasks (never re-submitting), write their pictures, print and return the paths."""
-    from .validation import check_task_id
+    from ..validation import check_task_id
 
     name = "Qingbo" if provider == "qingbo" else "WaveSpeed"
     ids = [check_task_id(task_id, provider=name) for task_id in task_ids]

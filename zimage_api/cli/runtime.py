@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from .config import QINGBO, WAVESPEED, Provider
-from .errors import ValidationError, ZImageError
-from .clients import Clients
-from .ledger import Ledger
-from .results import GenerationResult
+from ..config import QINGBO, WAVESPEED, Provider
+from ..errors import ValidationError, ZImageError
+from ..clients import Clients
+from ..ledger import Ledger
+from ..results import GenerationResult
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "PROG", "EXIT_OK", "EXIT_FAILED",
            "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr", "tolerate_unencodable_output"]
@@ -155,7 +155,7 @@ class Runtime:
 
     def engine(self, on_progress: Any = None) -> Any:
         """The library's engine for one command: this run's clients, sleep, clock, Ctrl-C and paid-request marks."""
-        from .engine import Engine
+        from ..engine import Engine
 
         # Ctrl-C starts no new unit, and every wait ends (this run's sleep raises), but a paid request already in
         # flight finishes, so that its id reaches the ledger: the engine's own cancel event is never set here.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli_commands import collect_tasks, generate_pictures
-from .cli_runtime import Runtime
-from .ledger import Ledger
+from .commands import collect_tasks, generate_pictures
+from .runtime import Runtime
+from ..ledger import Ledger
 
 __all__ = ["run_demo"]
 
@@ -28,7 +28,7 @@ def run_demo(out: Path | str) -> list[Path]:
     """Run the tour, writing pictures to ``out``; returns their paths."""
     import requests
 
-    from .emulator import DEMO_KEY, Emulator
+    from ..emulator import DEMO_KEY, Emulator
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

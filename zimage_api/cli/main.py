@@ -6,8 +6,8 @@ validation or configuration error), 130 Ctrl-C. ``run(argv, sleep=..., clock=...
 it injects the sleep and the clock into every client and waiting loop, so no test sleeps for real.
 
 This module parses the command line, dispatches to the command and turns its errors into one line and an exit
-code. The grammar is in :mod:`.cli_parser`, the single commands in :mod:`.cli_commands`, ``batch`` in
-:mod:`.cli_batch`, and what a run shares in :mod:`.cli_runtime`.
+code. The grammar is in :mod:`.parser`, the single commands in :mod:`.commands`, ``batch`` in
+:mod:`.batch`, and what a run shares in :mod:`.runtime`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from .cli_batch import run_batch
-from .cli_commands import (
+from .batch import run_batch
+from .commands import (
     collect_tasks,
     generate_pictures,
     list_tasks,
@@ -29,9 +29,9 @@ from .cli_commands import (
     save_pictures,
     submit_tasks,
 )
-from .cli_parser import build_parser
-from .engine import RunCancelled
-from .cli_runtime import (
+from .parser import build_parser
+from ..engine import RunCancelled
+from .runtime import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -45,8 +45,8 @@ from .cli_runtime import (
     to_stderr,
     tolerate_unencodable_output,
 )
-from .errors import ConfigError, ValidationError, ZImageError
-from .logs import logger
+from ..errors import ConfigError, ValidationError, ZImageError
+from ..logs import logger
 
 __all__ = ["main", "run", "build_parser", "Runtime", "save_pictures", "generate_pictures", "submit_tasks",
            "collect_tasks", "UsageError", "Interrupted", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
@@ -91,7 +91,7 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
     if args.command == "emulator":
-        from .emulator.__main__ import main as emulator_main
+        from ..emulator.__main__ import main as emulator_main
 
         try:
             return int(emulator_main(extra) or 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch_rows import PROVIDERS
-from .cli_runtime import EXIT_USAGE, PROG
+from .runtime import EXIT_USAGE, PROG
 
 __all__ = ["build_parser"]
 

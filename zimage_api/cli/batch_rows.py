@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
-from .cli_commands import read_reference
-from .orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
-from .cli_runtime import UsageError, one_line, to_stdout
-from .errors import ValidationError, ZImageError
+from ..catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
+from .commands import read_reference
+from ..orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
+from .runtime import UsageError, one_line, to_stdout
+from ..errors import ValidationError, ZImageError
 
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
            "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
@@ -188,10 +188,10 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
                   response_format: str | None, output_format: str | None) -> tuple[str, dict[str, Any],
                                                                                     dict[str, Any]]:
     """(provider, normalised params, passthrough notes), validated with the clients' own checks."""
-    from .openai_images import ImagesClient
-    from .qingbo import QingboClient
-    from .validation import check_choice, check_number
-    from .wavespeed_v3 import WaveSpeedClient
+    from ..openai_images import ImagesClient
+    from ..qingbo import QingboClient
+    from ..validation import check_choice, check_number
+    from ..wavespeed_v3 import WaveSpeedClient
 
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
