@@ -334,11 +334,14 @@ def _seed_input(tooltip: str) -> tuple[str, dict[str, Any]]:
 
 _MODEL = (list(MODELS), {"default": "Z-Image-Base", "tooltip": "Z-Image-Base follows CFG and the negative prompt. "
                    "Z-Image-Turbo is distilled to 8 steps: faster, but CFG and the negative prompt have no effect."})
-_API = (list(APIS), {"default": "v1/images", "tooltip": "v1/images: WaveSpeed's OpenAI-style API (sizes 256-2048, answers "
+_API = (list(APIS), {"default": "v1/images",
+                     "tooltip": "v1/images: WaveSpeed's OpenAI-style API (sizes 256-2048, answers "
                "at once). v3: WaveSpeed's native prediction API (sizes 256-1536, polled with progress, no CFG)."})
-_RESPONSE_FORMAT = (list(RESPONSE_FORMATS), {"default": "b64_json", "tooltip": "How the pictures come back: inline base64, "
+_RESPONSE_FORMAT = (list(RESPONSE_FORMATS), {"default": "b64_json",
+                                             "tooltip": "How the pictures come back: inline base64, "
                                        "or short-lived URLs that are downloaded at once. The result is the same."})
-_OUTPUT_FORMAT = (list(V3_OUTPUT_FORMATS), {"default": "png", "tooltip": "The file format WaveSpeed encodes (v3 api only; "
+_OUTPUT_FORMAT = (list(V3_OUTPUT_FORMATS), {"default": "png",
+                                            "tooltip": "The file format WaveSpeed encodes (v3 api only; "
                                    "v1/images always returns PNG)."})
 _TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip": "Seconds to wait for the pictures. "
                     "v1/images: the request's read timeout. v3: how long to poll the prediction."})
@@ -451,7 +454,8 @@ class ZImageEdit(_WaveSpeedNode):
                                   "tooltip": "How many pictures per reference picture (one paid request each)."}),
             },
             "optional": {
-                "width": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16, "tooltip": size_tip.format("width")}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
+                                  "tooltip": size_tip.format("width")}),
                 "height": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
                                    "tooltip": size_tip.format("height")}),
                 "response_format": _RESPONSE_FORMAT,
@@ -595,7 +599,8 @@ class QingboTaskPoll:
             raise _with_poll_advice(error, ids)
         ordered = [o.value for o in outcomes if o.value is not None]
         local = sum(1 for r in ordered if any(n.startswith("served from the local copy") for n in r.notes))
-        notes = [f"{local} task(s) collected earlier, served from the local copy; no request was sent."] if local else []
+        notes = ([f"{local} task(s) collected earlier, served from the local copy; no request was sent."]
+                 if local else [])
         image = _to_image(ordered)
         info = info_json(ordered, notes=notes)
         run.finish(f"done: {image.shape[0]} picture(s) {image.shape[2]}x{image.shape[1]}")

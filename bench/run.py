@@ -52,13 +52,13 @@ import numpy as np  # noqa: E402
 import PIL  # noqa: E402
 import requests  # noqa: E402
 import torch  # noqa: E402
+from content import encoded, photo  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from content import encoded, photo  # noqa: E402
 from zimage_api import images as zimages  # noqa: E402
-from zimage_api.parallel import run_jobs  # noqa: E402
 from zimage_api.emulator import DEMO_KEY, Emulator  # noqa: E402
 from zimage_api.openai_images import ImagesClient  # noqa: E402
+from zimage_api.parallel import run_jobs  # noqa: E402
 from zimage_api.polling import PollSchedule  # noqa: E402
 from zimage_api.qingbo import QingboClient  # noqa: E402
 from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
@@ -425,7 +425,8 @@ def bench_lag(cfg: Settings) -> list[Row]:
                     f"{median(peer_all['counts']):g} (5 s poll)",
                     median(pack_all["counts"]) / median(peer_all["counts"]), "(info)", None))
     lag_wait = median(wait_all["lags"])
-    rows.append(Row("Lag after done, generate() + Prefer: wait, median", f"{lag_wait:.3f} s", f"{lag_peer:.3f} s (5 s poll)",
+    rows.append(Row("Lag after done, generate() + Prefer: wait, median", f"{lag_wait:.3f} s",
+                    f"{lag_peer:.3f} s (5 s poll)",
                     lag_wait / lag_peer, "(info)", None))
     return rows
 
@@ -743,7 +744,7 @@ def table(rows: list[Row]) -> str:
         (r.metric, r.pack, r.other, "" if r.ratio is None else f"{r.ratio:.2f}", r.target,
          "" if r.met is None else ("yes" if r.met else "NO")) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip() for cell in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -108,7 +108,7 @@ def test_generate_v3_polls_with_the_fake_clock_and_records_the_ledger(cli, emu, 
     assert submits[0].json["size"] == "512*512"
     ids = sorted(emu.tasks, key=lambda task_id: emu.tasks[task_id].params["seed"])
     assert [Path(p).name for p in paths] == [f"wavespeed_{ids[0]}_5_0.png", f"wavespeed_{ids[1]}_6_0.png"]
-    for path, task_id in zip(paths, ids):
+    for path, task_id in zip(paths, ids, strict=True):
         assert Path(path).read_bytes() == emu.tasks[task_id].outputs[0]
     assert clock.sleeps, "the wait used the injected sleep"
     ledger = Ledger()
@@ -163,7 +163,7 @@ def test_submit_prints_ids_and_poll_collects_them_without_resubmitting(cli, emu,
     assert code == 0, err
     paths = lines(out)
     assert [Path(p).name for p in paths] == [f"qingbo_{ids[0]}_10_0.jpg", f"qingbo_{ids[1]}_11_0.jpg"]
-    for path, task_id in zip(paths, ids):
+    for path, task_id in zip(paths, ids, strict=True):
         assert pixels(Path(path).read_bytes()).tolist() == pixels(emu.tasks[task_id].outputs[0]).tolist()
     assert posts(emu, "POST /v1/tasks") == 2
 

@@ -32,7 +32,8 @@ def test_config_file_edits_are_picked_up(monkeypatch: pytest.MonkeyPatch, tmp_pa
     import os
 
     path = tmp_path / "zimage.ini"
-    path.write_text("\ufeff[qingbo]\napi_key = \"first-key-abc\"\n", encoding="utf-8")  # BOM + quotes, as Notepad writes
+    # A byte-order mark and quotes, as Notepad writes them.
+    path.write_text("\ufeff[qingbo]\napi_key = \"first-key-abc\"\n", encoding="utf-8")
     assert resolve_api_key(QINGBO) == "first-key-abc"
     path.write_text("[qingbo]\napi_key = second-key-abc\n", encoding="utf-8")
     os.utime(path, (1, 2))  # make sure the change is visible even within the file system's time resolution

@@ -49,7 +49,7 @@ def test_503_three_times_then_ok_backs_off_with_jitter(emu, clock) -> None:
     assert result.images == [emu.served_images[-1]]
     assert len(emu.requests_to(GENERATIONS)) == 4
     low_high = [(0.375, 0.625), (0.75, 1.25), (1.5, 2.5)]
-    assert len(clock.sleeps) == 3 and all(lo <= s <= hi for s, (lo, hi) in zip(clock.sleeps, low_high))
+    assert len(clock.sleeps) == 3 and all(lo <= s <= hi for s, (lo, hi) in zip(clock.sleeps, low_high, strict=True))
     assert clock.sleeps != [0.5, 1.0, 2.0]  # jittered
 
 

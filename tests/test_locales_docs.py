@@ -161,7 +161,7 @@ def test_chinese_page_is_chinese_and_not_hard_wrapped(name: str) -> None:
     assert len(HAN.findall(prose)) > 300, "the Chinese page should be written in Chinese"
     # Inside a paragraph, a line break between two Chinese characters renders as a stray space in the help panel.
     lines = prose.splitlines()
-    for before, after in zip(lines, lines[1:]):
+    for before, after in zip(lines, lines[1:], strict=False):
         starts_block = re.match(r"\s*(- |\d+\. |#)", after)
         if before.strip() and not before.lstrip().startswith("#") and not starts_block:
             assert not (re.search(r"[\u4e00-\u9fff，。、；：]$", before.rstrip()) and HAN.match(after.strip())), \

@@ -17,8 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_stubs import MUG, PACK_DIR, PACK_MODULE, FakeInterrupt, pack_nodes
-from tests.comfy_stubs import call_node
+from tests.comfy_stubs import MUG, PACK_DIR, PACK_MODULE, FakeInterrupt, call_node, pack_nodes
 from zimage_api.emulator import DEMO_KEY, Emulator
 
 NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
@@ -143,7 +142,8 @@ def test_importing_the_pack_alone_is_light(tmp_path: Path) -> None:
 
 def test_every_module_a_node_uses_imports_inside_comfyui(tmp_path: Path) -> None:
     """Inside ComfyUI the library is only reachable through the pack (relative imports), never as `zimage_api`."""
-    modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "engine", "orders", "parallel", "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "transport"]
+    modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "engine", "orders", "parallel",
+               "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "transport"]
     code = ("import importlib, importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location({PACK_MODULE!r}, {str(PACK_DIR / '__init__.py')!r})\n"
             "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n"

@@ -9,12 +9,12 @@ replace ComfyUI's torch or pin a compiled package to a build that may not exist 
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import tomllib
 from PIL import Image
 
 PACK_DIR = Path(__file__).resolve().parent.parent

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.comfy_stubs import call_node
-from tests.comfy_stubs import MUG
+from tests.comfy_stubs import MUG, call_node
 from zimage_api.receipts import Receipts, fingerprint
 from zimage_api.results import GenerationResult
 

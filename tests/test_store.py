@@ -66,7 +66,7 @@ def test_two_processes_writing_at_once_lose_no_id(tmp_path: Path) -> None:
     writers = [_python(WRITER, str(tmp_path), name, str(count)) for name in ("comfyui", "cli")]
     (tmp_path / "go").touch()  # both open a new store and write at the same moment
     outputs = [w.communicate(timeout=120) for w in writers]
-    for writer, (_out, err) in zip(writers, outputs):
+    for writer, (_out, err) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, err
     printed = {line for out, _err in outputs for line in out.split()}
     entries = Ledger(tmp_path).entries()

@@ -76,5 +76,6 @@ def test_html_502_and_malformed_json_are_named(emu, clock) -> None:
 def test_server_error_message(emu, clock) -> None:
     emu.inject("GET /v1/tasks/*", "status", status=500, body={"error": {"message": "db down", "code": "internal"}})
     transport = Transport(QINGBO, sleep=clock.sleep, retry=RetryPolicy(max_attempts=1))
-    with pytest.raises(ServerError, match=r"^Qingbo had a server error \(HTTP 500: db down\); try again in a minute\.$"):
+    expected = r"^Qingbo had a server error \(HTTP 500: db down\); try again in a minute\.$"
+    with pytest.raises(ServerError, match=expected):
         transport.request_json("GET", "/v1/tasks/t-1")

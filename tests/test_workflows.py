@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.comfy_stubs import PACK_DIR, patch_nodes
-from tests.comfy_stubs import call_node
+from tests.comfy_stubs import PACK_DIR, call_node, patch_nodes
 from zimage_api.emulator import Emulator
 
 WORKFLOWS = PACK_DIR / "workflows"

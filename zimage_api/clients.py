@@ -70,18 +70,18 @@ class Clients:
         options = self.transport_options(WAVESPEED)
         if read_timeout is not None:
             options["timeout"] = (10.0, float(read_timeout))
-        return self._client("images", read_timeout, lambda: ImagesClient(**options))  # type: ignore[no-any-return]
+        return self._client("images", read_timeout, lambda: ImagesClient(**options))
 
     def v3(self) -> WaveSpeedClient:
         from .wavespeed_v3 import WaveSpeedClient
 
-        return self._client("v3", None, lambda: WaveSpeedClient(  # type: ignore[no-any-return]
+        return self._client("v3", None, lambda: WaveSpeedClient(
             ledger=self._ledger, **self.transport_options(WAVESPEED)))
 
     def qingbo(self) -> QingboClient:
         from .qingbo import QingboClient
 
-        return self._client("qingbo", None, lambda: QingboClient(  # type: ignore[no-any-return]
+        return self._client("qingbo", None, lambda: QingboClient(
             ledger=self._ledger, **self.transport_options(QINGBO)))
 
     def tasks(self, provider: str) -> Any:

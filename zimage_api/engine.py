@@ -19,7 +19,7 @@ from .clients import Clients
 from .errors import TaskCancelledError, TaskFailedError, TaskTimeoutError, ZImageError
 from .limits import LIMITS, ProviderLimits
 from .orders import Edit, PictureOrder, QingboTasks
-from .parallel import JobOutcome, Once, first_error, run_jobs
+from .parallel import JobOutcome, Once, run_jobs
 from .progress import BatchProgress
 from .receipts import Receipts, fingerprint
 from .results import GenerationResult
@@ -105,7 +105,7 @@ class Engine:
                 order.kind, endpoint=endpoint, prompt=order.prompt, index=i, **order.options(),
                 seed=order.seed_of(i))) for i in range(order.count)]
         endpoint = self._picture_client(order).transport.base_url
-        units = []
+        units: list[Unit] = []
         refs: Sequence[int | None] = range(len(order.references)) if isinstance(order, Edit) else [None]
         for ref in refs:
             for i in range(order.count):
@@ -352,7 +352,7 @@ def collect_error(outcomes: Sequence[JobOutcome[GenerationResult]], ids: Sequenc
             "was charged twice: collect these ids again to get the pictures.", task_id=timeouts[0].task_id,
             provider="Qingbo")
     first = errors[0]
-    delivered = [tid for tid, o in zip(ids, outcomes) if o.value is not None]
+    delivered = [tid for tid, o in zip(ids, outcomes, strict=True) if o.value is not None]
     if isinstance(first, TaskFailedError) and delivered:
         wrapped = TaskFailedError(
             f"{first.message} The other task(s) {', '.join(delivered)} completed and are kept: collect them without "

@@ -13,12 +13,14 @@ that make or read tensors, so this module can be imported (and the byte-level he
 
 from __future__ import annotations
 
+import base64
 import binascii
 import io
 import json
 import math
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -77,6 +79,13 @@ _BASE64_SIGNATURES = (b"data:image", b"ivborw0kggo", b"/9j/", b"uklgr", b"r0lgod
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _strict_b64(text: str) -> bytes:
+    """Standard base64 decoded strictly: any other character, or misplaced padding, raises ``binascii.Error``."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)  # Python 3.10 has no strict mode in binascii
+
+
 def decode_base64(data: str) -> bytes:
     """Decode base64 picture data as providers send it.
 
@@ -105,7 +114,7 @@ def decode_base64(data: str) -> bytes:
         raise _invalid_base64(length, "it is empty")
     try:
         # Fast path: clean standard base64, decoded in C without intermediate copies.
-        return binascii.a2b_base64(text, strict_mode=True)
+        return _strict_b64(text)
     except (binascii.Error, ValueError):
         pass
     cleaned = "".join(text.split()).translate(_URLSAFE_TO_STANDARD).rstrip("=")
@@ -117,7 +126,7 @@ def decode_base64(data: str) -> bytes:
         raise _invalid_base64(length, "its length is impossible for base64, it may be cut off")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
-        return binascii.a2b_base64(cleaned, strict_mode=True)
+        return _strict_b64(cleaned)
     except (binascii.Error, ValueError) as err:
         raise _invalid_base64(length, "it is not well-formed base64") from err
 

@@ -18,13 +18,18 @@ from .config import QINGBO
 from .errors import (
     InvalidResponseError,
     NotFoundError,
-    ResultExpiredError,
-    TaskCancelledError,
     TaskFailedError,
-    TaskTimeoutError,
 )
 from .logs import log_call, logger, prompt_hash
-from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
+from .polling import (
+    DEFAULT_TIMEOUT,
+    CancelCheck,
+    PollSchedule,
+    ProgressCallback,
+    TaskSnapshot,
+    TaskState,
+    wait_for_task,
+)
 from .results import GenerationResult, quota_to_usd
 from .task_client import TaskClient
 from .validation import (
@@ -86,6 +91,9 @@ def output_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
     if a >= b:
         return long_side, round(long_side * b / a)
     return round(long_side * a / b), long_side
+
+
+DEFAULT_SCHEDULE = PollSchedule()
 
 
 @dataclass(frozen=True)
@@ -282,7 +290,7 @@ class QingboClient(TaskClient):
         clock: Callable[[], float] = time.monotonic,
         cancel_check: CancelCheck | None = None,
         on_progress: ProgressCallback | None = None,
-        schedule: PollSchedule = PollSchedule(),
+        schedule: PollSchedule = DEFAULT_SCHEDULE,
         first: QingboTask | None = None,
     ) -> QingboTask:
         """Poll until the task is final; return it completed, or raise a typed task error.
@@ -291,7 +299,8 @@ class QingboClient(TaskClient):
         """
         tid = check_task_id(task_id, provider="Qingbo")
         snapshot = wait_for_task(
-            lambda: self.get(tid, cancel_check=cancel_check).snapshot(), task_id=tid, provider=QINGBO.name, timeout=timeout, sleep=sleep,
+            lambda: self.get(tid, cancel_check=cancel_check).snapshot(), task_id=tid, provider=QINGBO.name,
+            timeout=timeout, sleep=sleep,
             clock=clock, cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
             first=first.snapshot() if first is not None else None,
@@ -313,6 +322,9 @@ class QingboClient(TaskClient):
             f"Qingbo task {tid} was {task.state.value} (refunded), so it has no picture; submit a new task for one "
             "(in ComfyUI, change the seed of Qingbo Task Submit).", task_id=tid, provider=QINGBO.name,
             code=task.state.value)
+
+    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
+        return self.wait(task_id, **wait_options)
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ class Receipts:
         return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
     def load(self, key: str) -> GenerationResult | None:
-        """The result bought under ``key``, pictures read back from disk; None when there is none (or a file is gone)."""
+        """The result bought under ``key``, pictures read back from disk; None when there is none (or a file is
+        gone)."""
         if not self.enabled():
             return None
         receipt = self.store.receipt(key)

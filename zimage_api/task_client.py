@@ -63,8 +63,8 @@ class TaskClient:
 
     # -- what each client says ------------------------------------------------------------------------------------
 
-    def wait(self, task_id: str, **wait_options: Any) -> Any:
-        """Poll until the task is final; return it completed, or raise a task error."""
+    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
+        """Poll until the task is final (the client's ``wait``); return it completed, or raise a task error."""
         raise NotImplementedError
 
     def try_cancel(self, task: Any, task_id: str) -> bool:
@@ -106,7 +106,7 @@ class TaskClient:
             task = first
         else:
             try:
-                task = self.wait(tid, first=first, **wait_options)
+                task = self._wait_for(tid, first=first, **wait_options)
             except TaskTimeoutError:
                 self._note(tid, "timeout")
                 raise
@@ -149,7 +149,8 @@ class TaskClient:
                            self.provider.name, task_id, ledger.path, err)
 
     def _save_pictures(self, task_id: str, images: list[bytes]) -> list[str]:
-        """Keep local copies of a task's pictures; an unwritable folder is a warning, the pictures are still returned."""
+        """Keep local copies of a task's pictures; an unwritable folder is a warning, the pictures are still
+        returned."""
         ledger = self.ledger
         if ledger is None:
             return []

@@ -154,7 +154,8 @@ class Transport:
                 return response
             error = error_from_response(self.provider, response, now=self.now())
             retry_after = _retry_after_of(error, response, self.now())
-            if isinstance(error, RateLimitError) and retry_after is not None and retry_after > self.retry.max_retry_after:
+            if (isinstance(error, RateLimitError) and retry_after is not None
+                    and retry_after > self.retry.max_retry_after):
                 raise error
             if should_retry(self.retry, attempt, Failure.STATUS, status=response.status_code, repeatable=repeatable):
                 response.close()

@@ -16,7 +16,8 @@ from .errors import ValidationError
 
 __all__ = [
     "SizeLimits", "IMAGES_SIZE", "V3_SIZE", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
-    "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count", "check_seed_range", "check_timeout",
+    "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count",
+    "check_seed_range", "check_timeout",
 ]
 
 QINGBO_PROMPT_LIMIT = 800

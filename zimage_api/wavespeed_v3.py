@@ -17,20 +17,28 @@ from .config import WAVESPEED
 from .errors import (
     InvalidResponseError,
     NotFoundError,
-    ResultExpiredError,
-    TaskCancelledError,
     TaskFailedError,
-    TaskTimeoutError,
 )
 from .images import decode_base64
 from .logs import log_call
-from .polling import DEFAULT_TIMEOUT, CancelCheck, PollSchedule, ProgressCallback, TaskSnapshot, TaskState, wait_for_task
+from .polling import (
+    DEFAULT_TIMEOUT,
+    CancelCheck,
+    PollSchedule,
+    ProgressCallback,
+    TaskSnapshot,
+    TaskState,
+    wait_for_task,
+)
 from .results import GenerationResult
 from .task_client import TaskClient
 from .validation import V3_SIZE, check_choice, check_number, check_prompt, check_seed, check_size, check_task_id
 
 __all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
 
+
+
+DEFAULT_SCHEDULE = PollSchedule()
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,7 @@ class WaveSpeedClient(TaskClient):
         clock: Callable[[], float] = time.monotonic,
         cancel_check: CancelCheck | None = None,
         on_progress: ProgressCallback | None = None,
-        schedule: PollSchedule = PollSchedule(),
+        schedule: PollSchedule = DEFAULT_SCHEDULE,
         first: Prediction | None = None,
     ) -> Prediction:
         """Poll until the prediction is final; return it completed, or raise a task error."""
@@ -184,6 +192,9 @@ class WaveSpeedClient(TaskClient):
             raise InvalidResponseError(f"WaveSpeed prediction {prediction.id} completed without any output.",
                                        provider=WAVESPEED.name, status=200, body=prediction.raw)
         return images, urls
+
+    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
+        return self.wait(task_id, **wait_options)
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 

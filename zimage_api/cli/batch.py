@@ -13,23 +13,31 @@ the manifest; a second Ctrl-C exits at once. A stdout closed by its reader stops
 from __future__ import annotations
 
 import argparse
-import hashlib
 import queue
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
+from ..catalog import WAVESPEED_USD_PER_PICTURE
+from ..engine import RunCancelled
+from ..errors import (
+    APIConnectionError,
+    ResultExpiredError,
+    TaskFailedError,
+    TaskTimeoutError,
+    ValidationError,
+    ZImageError,
+)
+from ..orders import QingboTasks
+from ..parallel import JobOutcome
 from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
 from .batch_rows import Job, estimate_cost, load_jobs, print_dry_run, row_order
-from ..catalog import WAVESPEED_USD_PER_PICTURE
 from .commands import DEFAULT_TIMEOUT, picture_tag, prepare_out, save_paid_pictures
-from ..engine import RunCancelled
-from ..parallel import JobOutcome
 from .runtime import (
     EXIT_FAILED,
     EXIT_OK,
@@ -42,14 +50,6 @@ from .runtime import (
     one_line,
     to_stderr,
     to_stdout,
-)
-from ..errors import (
-    APIConnectionError,
-    ResultExpiredError,
-    TaskFailedError,
-    TaskTimeoutError,
-    ValidationError,
-    ZImageError,
 )
 
 __all__ = ["run_batch", "ProgressBar"]
@@ -246,7 +246,7 @@ class _Batch:
         else:
             if task_id is None:
                 task_id = self._value(lambda: self._engine(job).submit(order)).task_id
-            extra = {} if qingbo else {"seed": p["seed"], "size": (order.width, order.height)}
+            extra = {} if isinstance(order, QingboTasks) else {"seed": p["seed"], "size": order.size}
             engine = self._engine(job)
             result = self._value(lambda: engine.collect([task_id], provider=provider, timeout=timeout,
                                                         extras=[extra]))

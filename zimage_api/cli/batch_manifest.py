@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .batch_rows import Job
 from ..ledger import Ledger
 from ..logs import logger, prompt_hash
 from ..store import NO_PICTURE_STATUSES
+from .batch_rows import Job
 
 __all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
-from .commands import read_reference
-from ..orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
-from .runtime import UsageError, one_line, to_stdout
 from ..errors import ValidationError, ZImageError
+from ..orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
+from .commands import read_reference
+from .runtime import UsageError, one_line, to_stdout
 
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
            "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import picture_extension
+from ..config import QINGBO, WAVESPEED
+from ..errors import ZImageError
 from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
 from ..parallel import JobOutcome
 from .runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
-from ..config import QINGBO, WAVESPEED
-from ..errors import ZImageError
-from ..results import GenerationResult
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
@@ -222,7 +221,7 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
                                        timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
                                        extras=[extra for _tid, extra in mine])
         errors.extend(_outcome_errors(outcomes))
-        for (task_id, extra), outcome in zip(mine, outcomes):
+        for (task_id, extra), outcome in zip(mine, outcomes, strict=True):
             result = outcome.value
             if result is None:
                 continue

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..ledger import Ledger
 from .commands import collect_tasks, generate_pictures
 from .runtime import Runtime
-from ..ledger import Ledger
 
 __all__ = ["run_demo"]
 

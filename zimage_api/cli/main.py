@@ -19,6 +19,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from ..engine import RunCancelled
+from ..errors import ConfigError, ValidationError, ZImageError
+from ..logs import logger
 from .batch import run_batch
 from .commands import (
     collect_tasks,
@@ -30,7 +33,6 @@ from .commands import (
     submit_tasks,
 )
 from .parser import build_parser
-from ..engine import RunCancelled
 from .runtime import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -45,8 +47,6 @@ from .runtime import (
     to_stderr,
     tolerate_unencodable_output,
 )
-from ..errors import ConfigError, ValidationError, ZImageError
-from ..logs import logger
 
 __all__ = ["main", "run", "build_parser", "Runtime", "save_pictures", "generate_pictures", "submit_tasks",
            "collect_tasks", "UsageError", "Interrupted", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]

@@ -14,11 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from ..config import QINGBO, WAVESPEED, Provider
-from ..errors import ValidationError, ZImageError
 from ..clients import Clients
+from ..errors import ValidationError, ZImageError
 from ..ledger import Ledger
-from ..results import GenerationResult
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "PROG", "EXIT_OK", "EXIT_FAILED",
            "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr", "tolerate_unencodable_output"]
