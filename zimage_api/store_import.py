@@ -9,94 +9,69 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .logs import logger
 from .store import _COLUMNS, _dumps
 
-__all__ = ["import_legacy", "read_ledger"]
-
-_NOT_EXTRA = frozenset({*_COLUMNS, "task_id", "time", "params", "paths", "event"})
+__all__ = ["import_legacy"]
 
 
-_CHUNK = 5000  # lines decoded in one call: most of the import's time is JSON decoding
+def _fold_sql() -> str:
+    """One upsert per 0.1.0 line, parsed by SQLite: the line's fields fold into its task (later fields win)."""
+    columns = ", ".join(_COLUMNS)
+    extracted = ", ".join(f"json_extract(j, '$.{name}')" for name in _COLUMNS)
+    not_extra = ", ".join(f"'$.{name}'" for name in ("task_id", "time", "params", "event", *_COLUMNS))
+    folded = ", ".join(f"{name} = coalesce(excluded.{name}, {name})" for name in _COLUMNS)
+    return f"""
+        INSERT INTO tasks (task_id, {columns}, params_json, updated_at, extra_json)
+        SELECT CAST(json_extract(j, '$.task_id') AS TEXT), {extracted},
+               CASE WHEN json_type(j, '$.params') IN ('object', 'array') THEN json_extract(j, '$.params')
+                    WHEN json_type(j, '$.params') IN ('text', 'integer', 'real') THEN json_quote(json_extract(
+                        j, '$.params')) END,
+               coalesce(json_extract(j, '$.time'), 0), json_remove(j, {not_extra})
+        FROM (SELECT ?1 AS j) WHERE CASE WHEN json_valid(j) THEN json_type(j, '$.task_id') IS NOT NULL END
+        ON CONFLICT (task_id) DO UPDATE SET {folded}, params_json = coalesce(excluded.params_json, params_json),
+            updated_at = excluded.updated_at, extra_json = json_patch(extra_json, excluded.extra_json)"""
 
 
-def _decode(path: Path, block: list[str], first_number: int) -> tuple[list[str], list[Any]]:
-    """The non-empty lines of ``block`` and their values; a damaged line gets None (and a warning)."""
-    lines = [line for line in block if line and not line.isspace()]
-    try:
-        values = json.loads("[" + ",".join(lines) + "]")
-        if len(values) == len(lines) and all(type(v) is dict and "task_id" in v for v in values):
-            return lines, values
-    except ValueError:
-        pass
-    lines, values = [], []
-    for number, line in enumerate(block, first_number):
-        if not line or line.isspace():
-            continue
+_EVENT_SQL = """
+    INSERT INTO events SELECT CAST(json_extract(j, '$.task_id') AS TEXT), coalesce(json_extract(j, '$.time'), 0),
+                              json_extract(j, '$.status'), j
+    FROM (SELECT ?1 AS j) WHERE CASE WHEN json_valid(j) THEN json_type(j, '$.task_id') IS NOT NULL END"""
+
+
+def _warn_damaged(path: Path, lines: list[tuple[str]], numbers: list[int]) -> None:
+    """Name the damaged lines (rare: a crash mid-write cuts the last one)."""
+    for (line,), number in zip(lines, numbers):
         try:
-            value = json.loads(line)
+            record = json.loads(line)
         except ValueError:
-            value = None
-        if not isinstance(value, dict) or "task_id" not in value:
+            record = None
+        if not isinstance(record, dict) or "task_id" not in record:
             logger.warning("ledger %s line %d is damaged and was skipped", path, number)
-            value = None
-        lines.append(line)
-        values.append(value)
-    return lines, values
-
-
-def read_ledger(path: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, Any, Any, str]], int]:
-    """Fold a 0.1.0 ledger by task id as 0.1.0 did (later fields win), with its events and the damaged line count."""
-    tasks: dict[str, dict[str, Any]] = {}
-    events: list[tuple[str, Any, Any, str]] = []
-    damaged = 0
-    text = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    entry_of, add_event = tasks.setdefault, events.append
-    for start in range(0, len(text), _CHUNK):
-        lines, values = _decode(path, text[start:start + _CHUNK], start + 1)
-        for line, record in zip(lines, values):
-            if record is None:
-                damaged += 1
-                continue
-            task_id = record["task_id"]
-            if type(task_id) is not str:
-                task_id = str(task_id)
-            add_event((task_id, record.get("time") or 0, record.get("status"), line))  # the line itself, kept
-            entry_of(task_id, {}).update(record)
-    return tasks, events, damaged
-
-
-def _task_rows(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    not_extra = _NOT_EXTRA
-    for task_id, entry in tasks.items():
-        get = entry.get
-        params = get("params")
-        yield (task_id, get("provider"), get("base_url"), get("model"), get("prompt_sha256"),
-               None if params is None else _dumps(params), get("status"), get("submitted_at"),
-               float(get("time") or 0), get("batch_row"),
-               _dumps({k: v for k, v in entry.items() if k not in not_extra}))
-
-
-def _picture_rows(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    for task_id, entry in tasks.items():
-        paths = entry.get("paths")
-        if isinstance(paths, list):
-            for index, path in enumerate(paths):
-                yield task_id, index, str(path), None
 
 
 def _import_ledger(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    tasks, events, damaged = read_ledger(path)
-    conn.executemany("INSERT INTO tasks (task_id, provider, base_url, model, prompt_sha256, params_json, status, "
-                     "submitted_at, updated_at, batch_row, extra_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                     "ON CONFLICT (task_id) DO NOTHING", _task_rows(tasks))
-    conn.executemany("INSERT OR IGNORE INTO pictures VALUES (?, ?, ?, ?)", _picture_rows(tasks))
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", events)
-    return {"tasks": len(tasks), "events": len(events), "damaged_lines": damaged, "bytes": path.stat().st_size}
+    # SQLite parses the lines: several times faster than json.loads and a fold in Python.
+    text = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    numbers = [n for n, line in enumerate(text, 1) if line and not line.isspace()]
+    lines = [(text[n - 1],) for n in numbers]
+    del text
+    before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn.executemany(_fold_sql(), lines)
+    conn.executemany(_EVENT_SQL, lines)
+    events = conn.execute("SELECT count(*) FROM events").fetchone()[0] - before
+    # The paths of each task's folded record are its pictures (a later list replaces an earlier one).
+    conn.execute("INSERT OR IGNORE INTO pictures SELECT task_id, key, value, NULL FROM tasks, "
+                 "json_each(tasks.extra_json, '$.paths') WHERE json_type(tasks.extra_json, '$.paths') = 'array'")
+    conn.execute("UPDATE tasks SET extra_json = json_remove(extra_json, '$.paths') "
+                 "WHERE json_type(extra_json, '$.paths') IS NOT NULL")
+    if events < len(lines):
+        _warn_damaged(path, lines, numbers)
+    tasks = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    return {"tasks": tasks, "events": events, "damaged_lines": len(lines) - events, "bytes": path.stat().st_size}
 
 
 def _import_receipts(conn: sqlite3.Connection, folder: Path) -> dict[str, Any]:
