@@ -4,9 +4,9 @@
     python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
     python bench/run.py --only decode,lag
 
-Everything runs here against the local emulator on 127.0.0.1 in real time; nothing leaves the machine and no ledger
-is written. Each ratio is measured side by side in the same run: pack and floor alternate in every repetition and
-the table shows the medians. Sections:
+Everything runs here against the local emulator on 127.0.0.1 in real time; nothing leaves the machine and the user's
+data folder is never touched (the store section works in a temporary folder). Each ratio is measured side by side
+in the same run: pack and floor alternate in every repetition and the table shows the medians. Sections:
 
 1. decode   provider pictures (b64 PNG, b64 JPEG, downloaded JPEG; 1024^2 and 2048^2) to an IMAGE tensor
 2. upload   an IMAGE tensor 2048^2 to a <=1024 px PNG for upload

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -30,10 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .logs import logger
 from .polling import FINAL_STATES, TaskState
+
+if TYPE_CHECKING:
+    import sqlite3  # imported on first use: the pack's import stays cheap
 
 __all__ = [
     "Store", "StoreError", "Receipt", "STORE_NAME", "SCHEMA_VERSION", "DATA_DIR_ENV", "default_dir",
@@ -162,6 +164,8 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection (one per operation: safe in any thread and across fork, and it holds no file open)."""
+        import sqlite3
+
         key = str(self.path)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -215,6 +219,8 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction, committed before the block's caller goes on."""
+        import sqlite3
+
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -229,8 +235,10 @@ class Store:
         finally:
             conn.close()
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; an absent store reads as empty, an unreadable one as empty with a warning."""
+        import sqlite3
+
         if not self.exists():
             return []
         try:
