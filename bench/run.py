@@ -4,9 +4,9 @@
     python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
     python bench/run.py --only decode,lag
 
-Everything runs here against the local emulator on 127.0.0.1 in real time; nothing leaves the machine and no ledger
-is written. Each ratio is measured side by side in the same run: pack and floor alternate in every repetition and
-the table shows the medians. Sections:
+Everything runs here against the local emulator on 127.0.0.1 in real time; nothing leaves the machine and the user's
+data folder is never touched (the store section works in a temporary folder). Each ratio is measured side by side
+in the same run: pack and floor alternate in every repetition and the table shows the medians. Sections:
 
 1. decode   provider pictures (b64 PNG, b64 JPEG, downloaded JPEG; 1024^2 and 2048^2) to an IMAGE tensor
 2. upload   an IMAGE tensor 2048^2 to a <=1024 px PNG for upload
@@ -16,6 +16,8 @@ the table shows the medians. Sections:
 6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
 7. nodes    independent Generate nodes awaited side by side as ComfyUI's executor does; the per-provider limit;
             an API node beside a slow local node
+8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, and a
+            re-queued Submit -> Poll (served from local copies) against an empty store
 
 The exit status is 0 when every section ran, even when a target is missed (this is a report); 1 when a section
 crashed.
@@ -31,6 +33,7 @@ import io
 import json
 import os
 import platform
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -63,7 +66,7 @@ from zimage_api.polling import PollSchedule  # noqa: E402
 from zimage_api.qingbo import QingboClient  # noqa: E402
 from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
-SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes")
+SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store")
 
 
 @dataclass
@@ -84,13 +87,17 @@ class Settings:
     bounded_limit: int = 2
     import_runs: int = 7
     nodes_latency: float = 2.0
+    store_tasks: int = 100_000
+    store_lookups: int = 300
+    store_reps: int = 21
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
         if not quick:
             return cls(quick=False)
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_rounds=1, lag_tasks=6, lag_process=(0.5, 2.0),
-                   many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5)
+                   many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
+                   store_lookups=50, store_reps=5)
 
 
 @dataclass
@@ -630,6 +637,118 @@ def bench_memory(cfg: Settings) -> list[Row]:
     return rows
 
 
+# -- 7. task store -----------------------------------------------------------------------------------------------------
+
+
+def _write_0_1_0_ledger(folder: Path, count: int, picture: Path) -> list[str]:
+    """A ledger.jsonl in 0.1.0's line format: per task a ``submitted`` line, then a ``completed`` one with its copy."""
+    ids = [f"task-bench-{n:06d}" for n in range(count)]
+    start = time.time() - count
+    with open(folder / "ledger.jsonl", "w", encoding="utf-8") as handle:
+        for n, task_id in enumerate(ids):
+            at = round(start + n, 3)
+            handle.write(json.dumps({"task_id": task_id, "time": at, "event": "submitted", "provider": "qingbo",
+                                     "model": "z-image-turbo", "prompt_sha256": f"{n:064x}",
+                                     "params": {"aspect_ratio": "1:1", "resolution": "1K", "seed": n},
+                                     "submitted_at": at, "status": "submitted", "base_url": "http://127.0.0.1:9"},
+                                    separators=(",", ":")) + "\n")
+            handle.write(json.dumps({"task_id": task_id, "time": at + 3, "event": "status", "status": "completed",
+                                     "urls": [f"http://127.0.0.1:9/files/{n}.jpg"], "paths": [str(picture)],
+                                     "cost_quota": 85}, separators=(",", ":")) + "\n")
+    return ids
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def bench_store(cfg: Settings) -> list[Row]:
+    import random
+
+    from tests.data.zimage_api_0_1_0.ledger import Ledger as Ledger010
+    from tests.data.zimage_api_0_1_0.receipts import Receipts as Receipts010
+    from zimage_api.ledger import Ledger
+    from zimage_api.receipts import Receipts, fingerprint
+
+    rows: list[Row] = []
+    count = cfg.store_tasks
+    with tempfile.TemporaryDirectory(prefix="zimage-bench-store-") as tmp:
+        big, empty = Path(tmp) / "big", Path(tmp) / "empty"
+        (big / "results").mkdir(parents=True)
+        picture = big / "results" / "shared.jpg"
+        picture.write_bytes(encoded(photo(256), "jpeg"))
+        ids = _write_0_1_0_ledger(big, count, picture)
+        size_mb = (big / "ledger.jsonl").stat().st_size / 1e6
+        ledger = Ledger(big)
+        seconds = _timed(lambda: ledger.get(ids[0]))  # the first open imports the whole ledger, once
+        notes = ledger.store.imports()["ledger.jsonl"]
+        say(f"  import: {notes['tasks']:,} tasks, {notes['events']:,} events ({size_mb:.0f} MB) in {seconds:.2f} s")
+        rows.append(Row(f"Import of a {count:,}-task 0.1.0 ledger", f"{seconds:.2f} s", f"{size_mb:.0f} MB ledger",
+                        None, "≤ 5 s", seconds <= 5.0))
+
+        # Receipts of every task, written straight into the file (setup, not measured: 100,000 node runs).
+        keys = [fingerprint("qingbo-submit", seed=n) for n in range(count)]
+        with sqlite3.connect(ledger.path) as db:
+            db.executemany("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, 0)",
+                           zip(keys, ids, strict=True))
+        old_receipts = Path(tmp) / "old-receipts"
+        old_receipts.mkdir()
+        for key, task_id in list(zip(keys, ids, strict=True))[:5]:
+            (old_receipts / f"{key}.task.json").write_text(json.dumps({"task_id": task_id}), encoding="utf-8")
+        receipts = Receipts(ledger=ledger)
+        picks = random.Random(7).sample(range(count), cfg.store_lookups)
+        by_id = median([_timed(functools.partial(ledger.get, ids[n])) for n in picks])
+        by_key = median([_timed(functools.partial(receipts.task_receipt, keys[n])) for n in picks])
+        old_ledger = Ledger010(big)
+        old_by_id = median([_timed(functools.partial(old_ledger.get, ids[n])) for n in picks[:3]])
+        old = Receipts010(old_receipts, ledger=old_ledger)
+        old_by_key = median([_timed(functools.partial(old.task_receipt, keys[n])) for n in range(3)])
+        plan = ledger.store.query_plan("SELECT * FROM tasks WHERE task_id = ?", (ids[0],))
+        say(f"  lookups ({cfg.store_lookups} random, medians): by id {by_id * 1000:.2f} ms, task receipt by "
+            f"fingerprint {by_key * 1000:.2f} ms; 0.1.0 {old_by_id * 1000:,.0f} / {old_by_key * 1000:,.0f} ms; "
+            f"plan: {plan[0]}")
+        rows.append(Row(f"Lookup by task id, {count:,} tasks", f"{by_id * 1000:.2f} ms",
+                        f"{old_by_id * 1000:,.0f} ms (0.1.0 ledger)", by_id / old_by_id, "≤ 2 ms",
+                        by_id <= 0.002))
+        rows.append(Row(f"Task receipt by fingerprint, {count:,} tasks", f"{by_key * 1000:.2f} ms",
+                        f"{old_by_key * 1000:,.0f} ms (0.1.0 receipt)", by_key / old_by_key, "≤ 2 ms",
+                        by_key <= 0.002))
+
+        # The same Submit -> Poll queued again: its receipt gives the task, whose pictures come from the local copy.
+        emu = Emulator(queue_seconds=0.0, process_seconds=0.05, picture_scale=0.25).start()
+        try:
+            replays: dict[str, Callable[[], Any]] = {}
+            for label, folder in (("empty", empty), ("full", big)):
+                store_ledger = Ledger(folder)
+                client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=store_ledger)
+                slips = Receipts(ledger=store_ledger)
+                key = fingerprint("qingbo-submit", endpoint=emu.url, prompt="a lighthouse", seed=5)
+                task = client.submit("a lighthouse", seed=5, idempotency_key=slips.idempotency_key(key))
+                slips.save_task(key, task.task_id)
+                client.collect(task.task_id)  # the first run: paid, collected, copied
+
+                def again(client: QingboClient = client, slips: Receipts = slips, key: str = key) -> torch.Tensor:
+                    earlier, _spent = slips.task_receipt(key)
+                    result = client.collect(str(earlier))
+                    return zimages.bytes_to_tensor(result.images)[0]
+
+                again()
+                replays[label] = again
+            sent = len(emu.requests)
+            full_times, empty_times = side_by_side(replays["full"], replays["empty"], cfg.store_reps)
+            assert len(emu.requests) == sent, "a re-queued run sent a request"
+        finally:
+            emu.stop()
+        full, base = median(full_times), median(empty_times)
+        say(f"  re-queued Submit -> Poll: {count:,}-task store {full * 1000:.1f} ms, empty store {base * 1000:.1f} ms "
+            f"(medians of {cfg.store_reps}, no request sent)")
+        rows.append(Row(f"Submit → Poll queued again, {count:,}-task store", f"{full * 1000:.1f} ms",
+                        f"{base * 1000:.1f} ms (empty store)", full / base, "≤ 1.3×", full / base <= 1.3))
+    return rows
+
+
 # -- main --------------------------------------------------------------------------------------------------------------
 
 
@@ -775,6 +894,7 @@ def main(argv: list[str] | None = None) -> int:
             ("import", lambda: bench_import(cfg)),
             ("memory", lambda: bench_memory(cfg)),
             ("nodes", lambda: bench_nodes(cfg)),
+            ("store", lambda: bench_store(cfg)),
         ], start=1):
             if name not in chosen:
                 continue

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -30,10 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .logs import logger
 from .polling import FINAL_STATES, TaskState
+
+if TYPE_CHECKING:
+    import sqlite3  # imported on first use: the pack's import stays cheap
 
 __all__ = [
     "Store", "StoreError", "Receipt", "STORE_NAME", "SCHEMA_VERSION", "DATA_DIR_ENV", "default_dir",
@@ -56,18 +58,14 @@ NO_PICTURE_STATUSES = FINAL_STATUSES - {TaskState.COMPLETED.value}  # a task in 
 _COLUMNS = ("provider", "base_url", "model", "prompt_sha256", "status", "submitted_at", "batch_row")
 _configured_dir: Path | None = None
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, provider TEXT, base_url TEXT, model TEXT, prompt_sha256 TEXT, params_json TEXT,
     status TEXT, submitted_at REAL, updated_at REAL NOT NULL, batch_row TEXT, extra_json TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
-CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks(coalesce(submitted_at, updated_at));
-CREATE INDEX IF NOT EXISTS tasks_by_batch_row ON tasks(batch_row) WHERE batch_row IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     task_id TEXT NOT NULL, at REAL NOT NULL, status TEXT, detail_json TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_task ON events(task_id);
 CREATE TABLE IF NOT EXISTS pictures (
     task_id TEXT NOT NULL, idx INTEGER NOT NULL, path TEXT NOT NULL, sha256 TEXT, PRIMARY KEY (task_id, idx)
 );
@@ -79,6 +77,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (fingerprint, key)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Made after the import: filling indexed tables row by row is several times slower.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks(coalesce(submitted_at, updated_at));
+CREATE INDEX IF NOT EXISTS tasks_by_batch_row ON tasks(batch_row) WHERE batch_row IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_task ON events(task_id);
 """
 
 
@@ -132,8 +137,11 @@ _ready: set[tuple[int, str]] = set()  # (pid, path) whose schema this process ha
 _ready_guard = threading.Lock()
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 class Store:
@@ -156,6 +164,8 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection (one per operation: safe in any thread and across fork, and it holds no file open)."""
+        import sqlite3
+
         key = str(self.path)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -166,12 +176,14 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous = FULL")  # a committed task id is on disk, as the old ledger's fsync
             if (os.getpid(), key) not in _ready:
-                # One thread sets the store up; the others wait here rather than meet its write lock, which a
-                # journal mode change does not wait for.
+                # One thread sets the store up; the others wait here rather than meet its write lock.
                 with _ready_guard:
                     if (os.getpid(), key) not in _ready:
-                        conn.execute("PRAGMA journal_mode = WAL")  # kept in the file: set once
                         self._migrate(conn)
+                        try:  # kept in the file; set after the import, which is faster with the rollback journal
+                            conn.execute("PRAGMA journal_mode = WAL")
+                        except sqlite3.OperationalError as err:  # another process holds a lock: the next open sets it
+                            logger.debug("task store %s stays in its journal mode for now (%s)", self.path, err)
                         _ready.add((os.getpid(), key))
         except BaseException as err:
             conn.close()
@@ -187,14 +199,17 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"the task store {self.path} was written by a newer version of comfyui-zimage "
                              f"(schema {version}, this one knows {SCHEMA_VERSION}); update the pack")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB for this connection: a large import stays in memory
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won the race
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                for statement in filter(str.strip, _TABLES.split(";")):
                     conn.execute(statement)
                 from .store_import import import_legacy  # here: the import needs this module's helpers
 
                 notes = import_legacy(conn, self.directory)
+                for statement in filter(str.strip, _INDEXES.split(";")):
+                    conn.execute(statement)
                 for name, value in notes.items():
                     conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, _dumps(value)))
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -206,6 +221,8 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction, committed before the block's caller goes on."""
+        import sqlite3
+
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -220,8 +237,10 @@ class Store:
         finally:
             conn.close()
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; an absent store reads as empty, an unreadable one as empty with a warning."""
+        import sqlite3
+
         if not self.exists():
             return []
         try:
@@ -312,7 +331,13 @@ class Store:
     def events(self, task_id: str) -> list[dict[str, Any]]:
         """The history of one task, oldest first: each event's ``at``, ``status`` and recorded fields."""
         rows = self._read("SELECT at, status, detail_json FROM events WHERE task_id = ? ORDER BY rowid", (task_id,))
-        return [{"at": at, "status": status, **json.loads(detail)} for at, status, detail in rows]
+        history = []
+        for at, status, detail in rows:
+            fields = json.loads(detail)
+            fields.pop("task_id", None)  # an imported event keeps its 0.1.0 line whole
+            fields.pop("time", None)
+            history.append({"at": at, "status": status, **fields})
+        return history
 
     def pictures(self, task_id: str) -> list[tuple[str, str | None]]:
         """The ``(path, sha256)`` of a task's local pictures, in order."""

@@ -9,67 +9,69 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .logs import logger
 from .store import _COLUMNS, _dumps
 
-__all__ = ["import_legacy", "read_ledger"]
-
-_NOT_EXTRA = frozenset({*_COLUMNS, "task_id", "time", "params", "paths", "event"})
+__all__ = ["import_legacy"]
 
 
-def read_ledger(path: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, float, Any, str]], int]:
-    """Fold a 0.1.0 ledger by task id as 0.1.0 did (later fields win), with its events and the damaged line count."""
-    tasks: dict[str, dict[str, Any]] = {}
-    events: list[tuple[str, float, Any, str]] = []
-    damaged = 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                task_id = str(record["task_id"])
-            except (ValueError, KeyError, TypeError):
-                damaged += 1
-                logger.warning("ledger %s line %d is damaged and was skipped", path, number)
-                continue
-            record.pop("task_id")
-            at = float(record.pop("time", 0) or 0)
-            events.append((task_id, at, record.get("status"), _dumps(record)))
-            entry = tasks.setdefault(task_id, {})
-            entry.update(record)
-            entry["time"] = at
-    return tasks, events, damaged
+def _fold_sql() -> str:
+    """One upsert per 0.1.0 line, parsed by SQLite: the line's fields fold into its task (later fields win)."""
+    columns = ", ".join(_COLUMNS)
+    extracted = ", ".join(f"json_extract(j, '$.{name}')" for name in _COLUMNS)
+    not_extra = ", ".join(f"'$.{name}'" for name in ("task_id", "time", "params", "event", *_COLUMNS))
+    folded = ", ".join(f"{name} = coalesce(excluded.{name}, {name})" for name in _COLUMNS)
+    return f"""
+        INSERT INTO tasks (task_id, {columns}, params_json, updated_at, extra_json)
+        SELECT CAST(json_extract(j, '$.task_id') AS TEXT), {extracted},
+               CASE WHEN json_type(j, '$.params') IN ('object', 'array') THEN json_extract(j, '$.params')
+                    WHEN json_type(j, '$.params') IN ('text', 'integer', 'real') THEN json_quote(json_extract(
+                        j, '$.params')) END,
+               coalesce(json_extract(j, '$.time'), 0), json_remove(j, {not_extra})
+        FROM (SELECT ?1 AS j) WHERE CASE WHEN json_valid(j) THEN json_type(j, '$.task_id') IS NOT NULL END
+        ON CONFLICT (task_id) DO UPDATE SET {folded}, params_json = coalesce(excluded.params_json, params_json),
+            updated_at = excluded.updated_at, extra_json = json_patch(extra_json, excluded.extra_json)"""
 
 
-def _task_rows(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    for task_id, entry in tasks.items():
-        params = entry.get("params")
-        yield (task_id, *(entry.get(name) for name in _COLUMNS[:4]), None if params is None else _dumps(params),
-               entry.get("status"), entry.get("submitted_at"), float(entry.get("time") or 0.0),
-               entry.get("batch_row"), _dumps({k: v for k, v in entry.items() if k not in _NOT_EXTRA}))
+_EVENT_SQL = """
+    INSERT INTO events SELECT CAST(json_extract(j, '$.task_id') AS TEXT), coalesce(json_extract(j, '$.time'), 0),
+                              json_extract(j, '$.status'), j
+    FROM (SELECT ?1 AS j) WHERE CASE WHEN json_valid(j) THEN json_type(j, '$.task_id') IS NOT NULL END"""
 
 
-def _picture_rows(tasks: dict[str, dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    for task_id, entry in tasks.items():
-        paths = entry.get("paths")
-        if isinstance(paths, list):
-            for index, path in enumerate(paths):
-                yield task_id, index, str(path), None
+def _warn_damaged(path: Path, lines: list[tuple[str]], numbers: list[int]) -> None:
+    """Name the damaged lines (rare: a crash mid-write cuts the last one)."""
+    for (line,), number in zip(lines, numbers, strict=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "task_id" not in record:
+            logger.warning("ledger %s line %d is damaged and was skipped", path, number)
 
 
 def _import_ledger(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    tasks, events, damaged = read_ledger(path)
-    conn.executemany("INSERT INTO tasks (task_id, provider, base_url, model, prompt_sha256, params_json, status, "
-                     "submitted_at, updated_at, batch_row, extra_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                     "ON CONFLICT (task_id) DO NOTHING", _task_rows(tasks))
-    conn.executemany("INSERT OR IGNORE INTO pictures VALUES (?, ?, ?, ?)", _picture_rows(tasks))
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", events)
-    return {"tasks": len(tasks), "events": len(events), "damaged_lines": damaged, "bytes": path.stat().st_size}
+    # SQLite parses the lines: several times faster than json.loads and a fold in Python.
+    text = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    numbers = [n for n, line in enumerate(text, 1) if line and not line.isspace()]
+    lines = [(text[n - 1],) for n in numbers]
+    del text
+    before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn.executemany(_fold_sql(), lines)
+    conn.executemany(_EVENT_SQL, lines)
+    events = conn.execute("SELECT count(*) FROM events").fetchone()[0] - before
+    # The paths of each task's folded record are its pictures (a later list replaces an earlier one).
+    conn.execute("INSERT OR IGNORE INTO pictures SELECT task_id, key, value, NULL FROM tasks, "
+                 "json_each(tasks.extra_json, '$.paths') WHERE json_type(tasks.extra_json, '$.paths') = 'array'")
+    conn.execute("UPDATE tasks SET extra_json = json_remove(extra_json, '$.paths') "
+                 "WHERE json_type(extra_json, '$.paths') IS NOT NULL")
+    if events < len(lines):
+        _warn_damaged(path, lines, numbers)
+    tasks = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    return {"tasks": tasks, "events": events, "damaged_lines": len(lines) - events, "bytes": path.stat().st_size}
 
 
 def _import_receipts(conn: sqlite3.Connection, folder: Path) -> dict[str, Any]:
