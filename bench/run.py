@@ -841,9 +841,9 @@ def bench_nodes(cfg: Settings) -> list[Row]:
             refused = sum(1 for r in sent if r.status == 429)
             peak = emu.peak_concurrency
             ideal = 3 * latency
-            say(f"  3 nodes x count 2, emulator limit 2, default pack limit: {wall:.2f} s (ideal {ideal:.0f} s); "
+            say(f"  3 nodes x count 2, emulator limit 2, default pack limit: {wall:.2f} s (ideal {ideal:.1f} s); "
                 f"{len(sent)} requests, peak {peak} in flight, {refused} answered 429")
-            rows.append(Row("3 nodes x count 2, emulator limit 2: wall", f"{wall:.2f} s", f"{ideal:.0f} s (ideal)",
+            rows.append(Row("3 nodes x count 2, emulator limit 2: wall", f"{wall:.2f} s", f"{ideal:.1f} s (ideal)",
                             wall / ideal, f"peak ≤ 2, no 429 (peak {peak}, {refused})", peak <= 2 and refused == 0))
         finally:
             emu.stop()
