@@ -186,15 +186,20 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         if result is None:
             continue
         ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
-        saved, elsewhere = save_paid_pictures(rt, out, tag, ident, result.seeds[0] if result.seeds else None,
-                                              result.images, result.paths)
-        for path in saved:
-            to_stdout(str(path))
-        paths.extend(saved)
-        if elsewhere:
-            errors.append(SavedElsewhere(elsewhere))
+        _write(rt, out, tag, ident, result.seeds[0] if result.seeds else None, result, paths, errors)
     _raise_last(errors)
     return paths
+
+
+def _write(rt: Runtime, out: Path, tag: str, ident: str, seed: int | None, result: GenerationResult,
+           paths: list[Path], errors: list[BaseException]) -> None:
+    """Write a result's pictures and print their paths; pictures kept elsewhere become an error at the end."""
+    saved, elsewhere = save_paid_pictures(rt, out, tag, ident, seed, result.images, result.paths)
+    for path in saved:
+        to_stdout(str(path))
+    paths.extend(saved)
+    if elsewhere:
+        errors.append(SavedElsewhere(elsewhere))
 
 
 def _checked_seed(seed: int | None, count: int) -> int:
@@ -226,13 +231,7 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
             if result is None:
                 continue
             seed = extra.get("seed", result.seeds[0] if result.seeds else None)
-            saved, elsewhere = save_paid_pictures(rt, out, tag or provider, task_id, seed, result.images,
-                                                  result.paths)
-            for path in saved:
-                to_stdout(str(path))
-            paths.extend(saved)
-            if elsewhere:
-                errors.append(SavedElsewhere(elsewhere))
+            _write(rt, out, tag or provider, task_id, seed, result, paths, errors)
     _raise_last(errors)
     return paths
 
