@@ -21,6 +21,7 @@ from ..config import QINGBO, WAVESPEED
 from ..errors import ZImageError
 from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
 from ..parallel import JobOutcome
+from ..results import GenerationResult
 from .runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
