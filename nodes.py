@@ -5,7 +5,8 @@ calls the library, reports progress, honours Cancel and turns pictures into IMAG
 without ComfyUI. ComfyUI's modules are looked up only while a node runs, and the HTTP clients are imported then too,
 so loading the pack stays cheap.
 
-Two module attributes can be replaced (by tests or scripts):
+What a run needs from outside is one value, a :class:`NodeContext` that every node class holds as ``context``
+(tests and scripts give the nodes another one):
 
 * ``hooks``: a :class:`ComfyHooks`; its methods are the progress bar, the status text under the node, the interrupt
   flag and exception, and the user folder. Each is a no-op outside ComfyUI.
@@ -22,7 +23,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from .zimage_api.catalog import (
     APIS,
@@ -49,7 +51,7 @@ from .zimage_api.validation import (
     split_task_ids,
 )
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "hooks", "clock", "sleep"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "NodeContext"]
 
 T = TypeVar("T")
 
@@ -60,8 +62,6 @@ DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen tab
 DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
 
-clock: Callable[[], float] = time.monotonic
-sleep: Callable[[float], None] = time.sleep
 
 
 # -- ComfyUI services -------------------------------------------------------------------------------------------------
@@ -130,18 +130,26 @@ class ComfyHooks:
         return getter() if getter is not None else None
 
 
-hooks = ComfyHooks()
-_data_dir_ready = False
+@dataclass
+class NodeContext:
+    """What the nodes' runs use from outside: ComfyUI's services, and the clock and sleep of every wait.
+
+    ``user_dir_applied`` turns True once the task store has been pointed at ComfyUI's user folder.
+    """
+
+    hooks: ComfyHooks = field(default_factory=ComfyHooks)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    user_dir_applied: bool = False
 
 
-def _use_comfy_user_dir() -> None:
-    """Keep the task ledger in ``<ComfyUI>/user/comfyui-zimage`` when running inside ComfyUI (once)."""
-    global _data_dir_ready
-    if _data_dir_ready:
+def _use_comfy_user_dir(context: NodeContext) -> None:
+    """Keep the task store in ``<ComfyUI>/user/comfyui-zimage`` when running inside ComfyUI (once)."""
+    if context.user_dir_applied:
         return
-    _data_dir_ready = True
+    context.user_dir_applied = True
     try:
-        user_dir = hooks.user_directory()
+        user_dir = context.hooks.user_directory()
     except Exception as err:
         log.debug("no ComfyUI user folder: %s", err)
         return
@@ -157,15 +165,17 @@ class _Run:
     Created in the node's own thread, which also does every ComfyUI call; worker threads only record progress.
     """
 
-    def __init__(self, node_id: str | None, units: int, notes: Sequence[str] = (), start: str = "starting") -> None:
-        _use_comfy_user_dir()
+    def __init__(self, context: NodeContext, node_id: str | None, units: int, notes: Sequence[str] = (),
+                 start: str = "starting") -> None:
+        _use_comfy_user_dir(context)
+        self.hooks = hooks = context.hooks
         self.node_id = node_id
         self.notes = list(notes)
         self.progress = BatchProgress(units)
         self.cancel = threading.Event()
         self.cost: Callable[[], str | None] = lambda: None
-        self.clock = clock
-        self.sleep = sleep
+        self.clock = context.clock
+        self.sleep = context.sleep
         self.started = self.clock()
         self._drawn_version = -1
         self._drawn_at = 0.0
@@ -178,7 +188,7 @@ class _Run:
         """The cancel check handed to the library's waits (safe from any thread)."""
         if self.cancel.is_set():
             return True
-        if hooks.interrupted():
+        if self.hooks.interrupted():
             self.cancel.set()
             return True
         return False
@@ -188,7 +198,7 @@ class _Run:
         remaining = max(seconds, 0.0)
         while True:
             if self.cancelled():
-                raise hooks.interrupt_exception()()
+                raise self.hooks.interrupt_exception()()
             if remaining <= 0:
                 return
             step = min(0.25, remaining)
@@ -204,7 +214,7 @@ class _Run:
         return "\n".join([line, *more, *self.notes])
 
     def show(self, state: str) -> None:
-        hooks.send_text(self.text(state), self.node_id)
+        self.hooks.send_text(self.text(state), self.node_id)
 
     def redraw(self) -> None:
         """Bring the progress bar and the status line up to date (in the node's thread only)."""
@@ -217,7 +227,7 @@ class _Run:
             total = 100 * len(self.progress)
             try:
                 self.bar.update_absolute(min(round(self.progress.total() * 100), total), total)
-            except hooks.interrupt_exception():
+            except self.hooks.interrupt_exception():
                 # ComfyUI's progress hook raises (and clears the flag) on Cancel; the waits still need to know.
                 self.cancel.set()
         self.show(self.progress.summary())
@@ -245,7 +255,7 @@ class _Run:
             return work(engine)
         except RunCancelled:
             self.show("cancelled")
-            hooks.raise_interrupt()
+            self.hooks.raise_interrupt()
         finally:
             engine.clients.close()
 
@@ -254,7 +264,7 @@ class _Run:
             total = 100 * len(self.progress)
             try:
                 self.bar.update_absolute(total, total)
-            except hooks.interrupt_exception():
+            except self.hooks.interrupt_exception():
                 pass  # the work is done and paid for: deliver it
         self.show(state)
 
@@ -348,10 +358,16 @@ _TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip":
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 
-class _WaveSpeedNode:
-    """What the two WaveSpeed nodes share: their category and outputs."""
+class _Node:
+    """What every node shares: its category, and the context its runs use."""
 
     CATEGORY = CATEGORY
+    context: ClassVar[NodeContext] = NodeContext()
+
+
+class _WaveSpeedNode(_Node):
+    """What the two WaveSpeed nodes share: their outputs."""
+
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("image", "info")
 
@@ -408,7 +424,8 @@ class ZImageGenerate(_WaveSpeedNode):
                             guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
                             response_format=response_format, output_format=output_format,
                             timeout=check_timeout(timeout))
-        run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
+        run = _Run(self.context, unique_id, order.units, model_notes(model, api, output_format),
+                   start=_price_text(order.units))
         image, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
         return image, info_json(results, notes=run.notes, api=api, guidance_scale=order.sent_guidance,
                                 count=order.count)
@@ -473,7 +490,8 @@ class ZImageEdit(_WaveSpeedNode):
                      api=api, strength=strength, guidance_scale=guidance_scale, seed=seed, count=count,
                      width=int(width or 0), height=int(height or 0), response_format=response_format,
                      output_format=output_format, timeout=check_timeout(timeout))
-        run = _Run(unique_id, order.units, model_notes(model, api, output_format), start=_price_text(order.units))
+        run = _Run(self.context, unique_id, order.units, model_notes(model, api, output_format),
+                   start=_price_text(order.units))
         edited, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
         return edited, info_json(results, notes=run.notes, api=api, strength=order.strength,
                                  guidance_scale=order.sent_guidance, references=len(order.references),
@@ -482,10 +500,9 @@ class ZImageEdit(_WaveSpeedNode):
     edit = _node_function(_edit)
 
 
-class QingboTaskSubmit:
+class QingboTaskSubmit(_Node):
     """Queue z-image-turbo tasks at Qingbo and return their ids at once."""
 
-    CATEGORY = CATEGORY
     FUNCTION = "submit"
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("task_id",)
@@ -530,7 +547,7 @@ class QingboTaskSubmit:
                             prompt_extend=prompt_extend, seed=None if check_seed_range(seed) == 0 else seed,
                             count=count, callback_url=callback_url, callback_events=split_events(callback_events))
         extra = " + prompt_extend" if prompt_extend else ""
-        run = _Run(unique_id, order.count, start=f"submitting {order.count} task(s) at about "
+        run = _Run(self.context, unique_id, order.count, start=f"submitting {order.count} task(s) at about "
                                                  f"${QINGBO_USD_PER_PICTURE} each (about "
                                                  f"${QINGBO_USD_PER_PICTURE * order.count:.4f}{extra})")
         accepted: list[Any] = []
@@ -551,10 +568,9 @@ class QingboTaskSubmit:
     submit = _node_function(_submit)
 
 
-class QingboTaskPoll:
+class QingboTaskPoll(_Node):
     """Wait for Qingbo tasks and return their pictures as one batch."""
 
-    CATEGORY = CATEGORY
     FUNCTION = "poll"
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("image", "info")
@@ -588,7 +604,7 @@ class QingboTaskPoll:
             raise ValidationError("The task_id is empty; link Qingbo Task Submit or paste task ids, one per line.",
                                   field="task_id")
         timeout = check_timeout(timeout)
-        run = _Run(unique_id, len(ids))
+        run = _Run(self.context, unique_id, len(ids))
         done: list[GenerationResult] = []
         run.cost = lambda: cost_text(done)
         outcomes = run.drive(lambda engine: engine.collect(ids, provider="qingbo", timeout=float(timeout)))

@@ -42,10 +42,8 @@ def pack_nodes() -> ModuleType:
 def patch_nodes(monkeypatch: pytest.MonkeyPatch, hooks: Any, clock: Any) -> ModuleType:
     """Point the pack's nodes at ``hooks`` (ComfyUI's UI) and the fake ``clock``; the data folder counts as ready."""
     module = pack_nodes()
-    monkeypatch.setattr(module, "hooks", hooks)
-    monkeypatch.setattr(module, "clock", clock)
-    monkeypatch.setattr(module, "sleep", clock.sleep)
-    monkeypatch.setattr(module, "_data_dir_ready", True)
+    context = module.NodeContext(hooks=hooks, clock=clock, sleep=clock.sleep, user_dir_applied=True)
+    monkeypatch.setattr(module._Node, "context", context)
     return module
 
 

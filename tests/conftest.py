@@ -86,6 +86,6 @@ def pack() -> ModuleType:
 
 @pytest.fixture
 def nodes(pack: ModuleType, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The pack's nodes module with :class:`RecordingHooks` as ``nodes.hooks`` and the fake clock."""
+    """The pack's nodes module with :class:`RecordingHooks` as ``nodes._Node.context.hooks`` and the fake clock."""
     return patch_nodes(monkeypatch, RecordingHooks(pack_nodes().ComfyHooks), clock)
 

@@ -189,15 +189,15 @@ def test_generate_url_format_downloads_the_pictures(nodes: ModuleType, emu: Emul
 
 def test_generate_reports_progress_and_status_under_the_node(nodes: ModuleType, emu: Emulator) -> None:
     generate(nodes, count=3)
-    bar = nodes.hooks.bars[0]
+    bar = nodes._Node.context.hooks.bars[0]
     assert bar.total == 300 and bar.node_id == "7"
     assert bar.updates[-1] == (300, 300)
     values = [value for value, _ in bar.updates]
     assert values == sorted(values)
-    assert {node for _, node in nodes.hooks.texts} == {"7"}
-    assert "done: 3 picture(s) 512x384" in nodes.hooks.texts[-1][0]
+    assert {node for _, node in nodes._Node.context.hooks.texts} == {"7"}
+    assert "done: 3 picture(s) 512x384" in nodes._Node.context.hooks.texts[-1][0]
     # the price is on screen before anything is paid
-    assert nodes.hooks.texts[0][0].startswith("starting: 3 picture(s) at about $0.01 each (about $0.03)")
+    assert nodes._Node.context.hooks.texts[0][0].startswith("starting: 3 picture(s) at about $0.01 each (about $0.03)")
 
 
 def test_generate_v3_turbo_sends_no_cfg_and_says_so(nodes: ModuleType, emu: Emulator) -> None:
@@ -215,18 +215,18 @@ def test_generate_v3_turbo_sends_no_cfg_and_says_so(nodes: ModuleType, emu: Emul
     data = json.loads(info)
     assert "guidance_scale" not in data and data["api"] == "v3"
     assert any("no effect" in note for note in data["notes"]) and any("guidance_scale" in n for n in data["notes"])
-    text = nodes.hooks.all_text()
+    text = nodes._Node.context.hooks.all_text()
     assert "CFG (guidance_scale) and the negative prompt have no effect" in text and "CFG was not sent" in text
 
 
 def test_generate_v3_progress_follows_the_prediction(nodes: ModuleType, emu: Emulator, clock: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # A tiny real pause per fake sleep lets the node's thread see the intermediate states.
-    monkeypatch.setattr(nodes, "sleep", lambda s: (clock.sleep(s), time.sleep(0.003)))
+    monkeypatch.setattr(nodes._Node.context, "sleep", lambda s: (clock.sleep(s), time.sleep(0.003)))
     generate(nodes, api="v3", count=1)
-    states = nodes.hooks.all_text()
+    states = nodes._Node.context.hooks.all_text()
     assert "queued" in states and "completed" in states
-    bar = nodes.hooks.bars[0]
+    bar = nodes._Node.context.hooks.bars[0]
     assert bar.updates[-1] == (100, 100)
 
 
@@ -269,7 +269,7 @@ def test_a_wrong_key_never_shows_in_the_error(nodes: ModuleType, monkeypatch: py
     with pytest.raises(errors_of(nodes).AuthenticationError) as caught:
         generate(nodes, count=2)
     assert secret not in str(caught.value) and "401" in str(caught.value)
-    assert secret not in nodes.hooks.all_text()
+    assert secret not in nodes._Node.context.hooks.all_text()
 
 
 def test_a_provider_error_is_raised_as_one_sentence(nodes: ModuleType, emu: Emulator) -> None:
@@ -362,8 +362,9 @@ def test_submit_returns_the_accepted_ids_at_once(nodes: ModuleType, emu: Emulato
     assert all("seed" not in r.json for r in sent)  # seed 0 means random: none is sent
     assert len({r.headers["idempotency-key"] for r in sent}) == 3
     assert all(emu.tasks[t].status == "queued" for t in task_ids)
-    assert "pre-consumed 15939 quota ($0.031878)" in nodes.hooks.all_text()
-    assert nodes.hooks.texts[0][0].startswith("submitting 3 task(s) at about $0.010626 each (about $0.0319)")
+    assert "pre-consumed 15939 quota ($0.031878)" in nodes._Node.context.hooks.all_text()
+    first_line = nodes._Node.context.hooks.texts[0][0]
+    assert first_line.startswith("submitting 3 task(s) at about $0.010626 each (about $0.0319)")
 
 
 def test_submit_passes_seed_plus_i_and_the_callback(nodes: ModuleType, emu: Emulator) -> None:
@@ -394,20 +395,20 @@ def test_poll_collects_every_task_as_one_batch(nodes: ModuleType, emu: Emulator)
     assert data["task_ids"] == ids and data["provider"] == "Qingbo" and data["model"] == "z-image-turbo"
     assert data["cost_quota"] == 2 * 5313 and data["cost_usd"] == pytest.approx(0.021252)
     assert data["size"] == "1024x576" and len(data["urls"]) == 2 and DEMO_KEY not in info
-    assert "10626 quota ($0.021252)" in nodes.hooks.texts[-1][0]
-    bar = nodes.hooks.bars[-1]
+    assert "10626 quota ($0.021252)" in nodes._Node.context.hooks.texts[-1][0]
+    bar = nodes._Node.context.hooks.bars[-1]
     assert bar.total == 200 and bar.updates[-1] == (200, 200) and bar.node_id == "4"
 
 
 def test_poll_progress_follows_qingbo(nodes: ModuleType, emu: Emulator, clock: Any,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nodes, "sleep", lambda s: (clock.sleep(s), time.sleep(0.003)))
+    monkeypatch.setattr(nodes._Node.context, "sleep", lambda s: (clock.sleep(s), time.sleep(0.003)))
     task_ids = submit(nodes, count=1)
     poll(nodes, task_ids)
-    values = [value for value, _ in nodes.hooks.bars[-1].updates]
+    values = [value for value, _ in nodes._Node.context.hooks.bars[-1].updates]
     assert values == sorted(values) and values[-1] == 100
     assert any(0 < value < 100 for value in values)
-    assert "processing" in nodes.hooks.all_text()
+    assert "processing" in nodes._Node.context.hooks.all_text()
 
 
 def test_polling_a_finished_id_again_sends_nothing(nodes: ModuleType, emu: Emulator) -> None:
@@ -474,10 +475,10 @@ def test_cancel_mid_poll_stops_quickly_and_cancels_the_queued_task(nodes: Module
     with Emulator(queue_seconds=600.0, wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}) as emulator:
         monkeypatch.setenv("QINGBO_API_KEY", DEMO_KEY)
         monkeypatch.setenv("QINGBO_BASE_URL", emulator.url + "/v1")
-        monkeypatch.setattr(nodes, "clock", time.monotonic)
-        monkeypatch.setattr(nodes, "sleep", time.sleep)
+        monkeypatch.setattr(nodes._Node.context, "clock", time.monotonic)
+        monkeypatch.setattr(nodes._Node.context, "sleep", time.sleep)
         task_id = submit(nodes, count=1)
-        timer = threading.Timer(0.3, lambda: setattr(nodes.hooks, "flag", True))
+        timer = threading.Timer(0.3, lambda: setattr(nodes._Node.context.hooks, "flag", True))
         started = time.monotonic()
         timer.start()
         try:
@@ -488,11 +489,11 @@ def test_cancel_mid_poll_stops_quickly_and_cancels_the_queued_task(nodes: Module
         assert time.monotonic() - started < 1.5
         assert len(emulator.requests_to("POST /v1/tasks/*/cancel")) == 1
         assert emulator.tasks[task_id].status == "cancelled"
-        assert "cancelled" in nodes.hooks.texts[-1][0]
+        assert "cancelled" in nodes._Node.context.hooks.texts[-1][0]
 
 
 def test_cancel_pressed_before_the_run_sends_nothing(nodes: ModuleType, emu: Emulator) -> None:
-    nodes.hooks.flag = True
+    nodes._Node.context.hooks.flag = True
     with pytest.raises(FakeInterrupt):
         generate(nodes, count=2)
     assert emu.requests == []
@@ -502,9 +503,9 @@ def test_the_ledger_goes_to_comfyuis_user_folder(nodes: ModuleType, emu: Emulato
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     store = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.store"]
     monkeypatch.setattr(store, "_configured_dir", None)
-    monkeypatch.setattr(nodes, "_data_dir_ready", False)
+    monkeypatch.setattr(nodes._Node.context, "user_dir_applied", False)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
-    nodes.hooks.user_dir = str(tmp_path / "user")
+    nodes._Node.context.hooks.user_dir = str(tmp_path / "user")
     task_ids = submit(nodes, count=1)
     recorded = store.Store(tmp_path / "user" / "comfyui-zimage")
     assert recorded.task(task_ids) is not None

@@ -27,7 +27,7 @@ def test_same_inputs_again_send_nothing_and_return_the_same_pixels(emu, nodes) -
     assert len(emu.requests_to("POST /v1/images/generations")) == 2
     assert torch.equal(first, again)
     assert "served from the local receipt" in info and "nothing charged" in info
-    assert "2 of them from local receipts: no request sent, nothing charged" in nodes.hooks.texts[-1][0]
+    assert "2 of them from local receipts: no request sent, nothing charged" in nodes._Node.context.hooks.texts[-1][0]
 
 
 def test_a_new_seed_or_a_larger_count_pays_only_for_the_new_pictures(emu, nodes) -> None:
@@ -66,7 +66,8 @@ def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) ->
     (first,) = call_node(submit.submit(**args))
     (again,) = call_node(submit.submit(**args))
     assert first == again and len(first.splitlines()) == 2
-    assert "(2 submitted earlier with the same inputs: no new task, nothing charged)" in nodes.hooks.texts[-1][0]
+    last_line = nodes._Node.context.hooks.texts[-1][0]
+    assert "(2 submitted earlier with the same inputs: no new task, nothing charged)" in last_line
     assert len(emu.requests_to("POST /v1/tasks")) == 2
     # a task that failed is no receipt: the next run submits a new one
     from zimage_api.ledger import Ledger
@@ -99,11 +100,12 @@ def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, cloc
     from tests.comfy_stubs import FakeInterrupt
 
     started = clock()
-    monkeypatch.setattr(nodes.hooks, "interrupted", lambda: clock() - started > 0.5)  # Cancel while it renders
+    # Cancel while it renders.
+    monkeypatch.setattr(nodes._Node.context.hooks, "interrupted", lambda: clock() - started > 0.5)
     with pytest.raises(FakeInterrupt):
         generate(nodes, api="v3", count=1)
     assert len(emu.requests_to("POST /api/v3/*")) == 1
-    monkeypatch.setattr(nodes.hooks, "interrupted", lambda: False)
+    monkeypatch.setattr(nodes._Node.context.hooks, "interrupted", lambda: False)
     image, info = generate(nodes, api="v3", count=1)  # the same inputs: collect, do not pay again
     assert len(emu.requests_to("POST /api/v3/*")) == 1
     prediction = next(iter(emu.tasks))
@@ -143,11 +145,11 @@ def test_cancel_of_a_poll_with_more_ids_than_workers_cancels_every_queued_task(n
     with Emulator(queue_seconds=600.0, qingbo_keys={DEMO_KEY}) as emulator:
         monkeypatch.setenv("QINGBO_API_KEY", DEMO_KEY)
         monkeypatch.setenv("QINGBO_BASE_URL", emulator.url)
-        monkeypatch.setattr(nodes, "clock", time.monotonic)
-        monkeypatch.setattr(nodes, "sleep", time.sleep)
+        monkeypatch.setattr(nodes._Node.context, "clock", time.monotonic)
+        monkeypatch.setattr(nodes._Node.context, "sleep", time.sleep)
         (ids,) = call_node(nodes.QingboTaskSubmit().submit(prompt="a lighthouse", aspect_ratio="1:1",
                                                            resolution="1K", prompt_extend=False, seed=0, count=6))
-        timer = threading.Timer(0.3, lambda: setattr(nodes.hooks, "flag", True))
+        timer = threading.Timer(0.3, lambda: setattr(nodes._Node.context.hooks, "flag", True))
         started = time.monotonic()
         timer.start()
         try:
