@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +42,6 @@ class Manifest:
         self.ledger_prefix = f"{path.resolve()}#"
         self._lock = threading.Lock()
         self.state: dict[str, dict[str, Any]] = {}
-        self.failed_tasks: Counter[str] = Counter()
         try:
             handle = open(path, encoding="utf-8", errors="replace")
         except (FileNotFoundError, NotADirectoryError):
@@ -58,8 +56,6 @@ class Manifest:
                         logger.warning("manifest %s line %d is damaged and was skipped", path, number)
                     continue
                 self.state[key] = record
-                if record.get("status") == "failed" and record.get("task_id"):
-                    self.failed_tasks[key] += 1
 
     def ledger_tag(self, job: Job) -> str:
         """The ``batch_row`` tag of the row's task in the ledger."""
