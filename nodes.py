@@ -20,12 +20,12 @@ import functools
 import importlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn, TypeVar
 
+from .zimage_api.cancel import CancelToken
 from .zimage_api.catalog import (
     APIS,
     MODELS,
@@ -172,7 +172,7 @@ class _Run:
         self.node_id = node_id
         self.notes = list(notes)
         self.progress = BatchProgress(units)
-        self.cancel = threading.Event()
+        self.token = CancelToken(hooks.interrupted)
         self.cost: Callable[[], str | None] = lambda: None
         self.clock = context.clock
         self.sleep = context.sleep
@@ -185,25 +185,8 @@ class _Run:
     # Cancel ----------------------------------------------------------------------------------------------------
 
     def cancelled(self) -> bool:
-        """The cancel check handed to the library's waits (safe from any thread)."""
-        if self.cancel.is_set():
-            return True
-        if self.hooks.interrupted():
-            self.cancel.set()
-            return True
-        return False
-
-    def transport_sleep(self, seconds: float) -> None:
-        """The clients' retry sleep: slices of at most 0.25 s, raising the interrupt on Cancel."""
-        remaining = max(seconds, 0.0)
-        while True:
-            if self.cancelled():
-                raise self.hooks.interrupt_exception()()
-            if remaining <= 0:
-                return
-            step = min(0.25, remaining)
-            self.sleep(step)
-            remaining -= step
+        """Whether the artist pressed Cancel: the token handed to the library's waits (safe from any thread)."""
+        return self.token.cancelled()
 
     # Display ---------------------------------------------------------------------------------------------------
 
@@ -229,7 +212,7 @@ class _Run:
                 self.bar.update_absolute(min(round(self.progress.total() * 100), total), total)
             except self.hooks.interrupt_exception():
                 # ComfyUI's progress hook raises (and clears the flag) on Cancel; the waits still need to know.
-                self.cancel.set()
+                self.token.cancel()
         self.show(self.progress.summary())
 
     def tick(self) -> None:
@@ -243,8 +226,8 @@ class _Run:
         from .zimage_api.clients import Clients
         from .zimage_api.engine import Engine
 
-        return Engine(Clients(sleep=self.transport_sleep), progress=self.progress, cancel=self.cancel,
-                      cancelled=self.cancelled, on_tick=self.tick, clock=self.clock, sleep=self.sleep)
+        return Engine(Clients(sleep=self.sleep), progress=self.progress, token=self.token, on_tick=self.tick,
+                      clock=self.clock, sleep=self.sleep, resume_hint=_resume_hint)
 
     def drive(self, work: Callable[[Any], list[JobOutcome[T]]]) -> list[JobOutcome[T]]:
         """Run ``work(engine)``; on Cancel raise ComfyUI's interrupt once the waits have stopped."""
@@ -267,6 +250,13 @@ class _Run:
             except self.hooks.interrupt_exception():
                 pass  # the work is done and paid for: deliver it
         self.show(state)
+
+
+def _resume_hint(task_id: str, provider: str) -> str:
+    """How an artist collects a task later: the same node again finds it in the task store."""
+    if provider == "qingbo":
+        return f"queue the prompt again to collect it (Qingbo Task Poll with {task_id} collects it too)"
+    return "queue the prompt again to collect it, without paying twice"
 
 
 def _price_text(pictures: int) -> str:

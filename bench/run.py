@@ -289,7 +289,7 @@ class FixedPoll(PollSchedule):
 
     interval = 5.0
 
-    def next_delay(self, unchanged: int, eta: float | None) -> float:
+    def next_delay(self, waited: float, eta: float | None = None, late: int = 0) -> float:
         return self.interval
 
 

@@ -33,7 +33,7 @@ def test_completes_and_notices_quickly(clock) -> None:
     task = Script(clock, done_at=5.0)
     progress: list[tuple[float, str]] = []
     result = wait_for_task(task, task_id="t1", provider="Qingbo", sleep=clock.sleep, clock=clock,
-                           on_progress=lambda f, text: progress.append((f, text)))
+                           on_progress=lambda f, text: progress.append((f, text)), cancel_check=lambda: False)
     lag = clock() - (task.t0 + 5.0)
     assert result.state is TaskState.COMPLETED
     assert 0 <= lag <= 0.3
@@ -96,16 +96,17 @@ def test_first_snapshot_is_used_without_a_request(clock) -> None:
 
 
 @pytest.mark.parametrize(
-    ("unchanged", "eta", "expected"),
+    ("waited", "eta", "late", "expected"),
     [
-        (0, None, 0.75),
-        (1, None, 1.125),
-        (9, None, 2.0),  # nothing happening: slow down to the slowest interval
-        (0, 3.0, 3.05),  # sleep until just after the predicted end
-        (0, 30.0, 4.0),  # but never longer than twice the slowest interval
-        (0, 0.0, 0.25),  # the predicted end has passed: dense again
-        (3, 0.0, 0.84375),  # and slowing down while it stays unchanged
+        (0.0, None, 0, 0.3),  # nothing known yet: the fastest interval
+        (10.0, None, 0, 0.7),  # a share of the time waited so far
+        (100.0, None, 0, 2.5),  # but never slower than the slowest interval
+        (1.0, 3.0, 0, 3.05),  # sleep until just after the predicted end
+        (1.0, 30.0, 0, 10.0),  # at most the longest sleep, then look again
+        (20.0, 0.0, 0, 0.2),  # the predicted end has passed: dense again
+        (20.0, 0.0, 3, 0.675),  # and slowing down while it stays unchanged
+        (20.0, 0.0, 9, 1.4),  # back to the plain schedule
     ],
 )
-def test_schedule_table(unchanged, eta, expected) -> None:
-    assert PollSchedule().next_delay(unchanged, eta) == pytest.approx(expected)
+def test_schedule_table(waited, eta, late, expected) -> None:
+    assert PollSchedule().next_delay(waited, eta, late) == pytest.approx(expected)

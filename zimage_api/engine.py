@@ -15,8 +15,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from .cancel import CancelToken
 from .clients import Clients
-from .errors import TaskCancelledError, TaskFailedError, TaskTimeoutError, ZImageError
+from .deadline import Deadline
+from .errors import CancelledError, TaskFailedError, TaskTimeoutError, ZImageError
 from .limits import LIMITS, ProviderLimits
 from .orders import Edit, PictureOrder, QingboTasks
 from .parallel import JobOutcome, Once, run_jobs
@@ -29,7 +31,7 @@ __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error"]
 RECEIPT_NOTE = "served from the local receipt"
 
 
-class RunCancelled(ZImageError):
+class RunCancelled(CancelledError):
     """The run was cancelled; ``outcomes`` holds what finished before (paid pictures are kept in receipts)."""
 
     def __init__(self, outcomes: Sequence[JobOutcome[Any]]) -> None:
@@ -53,27 +55,37 @@ class Engine:
     Args:
         clients: the provider clients (keys, base URLs, transport sleep).
         progress: where each unit's progress goes; made per run when None.
-        cancel: set by the caller to stop; units not started never start, waits stop within their poll slice.
-        cancelled: the cancel check handed to every wait (default: ``cancel.is_set``).
+        token: the caller's Cancel, handed to every wait and retry sleep down to the transport: units not started
+            never start, and waits stop within a slice.
+        abandon: on Cancel, stop waiting for requests already in flight after a short grace (a node, whose artist
+            is waiting); False lets them finish so that their ids reach the store (the command line, at Ctrl-C).
         on_tick: runs in the caller's thread between short waits (redraw a progress bar there).
         clock, sleep: the time source and sleep of every wait.
         limits: the per-provider limit of paid requests in flight.
         paying: ``paying(what)`` gives a context manager held while a paid request is being sent.
         on_task_id, on_collected: told when a task id is issued or earlier found, and when it was collected.
+        on_retry: told ``(unit index, notice)`` before each retry wait of a unit's requests (the notice is None once
+            a retried request got its answer); the unit's progress state shows the notice meanwhile.
+        resume_hint: ``resume_hint(task_id, provider)`` ends a timeout's message: how this caller collects it later.
     """
 
     def __init__(self, clients: Clients, *, progress: BatchProgress | None = None,
-                 cancel: threading.Event | None = None, cancelled: Callable[[], bool] | None = None,
+                 token: CancelToken | None = None, abandon: bool = True,
                  on_tick: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, limits: ProviderLimits = LIMITS,
                  paying: Callable[[str], AbstractContextManager[Any]] | None = None,
                  on_task_id: Callable[[str, str], None] | None = None,
-                 on_collected: Callable[[str], None] | None = None, workers: int = 4) -> None:
+                 on_collected: Callable[[str], None] | None = None,
+                 on_retry: Callable[[int, Any], None] | None = None,
+                 resume_hint: Callable[[str, str], str] | None = None, workers: int = 4) -> None:
         self.clients = clients
         self.progress = progress
-        self.cancel = cancel if cancel is not None else threading.Event()
-        self.cancelled = cancelled or self.cancel.is_set
+        self.token = token if token is not None else CancelToken()
+        # run_jobs abandons the jobs in flight once its event is set: the token's own, or one that is never set.
+        self._abandon_event = self.token.event if abandon else threading.Event()
         self.on_tick = on_tick
+        self._on_retry = on_retry
+        self._resume_hint = resume_hint
         self.clock = clock
         self.sleep = sleep
         self.limits = limits
@@ -133,7 +145,7 @@ class Engine:
         client = self._picture_client(order)
         receipts = self._receipts()
         references = order.references if isinstance(order, Edit) else ()
-        urls = Once(lambda ref: self.clients.v3().upload(*references[ref].upload))
+        urls = Once(lambda ref, call: self.clients.v3().upload(*references[ref].upload, **call))
 
         def job(unit: Unit) -> Callable[[], GenerationResult]:
             def run() -> GenerationResult:
@@ -160,7 +172,7 @@ class Engine:
         progress.update(unit.index, 0.0, "requesting")
         options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
                        width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
-                       response_format=order.response_format)
+                       response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
         with self._paying_for("the image request"):
             if isinstance(order, Edit) and unit.reference is not None:
                 return client.edit(order.references[unit.reference].upload, order.prompt, strength=order.strength,
@@ -174,24 +186,25 @@ class Engine:
         A timeout or Cancel leaves the prediction running; the same order again collects it without paying twice.
         """
         client = self.clients.v3()
+        call = self._call(unit.index, progress, order.timeout)
         earlier, _spent = receipts.task_receipt(unit.key)
         first = None
         if earlier is None:
             reference: dict[str, Any] = {}
             if isinstance(order, Edit) and unit.reference is not None:
                 progress.update(unit.index, 0.0, "uploading")
-                reference = {"image_url": urls.get(unit.reference), "strength": order.strength}
+                reference = {"image_url": urls.get(unit.reference, call), "strength": order.strength}
             progress.update(unit.index, 0.0, "requesting")
             with self._paying_for("the prediction request"):
                 first = client.submit(order.prompt, model=order.model, negative_prompt=order.negative_prompt,
                                       width=order.width, height=order.height, seed=unit.seed,
                                       output_format=order.output_format,
-                                      base64_output=order.response_format == "b64_json", **reference)
+                                      base64_output=order.response_format == "b64_json", **reference, **call)
             receipts.save_task(unit.key, first.id)
             earlier = first.id
         else:
             progress.update(unit.index, 0.0, "collecting an earlier prediction")
-        return self._collect_one(client, "wavespeed", earlier, unit.index, progress, float(order.timeout),
+        return self._collect_one(client, "wavespeed", earlier, unit.index, progress, call["deadline"],
                                  first=first, seed=unit.seed, size=order.size)
 
     # -- Qingbo tasks ---------------------------------------------------------------------------------------------
@@ -221,7 +234,8 @@ class Engine:
                     return QingboTask(task_id=earlier, state=TaskState.QUEUED, raw={"receipt": True})
                 with self._slot("qingbo", unit.index, progress), self._paying_for("the task request"):
                     task = client.submit(order.prompt, seed=unit.seed, idempotency_key=receipts.idempotency_key(
-                        unit.key), **order.options())  # type: ignore[arg-type]
+                        unit.key), on_retry=self._retry_reporter(unit.index, progress),
+                        cancel_check=self.token, **order.options())  # type: ignore[arg-type]
                 receipts.save_task(unit.key, task.task_id)
                 self._on_task_id(task.task_id, "qingbo")
                 progress.update(unit.index, 1.0, "accepted")
@@ -239,14 +253,14 @@ class Engine:
         """
         progress = self._progress(len(task_ids))
         client = self.clients.tasks(provider)
-        deadline = self.clock() + timeout
+        deadline = Deadline.after(timeout, self.clock)
         collected: set[str] = set()
 
         def job(index: int, task_id: str) -> Callable[[], GenerationResult]:
             def run() -> GenerationResult:
                 progress.update(index, 0.0, "waiting")
-                result = self._collect_one(client, provider, task_id, index, progress,
-                                           max(deadline - self.clock(), 1.0), **(extras[index] if extras else {}))
+                result = self._collect_one(client, provider, task_id, index, progress, deadline,
+                                           **(extras[index] if extras else {}))
                 collected.add(task_id)
                 progress.update(index, 1.0, "done")
                 return result
@@ -259,13 +273,26 @@ class Engine:
             raise
 
     def _collect_one(self, client: Any, provider: str, task_id: str, index: int, progress: BatchProgress,
-                     timeout: float, **options: Any) -> GenerationResult:
+                     deadline: Deadline, **options: Any) -> GenerationResult:
         self._on_task_id(task_id, provider)
-        result: GenerationResult = client.collect(task_id, on_progress=progress.callback(index), timeout=timeout,
-                                                  sleep=self.sleep, clock=self.clock, cancel_check=self.cancelled,
-                                                  **options)
+        hint = self._resume_hint(task_id, provider) if self._resume_hint is not None else None
+        result: GenerationResult = client.collect(
+            task_id, on_progress=progress.callback(index), deadline=deadline, sleep=self.sleep,
+            cancel_check=self.token, on_retry=self._retry_reporter(index, progress), resume_hint=hint, **options)
         self._on_collected(task_id)
         return result
+
+    def _call(self, index: int, progress: BatchProgress, timeout: float) -> dict[str, Any]:
+        """What a unit's requests share: one deadline from now, its retry notices, and the Cancel token."""
+        return {"deadline": Deadline.after(float(timeout), self.clock),
+                "on_retry": self._retry_reporter(index, progress), "cancel_check": self.token}
+
+    def _retry_reporter(self, index: int, progress: BatchProgress) -> Callable[[Any], None]:
+        def report(notice: Any) -> None:
+            progress.retrying(index, None if notice is None else str(notice))
+            if self._on_retry is not None:
+                self._on_retry(index, notice)
+        return report
 
     @staticmethod
     def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
@@ -292,21 +319,20 @@ class Engine:
     def _run(self, jobs: Sequence[Callable[[], Any]], progress: BatchProgress) -> list[JobOutcome[Any]]:
         def guarded(job: Callable[[], Any]) -> Callable[[], Any]:
             def start() -> Any:
-                if self.cancelled():
-                    raise TaskCancelledError("The run was cancelled before this unit started.", task_id="")
+                self.token.raise_if_cancelled("The run was cancelled before this unit started.")
                 return job()
             return start
 
-        outcomes = run_jobs([guarded(job) for job in jobs], cancel=self.cancel, on_tick=self._tick,
+        outcomes = run_jobs([guarded(job) for job in jobs], cancel=self._abandon_event, on_tick=self._tick,
                             wake=progress.changed, workers=self.workers)
-        stopped = self.cancel.is_set() or self.cancelled()
-        if any(isinstance(o.error, (TaskCancelledError, InterruptedError)) for o in outcomes) or (
+        stopped = self.token.cancelled()
+        if any(isinstance(o.error, (CancelledError, InterruptedError)) for o in outcomes) or (
                 stopped and not all(o.finished for o in outcomes)):
             raise RunCancelled(outcomes)
         return outcomes  # everything finished, even if Cancel came at the end: paid work is delivered
 
     def _tick(self) -> None:
-        self.cancelled()
+        self.token.cancelled()  # asks the caller's check (ComfyUI's flag) from the caller's own thread
         if self.on_tick is not None:
             self.on_tick()
 
@@ -317,7 +343,7 @@ class Engine:
         def waiting(in_flight: int, limit: int) -> None:
             progress.update(index, None, f"waiting for a free {name} slot ({in_flight} of {limit} in flight)")
 
-        with self.limits.slot(provider, cancelled=self.cancelled, on_wait=waiting):
+        with self.limits.slot(provider, cancelled=self.token, on_wait=waiting):
             yield
 
     def _paying_for(self, what: str) -> AbstractContextManager[Any]:

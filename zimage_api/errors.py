@@ -24,6 +24,7 @@ __all__ = [
     "InvalidResponseError",
     "APIConnectionError",
     "APITimeoutError",
+    "CancelledError",
     "RequestCancelledError",
     "ImageDecodeError",
     "TaskError",
@@ -34,7 +35,14 @@ __all__ = [
 
 
 class ZImageError(Exception):
-    """Base class of every error raised by ``zimage_api``."""
+    """Base class of every error raised by ``zimage_api``.
+
+    ``out_of_time`` is True when the request gave up because the caller's deadline came before another attempt
+    could be made; ``retry_at`` (unix time) is when the provider asked to be tried again, if it said.
+    """
+
+    out_of_time: bool = False
+    retry_at: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -129,18 +137,27 @@ class APIConnectionError(ZImageError):
     not blindly send it again.
     """
 
-    def __init__(self, message: str, *, provider: str = "", may_have_processed: bool = False) -> None:
+    def __init__(self, message: str, *, provider: str = "", may_have_processed: bool = False,
+                 reason: str = "") -> None:
         super().__init__(message)
         self.provider = provider
         self.may_have_processed = may_have_processed
+        self.reason = reason  # what the socket said: "connection refused", "read timeout"...
 
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer in time."""
 
 
-class RequestCancelledError(ZImageError):
-    """The caller's cancel check turned true while a request was waiting to be retried."""
+class CancelledError(ZImageError):
+    """The caller cancelled (Cancel in ComfyUI, Ctrl-C in the CLI): a wait or a retry sleep stopped early.
+
+    The one cancellation error: catch it for every kind. :class:`TaskCancelledError` is the same event seen while
+    waiting for a known task, and says whether the provider cancelled that task too.
+    """
+
+
+RequestCancelledError = CancelledError  # the name of 0.1.0, for code that catches it
 
 
 class ImageDecodeError(ZImageError):
@@ -167,10 +184,18 @@ class TaskFailedError(TaskError):
 
 
 class TaskTimeoutError(TaskError):
-    """The deadline passed while the task was still running; it can be collected later by its id."""
+    """The wait's deadline passed before the task was seen final; it can be collected later by its id.
+
+    ``cause`` is what the last status request met when that was not an answer (an unreachable server, a read
+    timeout, a busy server that asked to wait past the deadline); None when the task was seen still running.
+    """
+
+    def __init__(self, message: str, *, task_id: str, provider: str = "", cause: ZImageError | None = None) -> None:
+        super().__init__(message, task_id=task_id, provider=provider)
+        self.cause = cause
 
 
-class TaskCancelledError(TaskError):
+class TaskCancelledError(TaskError, CancelledError):
     """Waiting was cancelled by the caller. ``remote_cancelled`` says whether the provider cancelled the task."""
 
     def __init__(self, message: str, *, task_id: str, provider: str = "", remote_cancelled: bool = False) -> None:

@@ -106,6 +106,10 @@ class Ledger:
         """Tasks tagged with a ``batch_row`` that starts with ``prefix`` (one batch's rows)."""
         return self.store.tasks_of_batch(prefix)
 
+    def durations(self, provider: str, model: str, base_url: str, limit: int = 5) -> list[float]:
+        """The ``took`` seconds of the last completed tasks of this model at this server, newest first."""
+        return self.store.durations(provider, model, base_url, limit)
+
     def local_pictures(self, task_id: str) -> list[bytes] | None:
         """The saved pictures of a completed task, or None when there are none (or a file went missing)."""
         entry = self.get(task_id)

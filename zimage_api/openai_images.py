@@ -23,6 +23,13 @@ __all__ = ["ImagesClient", "MODELS", "RESPONSE_FORMATS"]
 Upload = tuple[bytes, str, str]  # (data, filename, content_type)
 
 
+def _call(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - {"deadline", "on_retry", "cancel_check"}
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return options
+
+
 class ImagesClient:
     """Client of the OpenAI-images style endpoints. Keyword arguments other than ``transport`` go to
     :class:`~zimage_api.transport.Transport` (``api_key``, ``base_url``, ``timeout``, ``retry``, ``sleep``...)."""
@@ -44,12 +51,17 @@ class ImagesClient:
         n: int = 1,
         model: str = "Z-Image-Base",
         response_format: str = "b64_json",
+        **call: Any,
     ) -> GenerationResult:
-        """Text to image. Returns the pictures as encoded bytes (PNG or JPEG, as served)."""
+        """Text to image. Returns the pictures as encoded bytes (PNG or JPEG, as served).
+
+        ``call`` holds ``deadline``, ``on_retry`` and ``cancel_check``, for the transport (see
+        :meth:`Transport.request`).
+        """
         body = self.build_body(prompt, negative_prompt, guidance_scale, width, height, seed, n, model, response_format)
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/generations", json=body,
-                                             what="the image generation request")
+                                             what="the image generation request", **_call(call))
         return self._result(answer, body, started, "generate")
 
     def edit(
@@ -66,10 +78,12 @@ class ImagesClient:
         n: int = 1,
         model: str = "Z-Image-Base",
         response_format: str = "b64_json",
+        **call: Any,
     ) -> GenerationResult:
         """Image to image: ``image`` is ``(bytes, filename, content_type)``, sent as the multipart field ``image``.
 
-        ``width``/``height`` default to the provider's choice (the reference's size).
+        ``width``/``height`` default to the provider's choice (the reference's size). ``call``: as for
+        :meth:`generate`.
         """
         strength = check_number(strength, "strength", 0.0, 1.0)
         if (width is None) != (height is None):
@@ -85,7 +99,7 @@ class ImagesClient:
 
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/edits", data=data, files=files,
-                                             what="the image edit request")
+                                             what="the image edit request", **_call(call))
         return self._result(answer, body, started, "edit")
 
     # -- internals ------------------------------------------------------------------------------------------------

@@ -105,16 +105,17 @@ class Once:
     """Compute a value per key at most once, even when several threads ask for it together (e.g. one upload per
     reference picture shared by its count of edits)."""
 
-    def __init__(self, make: Callable[[int], Any]) -> None:
+    def __init__(self, make: Callable[..., Any]) -> None:
         self._make = make
         self._values: dict[int, Any] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, key: int) -> Any:
+    def get(self, key: int, *args: Any) -> Any:
+        """The value for ``key``, made by ``make(key, *args)`` by the first caller (later callers' args are unused)."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._values:
-                self._values[key] = self._make(key)
+                self._values[key] = self._make(key, *args)
             return self._values[key]

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
+from .cancel import SLICE_SECONDS, sleep_unless
+from .deadline import Deadline
 from .errors import (
     APIConnectionError,
+    APIError,
+    APITimeoutError,
+    CancelledError,
     InvalidResponseError,
     RateLimitError,
     ServerError,
@@ -92,67 +97,77 @@ class TaskSnapshot(Generic[T]):
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """How long to wait between status requests.
+    """How long to wait between status requests: pure arithmetic, no sleeping.
 
-    Without a prediction: ``first``, then growing by ``growth`` per unchanged answer, up to ``slowest``. Once two
-    progress readings give a rate, the loop sleeps until just after the predicted end (``margin``), so a finished
-    task is usually noticed by one request; if the task runs late, polling restarts at ``near`` and slows down again.
+    Without a prediction, the wait between two requests is ``share`` of the time waited so far, between ``fastest``
+    and ``slowest``: the time lost after a task ends stays a small part of its wait, and a long task is asked about
+    less and less often. With a predicted end (from the progress, or from how long this model's tasks took before),
+    the loop sleeps until just after it (``margin``), at most ``longest`` at a time. Once a predicted end has passed
+    without the task ending, it asks every ``near`` seconds, slowing by ``growth`` per answer, back to the plain
+    schedule: a prediction that was wrong costs a few requests, never a long lag.
     """
 
-    first: float = 0.75
-    growth: float = 1.5
-    slowest: float = 2.0
-    near: float = 0.25
+    fastest: float = 0.3
+    share: float = 0.07
+    slowest: float = 2.5
     margin: float = 0.05
+    longest: float = 10.0
+    near: float = 0.2
+    growth: float = 1.5
 
-    def next_delay(self, unchanged: int, eta: float | None) -> float:
+    def plain(self, waited: float) -> float:
+        """The wait without any prediction, after ``waited`` seconds of waiting."""
+        return min(max(self.share * waited, self.fastest), self.slowest)
+
+    def next_delay(self, waited: float, eta: float | None = None, late: int = 0) -> float:
         """Seconds until the next status request.
 
-        ``unchanged`` counts the answers in a row that showed no change; ``eta`` is the predicted seconds to
-        completion (0 when the prediction has passed), or None without a prediction.
+        ``waited`` is the time since the wait began; ``eta`` the predicted seconds to the end (0 once it has
+        passed), or None without a prediction; ``late`` counts the answers since the predicted end passed.
         """
+        plain = self.plain(waited)
         if eta is None:
-            return min(self.first * self.growth ** unchanged, self.slowest)
+            return plain
         if eta > 0:
-            return min(eta + self.margin, self.slowest * 2)
-        return min(self.near * self.growth ** unchanged, self.slowest)
+            return min(eta + self.margin, self.longest)
+        return min(self.near * self.growth ** late, plain)
 
 
 @dataclass
-class _RateEstimator:
+class _EndEstimator:
+    """Predicts when a task ends: from its progress when that moves, else from how long such tasks took before.
+
+    Progress readings in 0..1 give a rate once two of them differ; the moment a task is first seen processing at
+    0 counts as a reading, so a progress that jumps (0, 50, 100) predicts as well as a smooth one. A progress that
+    never moves (absent, always 0, or an empty string) gives no rate, and ``expected_end`` is used instead.
+    """
+
+    expected_end: float | None = None  # on the wait's clock, from earlier tasks; None when unknown
     samples: list[tuple[float, float]] = field(default_factory=list)
 
-    def add(self, when: float, progress: float | None) -> None:
-        if progress is None or not 0.0 < progress < 1.0:
+    def add(self, when: float, state: TaskState, progress: float | None) -> None:
+        if state is not TaskState.PROCESSING or progress is None or not 0.0 <= progress < 1.0:
             return
         if self.samples and progress <= self.samples[-1][1]:
             return
         self.samples.append((when, progress))
         del self.samples[:-4]
 
-    def eta(self, now: float) -> float | None:
-        if len(self.samples) < 2:
-            return None
-        (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
-        if t1 <= t0:
-            return None
-        rate = (p1 - p0) / (t1 - t0)
-        remaining = (1.0 - p1) / rate - (now - t1)
-        return max(remaining, 0.0) if math.isfinite(remaining) else None
+    def end(self) -> float | None:
+        """The predicted end on the wait's clock, or None."""
+        if len(self.samples) >= 2:
+            (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
+            if t1 > t0 and p1 > p0:
+                end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
+                if math.isfinite(end):
+                    return end
+        return self.expected_end
 
 
 def sleep_interruptibly(seconds: float, *, sleep: Callable[[float], None], cancel_check: CancelCheck | None,
-                        slice_seconds: float = 0.25) -> bool:
+                        slice_seconds: float = SLICE_SECONDS) -> bool:
     """Sleep ``seconds`` in slices, checking ``cancel_check`` between them. Returns True if cancelled."""
-    remaining = max(seconds, 0.0)
-    while True:
-        if cancel_check is not None and cancel_check():
-            return True
-        if remaining <= 0:
-            return False
-        step = min(slice_seconds, remaining)
-        sleep(step)
-        remaining -= step
+    return sleep_unless(cancel_check, seconds, sleep, slice_seconds)
 
 
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError, InvalidResponseError)
@@ -172,22 +187,32 @@ def wait_for_task(
     schedule: PollSchedule = PollSchedule(),
     first: TaskSnapshot[T] | None = None,
     resume_hint: str | None = None,
+    deadline: Deadline | None = None,
+    expected: float | None = None,
+    where: str = "",
 ) -> TaskSnapshot[T]:
     """Poll ``fetch`` until the task is final and return the final snapshot (completed, failed or cancelled).
 
-    Transient failures of a status request (connection drops, 5xx, 429, garbled answers) do not end the wait:
-    polling resumes until the deadline. ``on_cancel`` is called once when ``cancel_check`` turns true; it returns
-    whether the provider cancelled the task remotely. ``first`` is a snapshot already in hand (from the submit).
-    ``resume_hint`` ends the timeout message: how to collect the task later.
+    ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of this wait: ``fetch`` should
+    hand the same deadline to its transport, so that no retry inside it outlives the wait. Failures of a status
+    request (an unreachable server, 5xx, 429, a garbled answer) do not end the wait before the deadline; at the
+    deadline, the error says what was seen, and the task id stays collectable. A status word outside the known set
+    ends the wait at once. ``on_cancel`` is called once when ``cancel_check`` turns true; it returns whether the
+    provider cancelled the task remotely. ``first`` is a snapshot already in hand (from the submit). ``expected``
+    is how many seconds from now such a task is expected to take, from earlier tasks (a fallback when the progress
+    says nothing). ``where`` names the server in messages; ``resume_hint`` ends them: how to collect the task later.
     """
     hint = resume_hint or f"collect it later by its id {task_id}"
-    deadline = clock() + timeout
+    if deadline is None:
+        deadline = Deadline.after(timeout, clock)
+    clock = deadline.clock
     started = clock()
-    estimator = _RateEstimator()
-    unchanged = 0
+    promised = deadline.seconds or max(deadline.at - started, 0.0)
+    estimator = _EndEstimator(expected_end=started + expected if expected else None)
+    late = 0
     last: TaskSnapshot[T] | None = first
     last_key: tuple[TaskState, float | None] | None = None
-    failures = 0
+    failing_since: float | None = None
 
     def cancelled() -> TaskCancelledError:
         remote = bool(on_cancel(last)) if on_cancel else False
@@ -202,44 +227,45 @@ def wait_for_task(
         if first is not None:
             snapshot, first = first, None
         else:
+            asked = clock()
             try:
                 snapshot = fetch()
-                failures = 0
+                failing_since = None
+            except UnknownStatusError:
+                raise
             except _TRANSIENT as err:
-                failures += 1
                 snapshot = None
+                failing_since = asked if failing_since is None else failing_since
                 logger.info("status of %s task %s not available (%s); polling resumes", provider, task_id,
                             type(err).__name__)
-                if clock() >= deadline:
-                    raise _timeout(task_id, provider, timeout, last, hint) from err
+                if err.out_of_time or deadline.passed():
+                    raise _gave_up(task_id, provider, where, clock() - failing_since, err, hint) from err
+            except CancelledError:
+                raise cancelled() from None
             except Exception:
-                # A cancel noticed inside the status request (a retry wait that was cut short) still gets the
-                # remote cancel of a queued task.
+                # A cancel noticed inside the status request still gets the remote cancel of a queued task.
                 if cancel_check is not None and cancel_check():
                     raise cancelled() from None
                 raise
         now = clock()
-        changed = False
         if snapshot is not None:
             last = snapshot
-            estimator.add(now, snapshot.progress)
+            estimator.add(now, snapshot.state, snapshot.progress)
             key = (snapshot.state, snapshot.progress)
-            changed = key != last_key
-            unchanged = 0 if changed else unchanged + 1
-            last_key = key
-            if on_progress is not None and changed:
+            if on_progress is not None and key != last_key:
                 on_progress(_display_progress(snapshot), _status_text(snapshot, now - started))
+            last_key = key
             if snapshot.state.is_final:
                 return snapshot
-        if now >= deadline:
-            raise _timeout(task_id, provider, timeout, last, hint)
-        eta = estimator.eta(now) if last is not None and last.state is TaskState.PROCESSING else None
-        if snapshot is None:
-            delay = min(schedule.first * 2 ** min(failures, 3), schedule.slowest)
-        else:
-            delay = schedule.next_delay(unchanged, eta)
-        delay = min(delay, max(deadline - now, 0.0))
-        if sleep_interruptibly(delay, sleep=sleep, cancel_check=cancel_check):
+        if now >= deadline.at:
+            raise _timeout(task_id, provider, promised, last, hint)
+        end = estimator.end()
+        eta = None if end is None else max(end - now, 0.0)
+        if eta == 0.0:
+            late += 1
+        delay = schedule.next_delay(now - started, eta, max(late - 1, 0))
+        delay = min(delay, max(deadline.at - now, 0.0))
+        if sleep_unless(cancel_check, delay, sleep):
             raise cancelled()
 
 
@@ -262,6 +288,25 @@ def _timeout(task_id: str, provider: str, timeout: float, last: TaskSnapshot[Any
     return TaskTimeoutError(
         f"{provider} task {task_id} was still running after {timeout:g} s{state}. It was not re-submitted, so "
         f"nothing was charged twice: {hint}.", task_id=task_id, provider=provider)
+
+
+def _gave_up(task_id: str, provider: str, where: str, seconds: float, err: ZImageError,
+             hint: str) -> TaskTimeoutError:
+    """The deadline came while the status requests failed: say what they met, not that the task was running."""
+    at = f" at {where}" if where else ""
+    took = f"{max(seconds, 0.0):.0f} s"
+    if err.retry_at is not None:
+        seen = err.message.rstrip(".") + "."
+    elif isinstance(err, APITimeoutError):
+        seen = f"{provider}{at} did not answer the status requests in time, for {took} (read timeout)."
+    elif isinstance(err, APIConnectionError):
+        seen = f"Could not reach {provider}{at} for {took} ({err.reason or 'no connection'})."
+    elif isinstance(err, APIError) and err.status is not None:
+        seen = f"{provider}{at} answered every status request with HTTP {err.status} for {took}."
+    else:
+        seen = f"{provider}{at} answered the status requests with something unreadable for {took}."
+    return TaskTimeoutError(f"{seen} Task {task_id} is recorded and was not re-submitted; {hint}.",
+                            task_id=task_id, provider=provider, cause=err)
 
 
 def is_transient(err: ZImageError) -> bool:

@@ -14,6 +14,7 @@ __all__ = ["BatchProgress"]
 class _Unit:
     state: str = "waiting"
     fraction: float = 0.0
+    before_retry: str | None = None  # the unit's own state while a retry notice stands in for it
 
 
 class BatchProgress:
@@ -40,6 +41,23 @@ class BatchProgress:
                 unit.fraction = min(max(fraction, 0.0), 1.0)
             if state:
                 unit.state = state
+                unit.before_retry = None
+            self.version += 1
+        self.changed.set()
+
+    def retrying(self, index: int, notice: str | None) -> None:
+        """Show a retry notice ("Qingbo busy (HTTP 503), retrying in 4 s (attempt 2 of 6)") as the unit's state;
+        ``None`` puts the unit's own state back once the retried request got its answer."""
+        with self._lock:
+            unit = self._units[index]
+            if notice is None:
+                if unit.before_retry is None:
+                    return
+                unit.state, unit.before_retry = unit.before_retry, None
+            else:
+                if unit.before_retry is None:
+                    unit.before_retry = unit.state
+                unit.state = notice
             self.version += 1
         self.changed.set()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .catalog import QINGBO_QUOTA_PER_PICTURE as PRICE_QUOTA
 from .config import QINGBO
+from .deadline import Deadline
 from .errors import (
     InvalidResponseError,
     NotFoundError,
@@ -32,6 +33,7 @@ from .polling import (
 )
 from .results import GenerationResult, quota_to_usd
 from .task_client import TaskClient
+from .transport import RetryCallback
 from .validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,
@@ -188,10 +190,14 @@ class QingboClient(TaskClient):
         callback_events: Sequence[str] | None = None,
         idempotency_key: str | None = None,
         prefer_wait: int | None = None,
+        deadline: Deadline | None = None,
+        on_retry: RetryCallback | None = None,
+        cancel_check: CancelCheck | None = None,
     ) -> QingboTask:
         """Create a task and record its id. Only documented parameters are sent; ``seed`` only when fixed.
 
         ``prefer_wait`` (1-60 s) asks Qingbo to answer with the final task if it finishes within that time.
+        ``deadline``, ``on_retry`` and ``cancel_check`` go to the transport (see :meth:`Transport.request`).
         """
         body = self.build_body(prompt, aspect_ratio=aspect_ratio, resolution=resolution,
                                prompt_extend=prompt_extend, seed=seed, callback_url=callback_url,
@@ -201,7 +207,8 @@ class QingboClient(TaskClient):
             headers["Prefer"] = f"wait={max(1, min(int(prefer_wait), 60))}"
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/tasks", json=body, headers=headers,
-                                             what="the task request")
+                                             what="the task request", deadline=deadline, on_retry=on_retry,
+                                             cancel_check=cancel_check)
         issued = answer.get("task_id") if isinstance(answer, dict) else None
         if issued:
             # Recorded before the answer is interpreted: a paid id must survive even an answer this code misreads.
@@ -237,12 +244,14 @@ class QingboClient(TaskClient):
             body["callback_events"] = events
         return body
 
-    def get(self, task_id: str, *, cancel_check: CancelCheck | None = None) -> QingboTask:
-        """The task's current state (a free GET, retried on transient failures until ``cancel_check``)."""
+    def get(self, task_id: str, *, cancel_check: CancelCheck | None = None, deadline: Deadline | None = None,
+            on_retry: RetryCallback | None = None) -> QingboTask:
+        """The task's current state (a free GET, retried on transient failures until ``cancel_check`` or
+        ``deadline``)."""
         tid = check_task_id(task_id, provider="Qingbo")
         try:
             answer = self.transport.request_json("GET", f"/v1/tasks/{tid}", what="the status request",
-                                                 cancel_check=cancel_check)
+                                                 cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)
         except NotFoundError as err:
             raise NotFoundError(
                 f"Qingbo has no task {tid} (HTTP 404); check the id, and that it belongs to this API key.",
@@ -292,19 +301,26 @@ class QingboClient(TaskClient):
         on_progress: ProgressCallback | None = None,
         schedule: PollSchedule = DEFAULT_SCHEDULE,
         first: QingboTask | None = None,
+        deadline: Deadline | None = None,
+        on_retry: RetryCallback | None = None,
+        resume_hint: str | None = None,
+        expected: float | None = None,
     ) -> QingboTask:
         """Poll until the task is final; return it completed, or raise a typed task error.
 
-        On cancel, a task still queued is cancelled remotely (refunded) before :class:`TaskCancelledError`.
+        ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
+        status request's retries. On cancel, a task still queued is cancelled remotely (refunded) before
+        :class:`TaskCancelledError`. ``resume_hint`` ends a timeout's message: how the caller collects it later.
         """
         tid = check_task_id(task_id, provider="Qingbo")
+        deadline = deadline or Deadline.after(timeout, clock)
         snapshot = wait_for_task(
-            lambda: self.get(tid, cancel_check=cancel_check).snapshot(), task_id=tid, provider=QINGBO.name,
-            timeout=timeout, sleep=sleep,
-            clock=clock, cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
+            lambda: self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry).snapshot(),
+            task_id=tid, provider=QINGBO.name, deadline=deadline, sleep=sleep, cancel_check=cancel_check,
+            on_progress=on_progress, schedule=schedule, where=self.transport.base_url, expected=expected,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
             first=first.snapshot() if first is not None else None,
-            resume_hint=f"paste {tid} into Qingbo Task Poll, or run `python -m zimage_api poll {tid}`",
+            resume_hint=resume_hint or f"collect it later by its id with `python -m zimage_api poll {tid}`",
         )
         task = snapshot.task
         if task.state is TaskState.COMPLETED:
@@ -343,7 +359,9 @@ class QingboClient(TaskClient):
     def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
         log_call("qingbo.collect", model=MODEL, task_id=task_id, status="completed",
                  duration=time.monotonic() - started, cost_quota=task.cost)
-        return {"cost_quota": task.cost, "expires_at": task.expires_at}
+        took = (task.completed_at - task.created_at) if task.completed_at and task.created_at else None
+        return {"cost_quota": task.cost, "expires_at": task.expires_at,
+                "took": round(took, 3) if took is not None and 0 < took < 3600 else None}
 
     def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Failure", "RetryPolicy", "should_retry", "delay_for", "parse_retry_after", "DEFAULT_POLICY"]
+__all__ = ["Failure", "RetryPolicy", "RetryNotice", "should_retry", "delay_for", "parse_retry_after", "DEFAULT_POLICY"]
 
 
 class Failure(Enum):
@@ -42,6 +42,24 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """What a retry wait is about, for a status line: "WaveSpeed busy (HTTP 503), retrying in 4 s (attempt 2 of 6)".
+
+    ``attempt`` is the attempt that follows the wait (2 for the first retry), ``attempts`` the most there will be.
+    """
+
+    provider: str
+    cause: str
+    delay: float
+    attempt: int
+    attempts: int
+
+    def __str__(self) -> str:
+        wait = f"{self.delay:.0f} s" if self.delay >= 1 else f"{self.delay:.1f} s"
+        return f"{self.provider} {self.cause}, retrying in {wait} (attempt {self.attempt} of {self.attempts})"
 
 
 def should_retry(policy: RetryPolicy, attempt: int, failure: Failure, *, status: int | None = None,

@@ -91,6 +91,9 @@ _TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, param
                 "updated_at, batch_row, extra_json, (SELECT json_group_array(path) FROM (SELECT path FROM pictures p "
                 "WHERE p.task_id = tasks.task_id ORDER BY idx)) FROM tasks")
 SQL_TASK_BY_ID = _TASK_SELECT + " WHERE task_id = ?"
+SQL_DURATIONS = ("SELECT json_extract(extra_json, '$.took') FROM tasks WHERE status = 'completed' AND provider = ? "
+                 "AND model = ? AND base_url = ? AND json_extract(extra_json, '$.took') IS NOT NULL "
+                 "ORDER BY rowid DESC LIMIT ?")
 SQL_RECEIPT_BY_FINGERPRINT = "SELECT task_id, result_json, created_at FROM receipts WHERE fingerprint = ?"
 
 
@@ -391,6 +394,12 @@ class Store:
         """What the one-time import of 0.1.0 files brought in (empty when there was nothing to import)."""
         rows = self._read("SELECT name, value FROM meta WHERE name LIKE 'imported:%'")
         return {str(name).split(":", 1)[1]: json.loads(value) for name, value in rows}
+
+    def durations(self, provider: str, model: str, base_url: str, limit: int = 5) -> list[float]:
+        """How long the last ``limit`` completed tasks of this model at this server took (their ``took``, seconds),
+        newest first: what the polling loop expects of the next one when its progress says nothing."""
+        rows = self._read(SQL_DURATIONS, (provider, model, base_url, int(limit)))
+        return [float(row[0]) for row in rows if isinstance(row[0], (int, float)) and row[0] > 0]
 
     def query_plan(self, sql: str, args: Sequence[Any] = ()) -> list[str]:
         """SQLite's ``EXPLAIN QUERY PLAN`` lines for ``sql`` (for tests and the benchmark)."""

@@ -79,8 +79,31 @@ class TaskClient:
         raise NotImplementedError
 
     def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
-        """Log the collect; return the fields the ledger records beside the URLs and paths."""
+        """Log the collect; return the fields the ledger records beside the URLs and paths (``took``: the seconds the
+        provider says the task took, which the next wait of this model expects)."""
         return {}
+
+    @staticmethod
+    def _age(entry: dict[str, Any]) -> float | None:
+        """Seconds since the task was created, as far as the client can tell (None when unknown)."""
+        submitted = entry.get("submitted_at")
+        return max(time.time() - float(submitted), 0.0) if isinstance(submitted, (int, float)) else None
+
+    def expected_seconds(self, entry: dict[str, Any] | None) -> float | None:
+        """How much longer the task should take, judged by the last tasks of its model at this server (the
+        shortest of them, so that a faster task is not missed); None without history."""
+        ledger = self.ledger
+        model = (entry or {}).get("model")
+        if ledger is None or not model:
+            return None
+        try:
+            took = ledger.durations(self.provider.section, str(model), self.transport.base_url)
+        except OSError:
+            return None
+        if not took:
+            return None
+        age = self._age(entry or {})
+        return max(min(took) - (age or 0.0), 0.0)
 
     def _result(self, task_id: str, entry: dict[str, Any], task: Any | None, images: list[bytes], urls: list[str],
                 paths: list[str], elapsed: float, *, seed: int | None, size: tuple[int, int] | None,
@@ -105,6 +128,8 @@ class TaskClient:
         if first is not None and first.state is TaskState.COMPLETED:
             task = first
         else:
+            if "expected" not in wait_options:
+                wait_options["expected"] = self.expected_seconds(entry)
             try:
                 task = self._wait_for(tid, first=first, **wait_options)
             except TaskTimeoutError:

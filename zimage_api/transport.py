@@ -20,39 +20,44 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from ._version import __version__
+from .cancel import sleep_unless
 from .config import Provider, config_path, resolve_api_key, resolve_base_url
+from .deadline import Deadline
 from .errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    CancelledError,
     InvalidResponseError,
     NotFoundError,
     PaymentRequiredError,
     RateLimitError,
-    RequestCancelledError,
     ResultExpiredError,
     ServerError,
+    ZImageError,
 )
 from .logs import logger, redact
-from .polling import sleep_interruptibly
-from .retry import DEFAULT_POLICY, Failure, RetryPolicy, delay_for, parse_retry_after, should_retry
+from .retry import DEFAULT_POLICY, Failure, RetryNotice, RetryPolicy, delay_for, parse_retry_after, should_retry
 
-__all__ = ["Transport", "USER_AGENT", "error_from_response", "Timeout"]
+__all__ = ["Transport", "USER_AGENT", "error_from_response", "Timeout", "RetryCallback", "utc_clock_time"]
 
 USER_AGENT = f"comfyui-zimage/{__version__} (+https://github.com/comfyui-zimage/comfyui-zimage)"
 Timeout = tuple[float, float]
 DEFAULT_TIMEOUT: Timeout = (10.0, 60.0)
 FilesFactory = Callable[[], Mapping[str, tuple[str, bytes, str]]]
+RetryCallback = Callable[[RetryNotice | None], None]  # a notice before each retry wait; None once a retry succeeded
+LAST_ATTEMPT_SECONDS = 1.0  # the time given to the one attempt made at the deadline
 
 
 class Transport:
     """HTTP for one provider.
 
-    ``sleep`` and ``now`` (unix time, for Retry-After dates and ``reset_at``) are injectable so that tests and the
-    node layer control waiting. ``cancel_check`` is asked between slices of a retry wait; when it turns true the
-    request raises :class:`RequestCancelledError` instead of waiting out a long backoff.
+    ``sleep`` and ``now`` (unix time, for Retry-After dates and
+    ``reset_at``) are injectable so that tests and the node layer control waiting. ``cancel_check`` (a
+    :class:`~zimage_api.cancel.CancelToken` or any callable) is asked between slices of a retry wait; when it turns
+    true the request raises :class:`CancelledError` instead of waiting out a long backoff.
     """
 
     def __init__(
@@ -118,6 +123,8 @@ class Transport:
         stream: bool = False,
         what: str = "the request",
         cancel_check: Callable[[], bool] | None = None,
+        deadline: Deadline | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> requests.Response:
         """Send a request with retries and return the successful response.
 
@@ -125,6 +132,11 @@ class Transport:
         for requests carrying an ``Idempotency-Key``. ``files`` is a factory, called per attempt, so each retry sends a
         fresh multipart body. ``what`` names the request in error messages ("the image request").
         ``cancel_check`` overrides the transport's own for this request's retry waits.
+
+        ``deadline`` bounds everything: no attempt's timeout and no retry wait reaches past it
+        (one last attempt goes out at the deadline). A wait the server asks for that ends past it is not waited
+        for: the error says so at once. The error raised then has ``out_of_time`` set. ``on_retry`` is told of each
+        retry wait before it starts, and told ``None`` when a retried request got its answer.
         """
         cancel = cancel_check or self.cancel_check
         headers = dict(headers or {})
@@ -140,17 +152,20 @@ class Transport:
             try:
                 response = self.session.request(
                     method, url, headers=headers, json=json, data=data, files=files() if files else None,
-                    timeout=timeout or self.timeout, stream=stream,
+                    timeout=self._attempt_timeout(timeout or self.timeout, deadline), stream=stream,
                 )
             except requests.exceptions.RequestException as err:
                 failure = _classify(err)
+                lost = self._connection_error(err, failure, what, repeatable, method.upper())
                 if should_retry(self.retry, attempt, failure, repeatable=repeatable):
-                    self._wait(attempt, None, f"{method} {_path_of(url)} failed ({failure.value})", cancel)
+                    self._wait(attempt, None, _failure_words(failure, err), lost, cancel, deadline, on_retry)
                     continue
-                raise self._connection_error(err, failure, what, repeatable, method.upper()) from err
+                raise lost from err
             if response.status_code < 400:
                 logger.debug("%s %s -> %s in %.2fs", method, _path_of(url), response.status_code,
                              time.monotonic() - started)
+                if attempt > 1 and on_retry is not None:
+                    on_retry(None)
                 return response
             error = error_from_response(self.provider, response, now=self.now())
             retry_after = _retry_after_of(error, response, self.now())
@@ -159,7 +174,8 @@ class Transport:
                 raise error
             if should_retry(self.retry, attempt, Failure.STATUS, status=response.status_code, repeatable=repeatable):
                 response.close()
-                self._wait(attempt, retry_after, f"{method} {_path_of(url)} answered {response.status_code}", cancel)
+                self._wait(attempt, retry_after, _status_words(response.status_code), error, cancel, deadline,
+                           on_retry)
                 continue
             raise error
 
@@ -209,42 +225,100 @@ class Transport:
 
     # -- internals ------------------------------------------------------------------------------------------------
 
-    def _wait(self, attempt: int, retry_after: float | None, reason: str,
-              cancel_check: Callable[[], bool] | None) -> None:
+    @staticmethod
+    def _attempt_timeout(timeout: Timeout, deadline: Deadline | None) -> Timeout:
+        """The (connect, read) timeout of one attempt: never past the deadline, but never below the last attempt's."""
+        if deadline is None:
+            return timeout
+        left = max(deadline.left(), LAST_ATTEMPT_SECONDS)
+        return min(timeout[0], left), min(timeout[1], left)
+
+    def _wait(self, attempt: int, retry_after: float | None, cause: str, error: ZImageError,
+              cancel_check: Callable[[], bool] | None, deadline: Deadline | None,
+              on_retry: RetryCallback | None) -> None:
+        """Sleep before the next attempt; raise ``error`` (out of time) when the deadline leaves no room for it."""
         delay = delay_for(self.retry, attempt, retry_after=retry_after, rng=self.rng)
-        logger.info("%s; retry %d/%d in %.2fs", reason, attempt, self.retry.max_attempts - 1, delay)
-        if cancel_check is None:
-            self.sleep(delay)
-        elif sleep_interruptibly(delay, sleep=self.sleep, cancel_check=cancel_check):
-            raise RequestCancelledError(f"Cancelled while waiting to retry a request to {self.provider.name}.")
+        if deadline is not None:
+            left = deadline.left()
+            if left <= 0:
+                raise _out_of_time(error)
+            if delay > left:
+                if retry_after is not None:
+                    raise _past_deadline(error, self.provider.name, cause, retry_after, left, self.now())
+                delay = left  # the last attempt goes out at the deadline
+        notice = RetryNotice(self.provider.name, cause, delay, attempt + 1, self.retry.max_attempts)
+        logger.info("%s", notice)
+        if on_retry is not None:
+            on_retry(notice)
+        if sleep_unless(cancel_check, delay, self.sleep):
+            raise CancelledError(f"Cancelled while waiting to retry a request to {self.provider.name}.")
 
     def _connection_error(self, err: Exception, failure: Failure, what: str, repeatable: bool,
                           method: str) -> APIConnectionError:
         name = self.provider.name
+        reason = "read timeout" if failure is Failure.READ_TIMEOUT else _reason(err)
+        cls = APITimeoutError if failure is Failure.READ_TIMEOUT else APIConnectionError
         if failure is Failure.CONNECT:
             return APIConnectionError(
                 f"Could not connect to {name} at {self.base_url} ({_reason(err)}); check the network, proxy settings "
                 f"or {self.provider.base_url_env}. Nothing was sent.",
-                provider=name,
+                provider=name, reason=reason,
             )
         if repeatable and method == "POST":
-            return APIConnectionError(
-                f"The connection to {name} kept failing for {what} ({_reason(err)}); it may have reached {name}. "
+            return cls(
+                f"The connection to {name} kept failing for {what} ({reason}); it may have reached {name}. "
                 "Sending the same request again within 24 hours returns that task instead of paying for a new one.",
-                provider=name, may_have_processed=True,
+                provider=name, may_have_processed=True, reason=reason,
             )
         if repeatable:
-            return APIConnectionError(
-                f"The connection to {name} kept failing for {what} ({_reason(err)}); try again in a minute.",
-                provider=name, may_have_processed=False,
+            return cls(
+                f"The connection to {name} kept failing for {what} ({reason}); try again in a minute.",
+                provider=name, may_have_processed=False, reason=reason,
             )
-        cls = APITimeoutError if failure is Failure.READ_TIMEOUT else APIConnectionError
         happened = "did not answer in time" if failure is Failure.READ_TIMEOUT else "dropped the connection"
         return cls(
             f"{name} {happened} after {what} was sent; it may have been processed and charged, so it was not sent "
             f"again. Check your {name} dashboard before re-running.",
-            provider=name, may_have_processed=True,
+            provider=name, may_have_processed=True, reason=reason,
         )
+
+
+def _out_of_time(error: ZImageError) -> ZImageError:
+    error.out_of_time = True
+    return error
+
+
+def utc_clock_time(unix: float) -> str:
+    """A unix time as the clock time an artist can read, e.g. "14:03:12 UTC"."""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%H:%M:%S UTC")
+
+
+def _past_deadline(error: ZImageError, provider: str, cause: str, retry_after: float, left: float,
+                   now: float) -> ZImageError:
+    """``error``, reworded: the server asked for a wait that ends after the caller's deadline."""
+    error.message = (f"{provider} is {cause} and asked to wait {retry_after:g} s, until "
+                     f"{utc_clock_time(now + retry_after)}, but only {max(left, 0.0):.0f} s of the timeout were left, "
+                     "so it was not waited for.")
+    error.args = (error.message,)
+    error.retry_at = now + retry_after
+    return _out_of_time(error)
+
+
+def _status_words(status: int) -> str:
+    """How a retryable status reads on a status line: "busy (HTTP 503)"."""
+    if status == 429:
+        return "rate-limiting (HTTP 429)"
+    if status == 503:
+        return "busy (HTTP 503)"
+    return f"failing (HTTP {status})"
+
+
+def _failure_words(failure: Failure, err: Exception) -> str:
+    if failure is Failure.CONNECT:
+        return f"unreachable ({_reason(err)})"
+    if failure is Failure.READ_TIMEOUT:
+        return "not answering (read timeout)"
+    return f"dropped the connection ({_reason(err)})"
 
 
 def _classify(err: requests.exceptions.RequestException) -> Failure:
@@ -378,8 +452,7 @@ def error_from_response(provider: Provider, response: requests.Response, *, now:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now if now is not None else time.time())
         when = ""
         if reset_at is not None:
-            when = " The quota window resets at " + datetime.fromtimestamp(reset_at, timezone.utc).strftime(
-                "%H:%M:%S UTC") + "."
+            when = " The quota window resets at " + utc_clock_time(reset_at) + "."
         elif retry_after is not None:
             when = f" Retry after {retry_after:g} s."
         return RateLimitError(f"{name} is rate-limiting this key (HTTP 429{said}).{when}", retry_after=retry_after,

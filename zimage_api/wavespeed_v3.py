@@ -14,6 +14,7 @@ from typing import Any
 from .catalog import V3_MODEL_PATHS as MODEL_PATHS
 from .catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
 from .config import WAVESPEED
+from .deadline import Deadline
 from .errors import (
     InvalidResponseError,
     NotFoundError,
@@ -32,6 +33,7 @@ from .polling import (
 )
 from .results import GenerationResult
 from .task_client import TaskClient
+from .transport import RetryCallback
 from .validation import V3_SIZE, check_choice, check_number, check_prompt, check_seed, check_size, check_task_id
 
 __all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
@@ -85,12 +87,15 @@ class WaveSpeedClient(TaskClient):
 
     # -- single calls ---------------------------------------------------------------------------------------------
 
-    def upload(self, data: bytes, filename: str = "reference.png", content_type: str = "image/png") -> str:
+    def upload(self, data: bytes, filename: str = "reference.png", content_type: str = "image/png", *,
+               deadline: Deadline | None = None, on_retry: RetryCallback | None = None,
+               cancel_check: CancelCheck | None = None) -> str:
         """Upload a reference picture; returns the URL to pass as ``image``."""
         answer = self.transport.request_json(
             "POST", "/api/v3/media/upload/binary", files=lambda: {"file": (filename, data, content_type)},
             # An upload creates nothing billable, so repeating it after a dropped connection is harmless.
-            repeatable=True, what="the reference upload")
+            repeatable=True, what="the reference upload", deadline=deadline, on_retry=on_retry,
+            cancel_check=cancel_check)
         url = (answer.get("data") or {}).get("download_url") if isinstance(answer, dict) else None
         if not url:
             raise InvalidResponseError("WaveSpeed answered the upload without a download_url.",
@@ -111,13 +116,20 @@ class WaveSpeedClient(TaskClient):
         output_format: str = "png",
         sync: bool = False,
         base64_output: bool = False,
+        deadline: Deadline | None = None,
+        on_retry: RetryCallback | None = None,
+        cancel_check: CancelCheck | None = None,
     ) -> Prediction:
-        """Submit a prediction and record its id in the ledger. Never retried after the request may have arrived."""
+        """Submit a prediction and record its id in the ledger. Never retried after the request may have arrived.
+
+        ``deadline``, ``on_retry`` and ``cancel_check`` go to the transport (see :meth:`Transport.request`).
+        """
         body = self.build_body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
                           sync, base64_output)
         started = time.monotonic()
         answer = self.transport.request_json("POST", f"/api/v3/{MODEL_PATHS[model]}", json=body,
-                                             what="the prediction request")
+                                             what="the prediction request", deadline=deadline, on_retry=on_retry,
+                                             cancel_check=cancel_check)
         data = answer.get("data") if isinstance(answer, dict) else None
         if isinstance(data, dict) and data.get("id"):
             # Recorded before the answer is interpreted: a paid id must survive even an answer this code misreads.
@@ -128,12 +140,15 @@ class WaveSpeedClient(TaskClient):
                  duration=time.monotonic() - started)
         return prediction
 
-    def get(self, prediction_id: str, *, cancel_check: CancelCheck | None = None) -> Prediction:
-        """The prediction's current state (a free GET, retried on transient failures until ``cancel_check``)."""
+    def get(self, prediction_id: str, *, cancel_check: CancelCheck | None = None, deadline: Deadline | None = None,
+            on_retry: RetryCallback | None = None) -> Prediction:
+        """The prediction's current state (a free GET, retried on transient failures until ``cancel_check`` or
+        ``deadline``)."""
         pid = check_task_id(prediction_id, provider="WaveSpeed")
         try:
             answer = self.transport.request_json("GET", f"/api/v3/predictions/{pid}/result",
-                                                 what="the status request", cancel_check=cancel_check)
+                                                 what="the status request", cancel_check=cancel_check,
+                                                 deadline=deadline, on_retry=on_retry)
         except NotFoundError as err:
             raise NotFoundError(
                 f"WaveSpeed has no prediction {pid} (HTTP 404); check the id, and that it belongs to this API key.",
@@ -151,21 +166,31 @@ class WaveSpeedClient(TaskClient):
         on_progress: ProgressCallback | None = None,
         schedule: PollSchedule = DEFAULT_SCHEDULE,
         first: Prediction | None = None,
+        deadline: Deadline | None = None,
+        on_retry: RetryCallback | None = None,
+        resume_hint: str | None = None,
+        expected: float | None = None,
     ) -> Prediction:
-        """Poll until the prediction is final; return it completed, or raise a task error."""
+        """Poll until the prediction is final; return it completed, or raise a task error.
+
+        ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
+        status request's retries. ``resume_hint`` ends a timeout's message: how the caller collects it later.
+        """
         pid = check_task_id(prediction_id, provider="WaveSpeed")
+        deadline = deadline or Deadline.after(timeout, clock)
 
         def fetch() -> TaskSnapshot[Prediction]:
-            p = self.get(pid, cancel_check=cancel_check)
+            p = self.get(pid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)
             return TaskSnapshot(p.state, None, p)
 
         snapshot = wait_for_task(
-            fetch, task_id=pid, provider=WAVESPEED.name, timeout=timeout, sleep=sleep, clock=clock,
-            cancel_check=cancel_check, on_progress=on_progress, schedule=schedule,
+            fetch, task_id=pid, provider=WAVESPEED.name, deadline=deadline, sleep=sleep,
+            cancel_check=cancel_check, on_progress=on_progress, schedule=schedule, where=self.transport.base_url,
+            expected=expected,
             # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
             on_cancel=lambda _last: False,
             first=TaskSnapshot(first.state, None, first) if first is not None else None,
-            resume_hint=f"collect it later with `python -m zimage_api poll --provider wavespeed {pid}`",
+            resume_hint=resume_hint or f"collect it later with `python -m zimage_api poll --provider wavespeed {pid}`",
         )
         prediction = snapshot.task
         if prediction.state is TaskState.COMPLETED:
@@ -232,7 +257,9 @@ class WaveSpeedClient(TaskClient):
         entry = (self.ledger.get(task_id) if self.ledger is not None else None) or {}
         log_call("v3.collect", model=self._model_name(task, entry), task_id=task_id, status="completed",
                  duration=time.monotonic() - started, inference_ms=task.inference_ms)
-        return {"inference_ms": task.inference_ms}
+        took = task.inference_ms / 1000.0 if isinstance(task.inference_ms, (int, float)) else None
+        return {"inference_ms": task.inference_ms,
+                "took": round(took, 3) if took is not None and 0 < took < 3600 else None}
 
     def _result(self, task_id: str, entry: dict[str, Any], task: Any | None, images: list[bytes], urls: list[str],
                 paths: list[str], elapsed: float, *, seed: int | None, size: tuple[int, int] | None,

@@ -184,7 +184,8 @@ class _Batch:
     def _submitting(self, job: Job) -> str:
         """Note in the manifest that the row's paid request is about to go out; returns its name for Ctrl-C."""
         if self.rt.stop.is_set():
-            raise Interrupted()  # the run was stopped after this row was picked: never start a new payment
+            # The run was stopped after this row was picked: never start a new payment.
+            raise Interrupted("Stopped by Ctrl-C.")
         self.manifest.write(job, "submitting")
         with self._running_lock:
             self._submitting_keys.add(job.key)
@@ -216,7 +217,7 @@ class _Batch:
         try:
             outcomes = run()
         except RunCancelled:
-            raise Interrupted() from None
+            raise Interrupted("Stopped by Ctrl-C.") from None
         error = outcomes[0].error
         if isinstance(error, KeyboardInterrupt):
             raise KeyboardInterrupt  # Ctrl-C inside the row's wait: handled as if it reached this thread

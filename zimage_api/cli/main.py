@@ -19,8 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from ..engine import RunCancelled
-from ..errors import ConfigError, ValidationError, ZImageError
+from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
 from ..logs import logger
 from .batch import run_batch
 from .commands import (
@@ -112,7 +111,7 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     try:
         rt = rt or Runtime(sleep=sleep, clock=clock)
         return _dispatch(args, rt)
-    except (KeyboardInterrupt, RunCancelled):
+    except (KeyboardInterrupt, CancelledError):
         return _interrupted(rt)
     except OutputClosed:
         _discard_stdout()

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from ..cancel import CancelToken
 from ..clients import Clients
-from ..errors import ValidationError, ZImageError
+from ..errors import CancelledError, ValidationError, ZImageError
 from ..ledger import Ledger
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "PROG", "EXIT_OK", "EXIT_FAILED",
@@ -29,8 +30,7 @@ class UsageError(ValidationError):
     """Bad command-line usage found by the CLI itself (a missing file, options that do not fit together)."""
 
 
-class Interrupted(Exception):
-    """Raised inside a worker's sleep once the run was stopped (Ctrl-C); the task stays in the ledger."""
+Interrupted = CancelledError  # the run was stopped (Ctrl-C): the library's one cancellation error
 
 
 class OutputClosed(Exception):
@@ -92,6 +92,12 @@ def to_stderr(line: str) -> None:
         pass
 
 
+def resume_hint(task_id: str, provider: str) -> str:
+    """How a command-line user collects a task later."""
+    where = " --provider wavespeed" if provider != "qingbo" else ""
+    return f"run `{PROG} poll{where} {task_id}` to collect it"
+
+
 class Runtime:
     """What one CLI run shares: injected sleep/clock, the ledger, client factories and the tasks in flight.
 
@@ -111,7 +117,8 @@ class Runtime:
         self.ledger = ledger or Ledger.default()
         self.api_keys = dict(api_keys or {})
         self.base_urls = dict(base_urls or {})
-        self.stop = threading.Event()
+        self.token = CancelToken()
+        self.stop = self.token.event  # set at Ctrl-C
         self._lock = threading.Lock()
         self.clients = Clients(ledger=self.ledger, sleep=self.sleep, now=self.now, session=session,
                                api_keys=api_keys, base_urls=base_urls)
@@ -120,13 +127,11 @@ class Runtime:
         self._paying_serial = itertools.count()
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, or raise :class:`Interrupted` once :attr:`stop` is set (so workers unwind at Ctrl-C)."""
-        if self.stop.is_set():
-            raise Interrupted()
+        """Sleep (the waits look at :attr:`token` between their slices; a real sleep ends early at Ctrl-C)."""
         if self._injected_sleep is not None:
             self._injected_sleep(seconds)
-        elif self.stop.wait(max(seconds, 0.0)):
-            raise Interrupted()
+        else:
+            self.stop.wait(max(seconds, 0.0))
 
     def wait_options(self, timeout: float | None) -> dict[str, Any]:
         """The keyword arguments of a client's waiting loop: this run's sleep and clock, and the deadline if set."""
@@ -155,10 +160,17 @@ class Runtime:
         """The library's engine for one command: this run's clients, sleep, clock, Ctrl-C and paid-request marks."""
         from ..engine import Engine
 
-        # Ctrl-C starts no new unit, and every wait ends (this run's sleep raises), but a paid request already in
-        # flight finishes, so that its id reaches the ledger: the engine's own cancel event is never set here.
-        return Engine(self.clients, cancelled=self.stop.is_set, clock=self.clock, sleep=self.sleep, paying=self.paying,
-                      on_task_id=self.track, on_collected=self.untrack, on_tick=on_progress)
+        # Ctrl-C starts no new unit, and every wait ends, but a paid request already in flight finishes, so that its
+        # id reaches the ledger: the engine does not abandon its requests in flight.
+        return Engine(self.clients, token=self.token, abandon=False, clock=self.clock, sleep=self.sleep,
+                      paying=self.paying, on_task_id=self.track, on_collected=self.untrack, on_tick=on_progress,
+                      on_retry=self._show_retry, resume_hint=resume_hint)
+
+    @staticmethod
+    def _show_retry(_index: int, notice: Any) -> None:
+        """A retry wait, on stderr at once: "Qingbo busy (HTTP 503), retrying in 4 s (attempt 2 of 6)"."""
+        if notice is not None:
+            to_stderr(f"{PROG}: {notice}")
 
     def close(self) -> None:
         """Close every client's connections."""
