@@ -29,6 +29,7 @@ from .results import GenerationResult
 __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error"]
 
 RECEIPT_NOTE = "served from the local receipt"
+GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
 
 
 class RunCancelled(CancelledError):
@@ -324,7 +325,7 @@ class Engine:
             return start
 
         outcomes = run_jobs([guarded(job) for job in jobs], cancel=self._abandon_event, on_tick=self._tick,
-                            wake=progress.changed, workers=self.workers)
+                            wake=progress.changed, workers=self.workers, grace_seconds=GRACE_SECONDS)
         stopped = self.token.cancelled()
         if any(isinstance(o.error, (CancelledError, InterruptedError)) for o in outcomes) or (
                 stopped and not all(o.finished for o in outcomes)):
@@ -371,6 +372,11 @@ def collect_error(outcomes: Sequence[JobOutcome[GenerationResult]], ids: Sequenc
     if not errors:
         return None
     timeouts = [e for e in errors if isinstance(e, TaskTimeoutError)]
+    if len(timeouts) > 1 and len(timeouts) == len(errors) and any(e.cause is not None for e in timeouts):
+        # What the status requests met (an unreachable server...) is the news; the other ids are recorded alike.
+        others = ", ".join(e.task_id for e in timeouts[1:])
+        return TaskTimeoutError(f"{timeouts[0].message} The same goes for {others}.", task_id=timeouts[0].task_id,
+                                provider=timeouts[0].provider, cause=timeouts[0].cause)
     if len(timeouts) > 1 and len(timeouts) == len(errors):
         names = ", ".join(e.task_id for e in timeouts)
         return TaskTimeoutError(

@@ -6,7 +6,8 @@
 Kinds answered instead of processing: ``status``, ``rate_limit``, ``quota``, ``overloaded``, ``malformed_json``,
 ``html_502``, ``expired``, ``reset_before``.  Kinds that change the processing: ``delay`` (sleep first),
 ``reset_after`` (process, then reset the connection), ``invalid_base64`` (corrupt base64 in the answer),
-``truncated`` (send half the body), ``task_failed`` and ``stuck`` (the created task fails or never ends).
+``truncated`` (send half the body), ``task_failed`` and ``stuck`` (the created task fails or never ends),
+``status_word`` (a status answer reports ``word`` as the task's status, as a server with words of its own would).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "expired": (frozenset(), frozenset()),
     "task_failed": (frozenset(), frozenset({"code", "message"})),
     "stuck": (frozenset(), frozenset()),
+    "status_word": (frozenset({"word"}), frozenset()),
 }
 FAULT_KINDS = frozenset(_PARAMS)
 

@@ -133,31 +133,61 @@ def submit(emu: Emulator, request: RecordedRequest, fault: Fault | None) -> Resp
         "action": "generate",
         "status": QUEUED,
         "created_at": _stamp(emu, task.created_at),
-        "progress": _progress(emu, QUEUED, 0.0),
+        "progress": None,
         "pre_consumed_cost": task.quota,
     }
+    status, fraction = QUEUED, 0.0
     if not created or wait is not None:
         status, fraction = emu._task_phase(task)
-        answer["status"], answer["progress"] = status, _progress(emu, status, fraction)
-    return json_response(200, answer)
+        answer["status"] = status
+    return json_response(200, _with_progress(answer, _progress(emu, status, fraction)))
 
 
 def _stamp(emu: Emulator, moment: float) -> int:
     return int(moment * 1000) if emu.created_at_unit == "ms" else int(moment)
 
 
-def _progress(emu: Emulator, status: str, fraction: float) -> int | str:
-    if status == COMPLETED:
-        value: int | None = 100
+PROGRESS_STYLES = ("int", "float", "percent", "stepped", "zero", "empty", "absent")
+ABSENT = object()  # the answer has no progress field at all
+
+
+def _progress(emu: Emulator, status: str, fraction: float) -> Any:
+    """Qingbo's ``progress`` in the emulator's style: servers report it in every one of these ways.
+
+    ``int`` 0-100 and ``float`` (45.3) grow linearly; ``percent`` is ``"45%"`` (``""`` while queued); ``stepped``
+    jumps 0, 50, 100; ``zero`` stays 0 until the end; ``empty`` is ``""`` until the end; ``absent`` leaves it out.
+    """
+    style = emu.progress_style
+    if style == "absent":
+        return ABSENT
+    done = status == COMPLETED
+    if style == "zero":
+        return 100 if done else 0
+    if style == "empty":
+        return "100%" if done else ""
+    if done:
+        value: float | None = 100.0
     elif status == PROCESSING:
-        value = int(fraction * 100)
+        value = fraction * 100
+        if style == "stepped":
+            value = 50.0 if fraction >= 0.5 else 0.0
     elif status == FAILED:
-        value = 0
+        value = 0.0
     else:
         value = None  # queued or cancelled: nothing done yet
-    if emu.progress_style == "percent":
-        return "" if value is None else f"{value}%"
-    return value or 0
+    if style == "percent":
+        return "" if value is None else f"{int(value)}%"
+    if style == "float":
+        return round(value or 0.0, 1)
+    return int(value or 0)
+
+
+def _with_progress(answer: dict[str, Any], progress: Any) -> dict[str, Any]:
+    if progress is ABSENT:
+        answer.pop("progress", None)
+    else:
+        answer["progress"] = progress
+    return answer
 
 
 def task_view(emu: Emulator, task: EmulatedTask) -> dict[str, Any]:
@@ -168,7 +198,7 @@ def task_view(emu: Emulator, task: EmulatedTask) -> dict[str, Any]:
         "model": task.model,
         "action": "generate",
         "status": status,
-        "progress": _progress(emu, status, fraction),
+        "progress": None,
         "created_at": _stamp(emu, task.created_at),
         "billing_status": {COMPLETED: "settled", FAILED: "refunded", CANCELLED: "refunded"}.get(status,
                                                                                               "pre_consumed"),
@@ -185,7 +215,7 @@ def task_view(emu: Emulator, task: EmulatedTask) -> dict[str, Any]:
                                      for token in task.file_tokens]}
     if status == FAILED:
         view["error"] = {"message": task.fail_message or "", "code": task.fail_code or "task_failed"}
-    return view
+    return _with_progress(view, _progress(emu, status, fraction))
 
 
 def _find(emu: Emulator, task_id: str) -> EmulatedTask:
@@ -197,7 +227,10 @@ def _find(emu: Emulator, task_id: str) -> EmulatedTask:
 
 def fetch(emu: Emulator, request: RecordedRequest, fault: Fault | None, task_id: str) -> Response:
     """``GET /v1/tasks/{task_id}``."""
-    return json_response(200, task_view(emu, _find(emu, task_id)))
+    view = task_view(emu, _find(emu, task_id))
+    if fault is not None and fault.kind == "status_word":
+        view["status"] = str(fault.params["word"])
+    return json_response(200, view)
 
 
 def cancel(emu: Emulator, request: RecordedRequest, fault: Fault | None, task_id: str) -> Response:

@@ -25,6 +25,7 @@ from .backend import Backend
 from .faults import Fault, FaultQueue
 from .files import FileStore
 from .handler import EmulatorRequestHandler
+from .qingbo_tasks import PROGRESS_STYLES
 from .routes import respond
 from .tasks import CANCELLED, FAILED, EmulatedTask, assign_slots, peak_overlap
 from .wire import RecordedRequest, Response, parse_body
@@ -95,7 +96,9 @@ class Emulator(Backend):
             mode, Qingbo ``Prefer: wait``).
         max_concurrent: tasks processing at once (later ones stay queued) and synchronous requests in flight
             (later ones get 429 with ``Retry-After: 1``); ``None`` for no limit.
-        progress_style: Qingbo ``progress`` as ``"int"`` (45) or ``"percent"`` (``"45%"``, ``""`` while queued).
+        progress_style: how Qingbo's ``progress`` reads: ``"int"`` (45), ``"float"`` (45.3), ``"percent"``
+            (``"45%"``, ``""`` while queued), ``"stepped"`` (0, 50, 100), ``"zero"`` (0 until the end), ``"empty"``
+            (``""`` until the end) or ``"absent"`` (no field).
         created_at_unit: Qingbo ``created_at``/``completed_at`` in ``"ms"`` or ``"s"``.
         url_ttl: seconds result files stay downloadable.
         picture_scale: factor on v3 and Qingbo picture sizes (the short side stays at least 64 pixels).
@@ -117,8 +120,8 @@ class Emulator(Backend):
         url_ttl: float = 86400.0,
         picture_scale: float = 1.0,
     ) -> None:
-        if progress_style not in ("int", "percent"):
-            raise ValueError(f"progress_style must be 'int' or 'percent', got {progress_style!r}")
+        if progress_style not in PROGRESS_STYLES:
+            raise ValueError(f"progress_style must be one of {', '.join(PROGRESS_STYLES)}; got {progress_style!r}")
         if created_at_unit not in ("ms", "s"):
             raise ValueError(f"created_at_unit must be 'ms' or 's', got {created_at_unit!r}")
         if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):

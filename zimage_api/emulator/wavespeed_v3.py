@@ -181,7 +181,10 @@ def result(emu: Emulator, request: RecordedRequest, fault: Fault | None, task_id
     task = emu._get_task(task_id, "wavespeed")
     if task is None:
         raise RouteError(404, f"Prediction {task_id} not found.", "not_found")
-    return _envelope(prediction_view(emu, task))
+    view = prediction_view(emu, task)
+    if fault is not None and fault.kind == "status_word":
+        view["status"] = str(fault.params["word"])
+    return _envelope(view)
 
 
 def upload(emu: Emulator, request: RecordedRequest, fault: Fault | None) -> Response:
