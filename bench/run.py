@@ -10,7 +10,7 @@ in the same run: pack and floor alternate in every repetition and the table show
 
 1. decode   provider pictures (b64 PNG, b64 JPEG, downloaded JPEG; 1024^2 and 2048^2) to an IMAGE tensor
 2. upload   an IMAGE tensor 2048^2 to a <=1024 px PNG for upload
-3. lag      time from a task's completion to the client's return, and status requests per second
+3. lag      per shape of the progress field, tasks of 1 to 60 s: time from completion to return, requests per second
 4. many     16 pictures of L = 2 s each: the pack's pool against a sequential loop; then a pool bound of 2
 5. import   the pack's __init__ import time beyond torch, in fresh processes
 6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +59,9 @@ from PIL import Image  # noqa: E402
 
 from zimage_api import images as zimages  # noqa: E402
 from zimage_api.emulator import DEMO_KEY, Emulator  # noqa: E402
+from zimage_api.ledger import Ledger  # noqa: E402
 from zimage_api.openai_images import ImagesClient  # noqa: E402
 from zimage_api.parallel import run_jobs  # noqa: E402
-from zimage_api.polling import PollSchedule  # noqa: E402
 from zimage_api.qingbo import QingboClient  # noqa: E402
 from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
@@ -77,9 +76,8 @@ class Settings:
     decode_sizes: tuple[int, ...] = (1024, 2048)
     decode_reps: int = 15
     upload_reps: int = 9
-    lag_rounds: int = 2
-    lag_tasks: int = 20
-    lag_process: tuple[float, float] = (1.0, 6.0)
+    lag_lengths: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 20, 30, 45, 60)
+    lag_per_kind: int = 3
     many_count: int = 16
     many_latency: float = 2.0
     many_reps: int = 3
@@ -95,7 +93,7 @@ class Settings:
     def make(cls, quick: bool) -> "Settings":
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, decode_reps=2, upload_reps=2, lag_rounds=1, lag_tasks=6, lag_process=(0.5, 2.0),
+        return cls(quick=True, decode_reps=2, upload_reps=2, lag_lengths=(1, 2, 4), lag_per_kind=2,
                    many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
                    store_lookups=50, store_reps=5)
 
@@ -283,14 +281,7 @@ def bench_upload(cfg: Settings) -> list[Row]:
 
 # -- 3. lag after done -------------------------------------------------------------------------------------------------
 
-
-class FixedPoll(PollSchedule):
-    """What peer packs do: one status request every ``interval`` seconds, ignoring progress and predictions."""
-
-    interval = 5.0
-
-    def next_delay(self, waited: float, eta: float | None = None, late: int = 0) -> float:
-        return self.interval
+LAG_SHAPES = ("int", "float", "percent", "stepped", "zero", "empty", "absent")
 
 
 @dataclass
@@ -298,143 +289,72 @@ class TaskTiming:
     task_id: str
     submitted: float
     returned: float
+    first_of_kind: bool
 
 
-class Turnstile:
-    """Lets threads pass one at a time in a fixed order, so that the emulator numbers the tasks the same way in
-    every run (it draws each task's duration from its serial number and seed: the same durations every run)."""
+def _kind_thread(shape: str, length: float, per_kind: int, out: list[tuple[Emulator, TaskTiming]],
+                 errors: list[BaseException], folder: Path) -> threading.Thread:
+    """One kind of task (one server, one length): ``per_kind`` tasks one after another, each waited for with the
+    default schedule and the kind's own task store, so that later ones know how long the earlier ones took."""
 
-    def __init__(self) -> None:
-        self._turn = 0
-        self._changed = threading.Condition()
-
-    def wait_for(self, turn: int) -> None:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._turn >= turn, timeout=30):
-                raise TimeoutError(f"turn {turn} never came")
-
-    def advance(self) -> None:
-        with self._changed:
-            self._turn += 1
-            self._changed.notify_all()
-
-
-def _task_thread(client: QingboClient, schedule: PollSchedule, seed: int, turn: int, turnstile: Turnstile,
-                 out: list[TaskTiming], errors: list[BaseException]) -> threading.Thread:
     def one() -> None:
         try:
-            turnstile.wait_for(turn)
+            # Tiny result pictures: the emulator renders one when a task is first seen completed, and that CPU time
+            # is the emulator's, not the client's. Each task of a kind takes its length, give or take 5 %.
+            emu = Emulator(queue_seconds=0.0, process_seconds=(0.95 * length, 1.05 * length), picture_scale=1 / 16,
+                           progress_style=shape, wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}).start()
+            client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=Ledger(folder))
             try:
-                submitted = time.time()
-                task = client.submit(f"bench lag {seed}", seed=seed)
+                for index in range(per_kind):
+                    submitted = time.time()
+                    task = client.submit(f"bench lag {shape} {length} {index}", seed=index + 1)
+                    client.collect(task.task_id, first=task, timeout=length * 3 + 30)
+                    out.append((emu, TaskTiming(task.task_id, submitted, time.time(), index == 0)))
             finally:
-                turnstile.advance()
-            client.wait(task.task_id, first=task, schedule=schedule, timeout=60)
-            out.append(TaskTiming(task.task_id, submitted, time.time()))
-        except BaseException as err:  # noqa: BLE001 - reported after the round
+                client.transport.close()
+        except BaseException as err:  # noqa: BLE001 - reported after the run
             errors.append(err)
 
-    return threading.Thread(target=one, name=f"lag-{seed}")
+    return threading.Thread(target=one, name=f"lag-{shape}-{length:g}")
 
 
-def _generate_thread(client: QingboClient, seed: int, out: list[TaskTiming],
-                     errors: list[BaseException]) -> threading.Thread:
-    def one() -> None:
-        try:
-            submitted = time.time()
-            result = client.generate(f"bench lag {seed}", seed=seed)
-            out.append(TaskTiming(result.task_ids[0], submitted, time.time()))
-        except BaseException as err:  # noqa: BLE001 - reported after the round
-            errors.append(err)
-
-    return threading.Thread(target=one, name=f"lag-generate-{seed}")
-
-
-def _lag_stats(emu: Emulator, timings: list[TaskTiming]) -> dict[str, Any]:
-    polls = Counter(r.path.rsplit("/", 1)[-1] for r in emu.requests_to("GET /v1/tasks/*"))
-    tasks = emu.tasks
-    lags, counts, rates = [], [], []
-    for t in timings:
-        completed = tasks[t.task_id].completed_at
+def _lag_stats(timings: list[tuple[Emulator, TaskTiming]]) -> dict[str, Any]:
+    lags, requests, waits = [], 0, 0.0
+    for emu, t in timings:
+        completed = emu.tasks[t.task_id].completed_at
         if completed is None:
             raise RuntimeError(f"task {t.task_id} returned before the emulator finished it")
         lags.append(t.returned - completed)
-        counts.append(polls[t.task_id])
-        rates.append(polls[t.task_id] / max(t.returned - t.submitted, 1e-9))
-    return {"lags": lags, "counts": counts, "rates": rates, "waits": [t.returned - t.submitted for t in timings]}
+        requests += len(emu.requests_to(f"GET /v1/tasks/{t.task_id}"))
+        waits += t.returned - t.submitted
+    return {"lags": lags, "rate": requests / max(waits, 1e-9), "tasks": len(timings)}
 
 
 def bench_lag(cfg: Settings) -> list[Row]:
-    pack_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
-    peer_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
-    peer_schedule = FixedPoll()
-    for round_index in range(cfg.lag_rounds):
-        # Tiny result pictures: the emulator renders one when a task is first seen completed, and that CPU time is
-        # the emulator's, not the client's.
-        emu = Emulator(queue_seconds=0.0, process_seconds=cfg.lag_process, picture_scale=1 / 16).start()
-        try:
-            pack_client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
-            peer_client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
-            pack_timings: list[TaskTiming] = []
-            peer_timings: list[TaskTiming] = []
-            errors: list[BaseException] = []
-            # Both run at once on the same emulator (the same load, the same moment), submitting alternately.
-            turnstile = Turnstile()
-            threads = []
-            for index in range(cfg.lag_tasks):
-                seed = 1000 * round_index + index
-                threads.append(_task_thread(pack_client, PollSchedule(), seed, 2 * index, turnstile, pack_timings,
-                                            errors))
-                threads.append(_task_thread(peer_client, peer_schedule, seed + 500, 2 * index + 1, turnstile,
-                                            peer_timings, errors))
-            _run_threads(threads, errors, "lag task(s)")
-            pack, peer = _lag_stats(emu, pack_timings), _lag_stats(emu, peer_timings)
-            for key in pack_all:
-                pack_all[key] += pack[key]
-                peer_all[key] += peer[key]
-            say(f"  round {round_index + 1}: {cfg.lag_tasks}+{cfg.lag_tasks} tasks; median lag pack "
-                f"{median(pack['lags']):.3f} s, fixed {peer_schedule.interval:g} s poll {median(peer['lags']):.3f} s")
-            pack_client.transport.close()
-            peer_client.transport.close()
-        finally:
+    """Every progress shape, tasks of 1 to 60 s, all at once in real time against their own emulators."""
+    timings: dict[str, list[tuple[Emulator, TaskTiming]]] = {shape: [] for shape in LAG_SHAPES}
+    errors: list[BaseException] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = [_kind_thread(shape, length, cfg.lag_per_kind, timings[shape], errors,
+                                Path(tmp) / f"{shape}-{length:g}")
+                   for shape in LAG_SHAPES for length in cfg.lag_lengths]
+        say(f"  {len(threads)} kinds of task ({len(LAG_SHAPES)} progress shapes x lengths "
+            f"{', '.join(f'{v:g}' for v in cfg.lag_lengths)} s), {cfg.lag_per_kind} tasks each, one after another")
+        _run_threads(threads, errors, "lag task(s)")
+        for emu in {id(e): e for items in timings.values() for e, _ in items}.values():
             emu.stop()
-    # QingboClient.generate (the library's and the CLI's whole path) asks for Prefer: wait when nothing can cancel
-    # the run; the nodes pass a cancel check, so they poll as above. A separate round: the server holds every request.
-    wait_all: dict[str, Any] = {"lags": [], "counts": [], "rates": [], "waits": []}
-    emu = Emulator(queue_seconds=0.0, process_seconds=cfg.lag_process, picture_scale=1 / 16).start()
-    try:
-        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
-        timings: list[TaskTiming] = []
-        errors = []
-        threads = [_generate_thread(client, 2000 + index, timings, errors) for index in range(cfg.lag_tasks)]
-        _run_threads(threads, errors, "generate task(s)")
-        wait_all = _lag_stats(emu, timings)
-        client.transport.close()
-    finally:
-        emu.stop()
-    for data in (pack_all, peer_all, wait_all):
-        data["aggregate"] = sum(data["counts"]) / sum(data["waits"])
     rows = []
-    for name, data in (("pack, submit + wait (default PollSchedule)", pack_all),
-                       (f"peer, fixed {FixedPoll.interval:g} s poll", peer_all),
-                       ("pack, generate() with Prefer: wait", wait_all)):
-        say(f"  {name}: lag median {median(data['lags']):.3f} s, p90 {quantile(data['lags'], 0.9):.3f} s, "
-            f"max {max(data['lags']):.3f} s; status requests per task median {median(data['counts']):g} "
-            f"(max {max(data['counts']):g}); per second per task mean {statistics.fmean(data['rates']):.2f}, "
-            f"max {max(data['rates']):.2f}; all requests / all waiting time {data['aggregate']:.2f} /s")
-    lag_pack, lag_peer = median(pack_all["lags"]), median(peer_all["lags"])
-    rate_pack, rate_peer = statistics.fmean(pack_all["rates"]), statistics.fmean(peer_all["rates"])
-    rows.append(Row("Lag after done, submit + wait, median", f"{lag_pack:.3f} s", f"{lag_peer:.3f} s (5 s poll)",
-                    lag_pack / lag_peer, "≤ 0.3 s", lag_pack <= 0.3))
-    rows.append(Row("Status requests /s per task, mean of tasks", f"{rate_pack:.2f}", f"{rate_peer:.2f} (5 s poll)",
-                    rate_pack / rate_peer, "≤ 1 /s", rate_pack <= 1.0))
-    rows.append(Row("Status requests per task, median", f"{median(pack_all['counts']):g}",
-                    f"{median(peer_all['counts']):g} (5 s poll)",
-                    median(pack_all["counts"]) / median(peer_all["counts"]), "(info)", None))
-    lag_wait = median(wait_all["lags"])
-    rows.append(Row("Lag after done, generate() + Prefer: wait, median", f"{lag_wait:.3f} s",
-                    f"{lag_peer:.3f} s (5 s poll)",
-                    lag_wait / lag_peer, "(info)", None))
+    for shape in LAG_SHAPES:
+        every = _lag_stats(timings[shape])
+        first = _lag_stats([item for item in timings[shape] if item[1].first_of_kind])
+        lag, p90 = median(every["lags"]), quantile(every["lags"], 0.9)
+        say(f"  progress {shape}: {every['tasks']} tasks, lag median {lag:.3f} s, p90 {p90:.3f} s, "
+            f"{every['rate']:.2f} status requests/s; the first of each kind alone (nothing known of its length): "
+            f"lag median {median(first['lags']):.3f} s, p90 {quantile(first['lags'], 0.9):.3f} s, "
+            f"{first['rate']:.2f} /s")
+        rows.append(Row(f"Poll, progress '{shape}': lag median · p90", f"{lag:.3f} s · {p90:.3f} s",
+                        f"{every['rate']:.2f} requests/s", None, "≤ 0.3 s, ≤ 1.0 /s",
+                        lag <= 0.3 and every["rate"] <= 1.0))
     return rows
 
 

@@ -96,17 +96,50 @@ def test_first_snapshot_is_used_without_a_request(clock) -> None:
 
 
 @pytest.mark.parametrize(
-    ("waited", "eta", "late", "expected"),
+    ("waited", "eta", "overdue", "window", "expected"),
     [
-        (0.0, None, 0, 0.3),  # nothing known yet: the fastest interval
-        (10.0, None, 0, 0.7),  # a share of the time waited so far
-        (100.0, None, 0, 2.5),  # but never slower than the slowest interval
-        (1.0, 3.0, 0, 3.05),  # sleep until just after the predicted end
-        (1.0, 30.0, 0, 10.0),  # at most the longest sleep, then look again
-        (20.0, 0.0, 0, 0.2),  # the predicted end has passed: dense again
-        (20.0, 0.0, 3, 0.675),  # and slowing down while it stays unchanged
-        (20.0, 0.0, 9, 1.4),  # back to the plain schedule
+        (0.0, None, 0.0, 0.0, 0.3),  # nothing known yet: the fastest interval
+        (10.0, None, 0.0, 0.0, 0.7),  # a share of the time waited so far
+        (100.0, None, 0.0, 0.0, 2.5),  # but never slower than the slowest interval
+        (1.0, 3.0, 0.0, 0.0, 3.05),  # sleep until just after the predicted end
+        (1.0, 30.0, 0.0, 0.0, 10.0),  # at most the longest sleep, then look again
+        (20.0, 0.0, 0.1, 0.0, 0.2),  # the predicted end has just passed: dense again
+        (20.0, 0.0, 1.5, 2.0, 0.2),  # and dense while earlier tasks of its kind were still ending
+        (20.0, 0.0, 4.0, 2.0, 0.5),  # then slowing down with how late it is
+        (20.0, 0.0, 30.0, 0.0, 1.4),  # back to the plain schedule
     ],
 )
-def test_schedule_table(waited, eta, late, expected) -> None:
-    assert PollSchedule().next_delay(waited, eta, late) == pytest.approx(expected)
+def test_schedule_table(waited, eta, overdue, window, expected) -> None:
+    assert PollSchedule().next_delay(waited, eta, overdue, window) == pytest.approx(expected)
+
+
+def test_a_jumping_progress_predicts_the_end_from_its_step(clock) -> None:
+    """Progress 0, then 50 at 4 s, then 100 at 8 s: the wait predicts the end from the step and is there soon."""
+    t0 = clock()
+
+    def stepped() -> TaskSnapshot[str]:
+        elapsed = clock() - t0
+        if elapsed >= 8.0:
+            return TaskSnapshot(TaskState.COMPLETED, 1.0, "done")
+        return TaskSnapshot(TaskState.PROCESSING, 0.5 if elapsed >= 4.0 else 0.0, "running")
+
+    calls = []
+    wait_for_task(lambda: calls.append(1) or stepped(), task_id="t", provider="p", sleep=clock.sleep, clock=clock)
+    assert clock() - (t0 + 8.0) <= 0.3
+    assert len(calls) <= 16  # nothing known of its length: it asks every 0.3 s until the step
+
+
+def test_earlier_tasks_of_the_kind_stand_in_for_a_useless_progress(clock) -> None:
+    """No progress at all, but such tasks took 30-31 s: a handful of requests, and the end is seen at once."""
+    t0 = clock()
+
+    def silent() -> TaskSnapshot[str]:
+        if clock() - t0 >= 30.6:
+            return TaskSnapshot(TaskState.COMPLETED, None, "done")
+        return TaskSnapshot(TaskState.PROCESSING, None, "running")
+
+    calls = []
+    wait_for_task(lambda: calls.append(1) or silent(), task_id="t", provider="p", sleep=clock.sleep, clock=clock,
+                  expected=29.0, expected_spread=2.0)
+    assert clock() - (t0 + 30.6) <= 0.25
+    assert len(calls) <= 15

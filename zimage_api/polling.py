@@ -113,24 +113,27 @@ class PollSchedule:
     margin: float = 0.05
     longest: float = 10.0
     near: float = 0.2
-    growth: float = 1.5
+    late_share: float = 0.25
 
     def plain(self, waited: float) -> float:
         """The wait without any prediction, after ``waited`` seconds of waiting."""
         return min(max(self.share * waited, self.fastest), self.slowest)
 
-    def next_delay(self, waited: float, eta: float | None = None, late: int = 0) -> float:
+    def next_delay(self, waited: float, eta: float | None = None, overdue: float = 0.0, window: float = 0.0) -> float:
         """Seconds until the next status request.
 
         ``waited`` is the time since the wait began; ``eta`` the predicted seconds to the end (0 once it has
-        passed), or None without a prediction; ``late`` counts the answers since the predicted end passed.
+        passed), or None without a prediction; ``overdue`` the seconds since the predicted end passed; ``window``
+        how far past the prediction such a task may still end (the spread of the earlier tasks it came from).
         """
         plain = self.plain(waited)
         if eta is None:
             return plain
         if eta > 0:
             return min(eta + self.margin, self.longest)
-        return min(self.near * self.growth ** late, plain)
+        if overdue <= window:
+            return min(self.near, plain)
+        return min(max(self.near, self.late_share * (overdue - window)), plain)
 
 
 @dataclass
@@ -143,25 +146,49 @@ class _EndEstimator:
     """
 
     expected_end: float | None = None  # on the wait's clock, from earlier tasks; None when unknown
+    window: float = 0.0  # how much later than ``expected_end`` the earlier tasks ended
     samples: list[tuple[float, float]] = field(default_factory=list)
 
-    def add(self, when: float, state: TaskState, progress: float | None) -> None:
+    def add(self, when: float, state: TaskState, progress: float | None, since: float | None = None) -> None:
+        """A reading at ``when``; ``since`` is the reading before it. A new value appeared somewhere between the
+        two, so it counts from the middle: a jump seen late then predicts early, which costs a request or two,
+        rather than late, which costs lag."""
         if state is not TaskState.PROCESSING or progress is None or not 0.0 <= progress < 1.0:
             return
         if self.samples and progress <= self.samples[-1][1]:
             return
-        self.samples.append((when, progress))
+        at = when if since is None else (since + when) / 2
+        self.samples.append((at, progress))
         del self.samples[:-4]
 
-    def end(self) -> float | None:
-        """The predicted end on the wait's clock, or None."""
-        if len(self.samples) >= 2:
-            (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
-            if t1 > t0 and p1 > p0:
-                end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
-                if math.isfinite(end):
-                    return end
-        return self.expected_end
+    def window_for(self, end: float) -> float:
+        """How far past ``end`` the task may still end without being late: the earlier tasks' spread."""
+        return self.window if end == self.expected_end else 0.0
+
+    def end(self, now: float) -> float | None:
+        """The predicted end on the wait's clock, or None.
+
+        Inside the window of earlier tasks, that is the prediction. Otherwise the earlier one still ahead wins: a
+        prediction that comes too early costs a few requests, one that comes too late costs lag (a progress that
+        jumps is seen late, so the rate read from it is low).
+        """
+        expected = self.expected_end
+        if expected is not None and expected <= now <= expected + self.window:
+            return expected  # inside the time such tasks ended before: keep looking closely
+        ends = [end for end in (self._from_progress(), expected) if end is not None]
+        if not ends:
+            return None
+        ahead = [end for end in ends if end > now]
+        return min(ahead) if ahead else max(ends)
+
+    def _from_progress(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
+        if t1 <= t0 or p1 <= p0:
+            return None
+        end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
+        return end if math.isfinite(end) else None
 
 
 def sleep_interruptibly(seconds: float, *, sleep: Callable[[float], None], cancel_check: CancelCheck | None,
@@ -189,6 +216,7 @@ def wait_for_task(
     resume_hint: str | None = None,
     deadline: Deadline | None = None,
     expected: float | None = None,
+    expected_spread: float = 0.0,
     where: str = "",
 ) -> TaskSnapshot[T]:
     """Poll ``fetch`` until the task is final and return the final snapshot (completed, failed or cancelled).
@@ -199,8 +227,9 @@ def wait_for_task(
     deadline, the error says what was seen, and the task id stays collectable. A status word outside the known set
     ends the wait at once. ``on_cancel`` is called once when ``cancel_check`` turns true; it returns whether the
     provider cancelled the task remotely. ``first`` is a snapshot already in hand (from the submit). ``expected``
-    is how many seconds from now such a task is expected to take, from earlier tasks (a fallback when the progress
-    says nothing). ``where`` names the server in messages; ``resume_hint`` ends them: how to collect the task later.
+    is how many seconds from now such a task should end at the earliest, judged by earlier tasks, and
+    ``expected_spread`` how much later than that they ended (a fallback when the progress says nothing).
+    ``where`` names the server in messages; ``resume_hint`` ends them: how to collect the task later.
     """
     hint = resume_hint or f"collect it later by its id {task_id}"
     if deadline is None:
@@ -208,11 +237,12 @@ def wait_for_task(
     clock = deadline.clock
     started = clock()
     promised = deadline.seconds or max(deadline.at - started, 0.0)
-    estimator = _EndEstimator(expected_end=started + expected if expected else None)
-    late = 0
+    estimator = _EndEstimator(expected_end=started + expected if expected else None,
+                              window=max(expected_spread, 0.0))
     last: TaskSnapshot[T] | None = first
     last_key: tuple[TaskState, float | None] | None = None
     failing_since: float | None = None
+    seen_at: float | None = None  # when the last answer came
 
     def cancelled() -> TaskCancelledError:
         remote = bool(on_cancel(last)) if on_cancel else False
@@ -250,7 +280,8 @@ def wait_for_task(
         now = clock()
         if snapshot is not None:
             last = snapshot
-            estimator.add(now, snapshot.state, snapshot.progress)
+            estimator.add(now, snapshot.state, snapshot.progress, since=seen_at)
+            seen_at = now
             key = (snapshot.state, snapshot.progress)
             if on_progress is not None and key != last_key:
                 on_progress(_display_progress(snapshot), _status_text(snapshot, now - started))
@@ -259,11 +290,11 @@ def wait_for_task(
                 return snapshot
         if now >= deadline.at:
             raise _timeout(task_id, provider, promised, last, hint)
-        end = estimator.end()
+        end = estimator.end(now)
         eta = None if end is None else max(end - now, 0.0)
-        if eta == 0.0:
-            late += 1
-        delay = schedule.next_delay(now - started, eta, max(late - 1, 0))
+        overdue = 0.0 if end is None else max(now - end, 0.0)
+        window = 0.0 if end is None else estimator.window_for(end)
+        delay = schedule.next_delay(now - started, eta, overdue, window)
         delay = min(delay, max(deadline.at - now, 0.0))
         if sleep_unless(cancel_check, delay, sleep):
             raise cancelled()

@@ -305,6 +305,7 @@ class QingboClient(TaskClient):
         on_retry: RetryCallback | None = None,
         resume_hint: str | None = None,
         expected: float | None = None,
+        expected_spread: float = 0.0,
     ) -> QingboTask:
         """Poll until the task is final; return it completed, or raise a typed task error.
 
@@ -318,6 +319,7 @@ class QingboClient(TaskClient):
             lambda: self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry).snapshot(),
             task_id=tid, provider=QINGBO.name, deadline=deadline, sleep=sleep, cancel_check=cancel_check,
             on_progress=on_progress, schedule=schedule, where=self.transport.base_url, expected=expected,
+            expected_spread=expected_spread,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
             first=first.snapshot() if first is not None else None,
             resume_hint=resume_hint or f"collect it later by its id with `python -m zimage_api poll {tid}`",

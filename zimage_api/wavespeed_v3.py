@@ -170,6 +170,7 @@ class WaveSpeedClient(TaskClient):
         on_retry: RetryCallback | None = None,
         resume_hint: str | None = None,
         expected: float | None = None,
+        expected_spread: float = 0.0,
     ) -> Prediction:
         """Poll until the prediction is final; return it completed, or raise a task error.
 
@@ -186,7 +187,7 @@ class WaveSpeedClient(TaskClient):
         snapshot = wait_for_task(
             fetch, task_id=pid, provider=WAVESPEED.name, deadline=deadline, sleep=sleep,
             cancel_check=cancel_check, on_progress=on_progress, schedule=schedule, where=self.transport.base_url,
-            expected=expected,
+            expected=expected, expected_spread=expected_spread,
             # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
             on_cancel=lambda _last: False,
             first=TaskSnapshot(first.state, None, first) if first is not None else None,
