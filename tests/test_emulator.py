@@ -840,3 +840,30 @@ def test_cli_prints_the_address(capsys: pytest.CaptureFixture[str], monkeypatch:
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(rf"Z-Image emulator on http://127\.0\.0\.1:\d+ \(key: {DEMO_KEY}\)", line)
     assert emulator_main(["--host", "0.0.0.0", "--serve-seconds", "0"]) == 2
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize(("style", "readings"), [
+    ("int", (0, 25, 75, 100)),
+    ("float", (0.0, 25.0, 75.0, 100.0)),
+    ("percent", ("", "25%", "75%", "100%")),
+    ("stepped", (0, 0, 50, 100)),
+    ("zero", (0, 0, 0, 100)),
+    ("empty", ("", "", "", "100%")),
+    ("absent", (MISSING, MISSING, MISSING, MISSING)),
+])
+def test_qingbo_progress_reads_in_every_shape_servers_use(make_emu: Callable[..., Emulator], http: requests.Session,
+                                                          clock: FakeClock, style: str, readings: tuple) -> None:
+    emu = make_emu(progress_style=style)
+    answer = submit_task(http, emu).json()
+    assert answer.get("progress", MISSING) == readings[0]
+    task_id = answer["task_id"]
+    seen = []
+    for step in (0.0, 2.0, 2.0, 2.0):  # queued; 1 s of 4 s processing; 3 of 4 s; done
+        clock.advance(step)
+        seen.append(http.get(f"{emu.url}/v1/tasks/{task_id}", timeout=TIMEOUT).json().get("progress", MISSING))
+    assert tuple(seen) == readings
+    with pytest.raises(ValueError, match="progress_style must be one of int, float, percent"):
+        make_emu(progress_style="fraction")

@@ -143,3 +143,33 @@ def test_earlier_tasks_of_the_kind_stand_in_for_a_useless_progress(clock) -> Non
                   expected=29.0, expected_spread=2.0)
     assert clock() - (t0 + 30.6) <= 0.25
     assert len(calls) <= 15
+
+
+@pytest.mark.parametrize("shape", ["int", "float", "percent", "stepped", "zero", "empty", "absent"])
+def test_every_progress_shape_is_noticed_soon_at_about_a_request_a_second(shape, clock, tmp_path) -> None:
+    """Over HTTP to the emulator (fake clock): two 12 s tasks of one kind, for each way servers report progress.
+    The first knows nothing of its length; the second also knows how long the first took."""
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.ledger import Ledger
+    from zimage_api.qingbo import QingboClient
+
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=12.0, picture_scale=1 / 16, progress_style=shape,
+                  qingbo_keys={DEMO_KEY}) as emu:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock,
+                              ledger=Ledger(tmp_path))
+        for attempt in range(2):
+            task = client.submit("a kite", seed=1)
+            before = len(emu.requests_to("GET /v1/tasks/*"))
+            started = clock()
+            result = client.collect(task.task_id, first=task, sleep=clock.sleep, clock=clock, timeout=60)
+            assert result.images == emu.tasks[task.task_id].outputs
+            lag = clock() - emu.tasks[task.task_id].completed_at
+            requests = len(emu.requests_to("GET /v1/tasks/*")) - before
+            blind = attempt == 0 and shape in ("zero", "empty", "absent")
+            # Knowing nothing of the length, a progress that says nothing costs lag (a share of the wait) and
+            # requests (every 0.3 s at first; a stepped one until its first step); once a task of the kind was
+            # seen, both targets hold.
+            assert 0 <= lag <= (PollSchedule().plain(12.0) if blind else 0.3), (shape, lag)
+            rate = 2.5 if blind or (attempt == 0 and shape == "stepped") else 1.0
+            assert requests / (clock() - started) <= rate, (shape, requests)
+        assert requests <= 8, (shape, requests)  # with a length known from the first task: a few requests

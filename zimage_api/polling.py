@@ -136,6 +136,9 @@ class PollSchedule:
         return min(max(self.near, self.late_share * (overdue - window)), plain)
 
 
+STEP_SHIFT = 0.25
+
+
 @dataclass
 class _EndEstimator:
     """Predicts when a task ends: from its progress when that moves, else from how long such tasks took before.
@@ -151,13 +154,14 @@ class _EndEstimator:
 
     def add(self, when: float, state: TaskState, progress: float | None, since: float | None = None) -> None:
         """A reading at ``when``; ``since`` is the reading before it. A new value appeared somewhere between the
-        two, so it counts from the middle: a jump seen late then predicts early, which costs a request or two,
-        rather than late, which costs lag."""
+        two: it counts from their middle, at most ``STEP_SHIFT`` seconds back (a smooth progress is exact when
+        read). A jump seen late then predicts early, which costs a request or two, rather than late, which costs
+        lag."""
         if state is not TaskState.PROCESSING or progress is None or not 0.0 <= progress < 1.0:
             return
         if self.samples and progress <= self.samples[-1][1]:
             return
-        at = when if since is None else (since + when) / 2
+        at = when if since is None else when - min((when - since) / 2, STEP_SHIFT)
         self.samples.append((at, progress))
         del self.samples[:-4]
 

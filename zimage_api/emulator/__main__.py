@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .qingbo_tasks import PROGRESS_STYLES
 from .server import DEMO_KEY, Emulator
 
 __all__ = ["main"]
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-seconds", type=float, default=0.5, help="seconds a task waits in the queue")
     parser.add_argument("--process-seconds", type=float, default=2.0, help="seconds a task takes to process")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before answering a synchronous request")
+    parser.add_argument("--progress", choices=PROGRESS_STYLES, default="int",
+                        help="how Qingbo's progress field reads: int (45), float (45.3), percent (\"45%%\"), stepped "
+                             "(0, 50, 100), zero (0 until the end), empty (\"\" until the end) or absent")
     parser.add_argument("--serve-seconds", type=float, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         emulator = Emulator(args.port, queue_seconds=args.queue_seconds, process_seconds=args.process_seconds,
-                            sync_latency=args.latency).start()
+                            sync_latency=args.latency, progress_style=args.progress).start()
     except (OSError, ValueError) as err:
         print(f"error: cannot start the emulator: {err}", file=sys.stderr)
         return 1
