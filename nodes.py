@@ -343,9 +343,10 @@ _RESPONSE_FORMAT = (list(RESPONSE_FORMATS), {"default": "b64_json",
 _OUTPUT_FORMAT = (list(V3_OUTPUT_FORMATS), {"default": "png",
                                             "tooltip": "The file format WaveSpeed encodes (v3 api only; "
                                    "v1/images always returns PNG)."})
-_TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1, "tooltip": "Seconds to wait for the pictures, retries "
-                    "included. v1/images: the request. v3: upload, submit and polling; a prediction still running "
-                    "then is kept, and queueing again collects it."})
+_TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
+                    "tooltip": "Seconds to wait for the pictures, retries included. v1/images: the request. v3: "
+                    "upload, submit and polling; a prediction still running then is kept, and queueing again "
+                    "collects it."})
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from .cancel import SLICE_SECONDS, sleep_unless
+from .cancel import sleep_unless
 from .deadline import Deadline
 from .errors import (
     APIConnectionError,
@@ -32,7 +32,7 @@ from .errors import (
 from .logs import logger
 
 __all__ = [
-    "TaskState", "FINAL_STATES", "TaskSnapshot", "PollSchedule", "wait_for_task", "sleep_interruptibly",
+    "TaskState", "FINAL_STATES", "TaskSnapshot", "PollSchedule", "wait_for_task",
     "CancelCheck", "ProgressCallback", "DEFAULT_TIMEOUT", "UnknownStatusError",
 ]
 
@@ -193,12 +193,6 @@ class _EndEstimator:
             return None
         end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
         return end if math.isfinite(end) else None
-
-
-def sleep_interruptibly(seconds: float, *, sleep: Callable[[float], None], cancel_check: CancelCheck | None,
-                        slice_seconds: float = SLICE_SECONDS) -> bool:
-    """Sleep ``seconds`` in slices, checking ``cancel_check`` between them. Returns True if cancelled."""
-    return sleep_unless(cancel_check, seconds, sleep, slice_seconds)
 
 
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError, InvalidResponseError)

@@ -305,8 +305,10 @@ class Store:
         return _entry(rows[0]) if rows else None
 
     def tasks(self) -> list[dict[str, Any]]:
-        """Every task, in the order they were first recorded."""
-        return [_entry(row) for row in self._read(_TASK_SELECT + " ORDER BY rowid")]
+        """Every task, oldest first: by submission time (tasks submitted side by side reach the store in any order),
+        then in the order they were first recorded."""
+        return [_entry(row) for row in self._read(
+            _TASK_SELECT + " ORDER BY coalesce(submitted_at, updated_at), rowid")]
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Tasks whose last status is not final, oldest first: paid work that can still be collected."""
