@@ -825,7 +825,7 @@ def test_demo_in_a_subprocess_writes_four_pictures_without_any_key(tmp_path):
                           env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     output = lines(done.stdout)
-    assert len(output) == 5 and output[-1].startswith("Demo done: 4 pictures in " + str(out_dir))
+    assert len(output) == 5 and output[-1].startswith("Demo done: 4 placeholder pictures in " + str(out_dir))
     for path in output[:4]:
         Image.open(path).verify()
     assert {Path(p).name.split("_")[0] for p in output[:4]} == {"wavespeed", "wavespeed-edit", "qingbo"}

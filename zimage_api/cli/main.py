@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ..engine import RunCancelled
 from ..errors import ConfigError, ValidationError, ZImageError
 from ..logs import logger
+from ..packages import missing_package_message
 from .batch import run_batch
 from .commands import (
     collect_tasks,
@@ -91,14 +92,18 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
     if args.command == "emulator":
-        from ..emulator.__main__ import main as emulator_main
-
         try:
+            from ..emulator.__main__ import main as emulator_main
+
             return int(emulator_main(extra) or 0)
         except SystemExit as exit_:  # its own argparse: --help, or a usage error
             return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
         except KeyboardInterrupt:
             return EXIT_OK
+        except ModuleNotFoundError as err:
+            if _missing_package(err):
+                return EXIT_USAGE
+            raise
     if extra:
         to_stderr(f"error: unrecognized arguments: {' '.join(extra)} (see `{PROG} {args.command or ''} --help`)")
         return EXIT_USAGE
@@ -123,7 +128,9 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
         return _report(err, EXIT_FAILED, verbose)
     except OSError as err:
         return _report(err, EXIT_FAILED, verbose)
-    except Exception as err:  # a bug: still one line, unless --verbose
+    except Exception as err:  # a bug (or a missing package): still one line, unless --verbose
+        if _missing_package(err):
+            return EXIT_USAGE
         to_stderr(f"error: unexpected {type(err).__name__}: {one_line(err)} (run with --verbose for the traceback)")
         if verbose:
             traceback.print_exc(file=sys.stderr)
@@ -134,6 +141,14 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
         if handler is not None:
             logger.removeHandler(handler)
             logger.setLevel(level)
+
+
+def _missing_package(err: BaseException) -> bool:
+    """Print the install command when ``err`` is a missing third-party package; False for anything else."""
+    missing = missing_package_message(err) if isinstance(err, ModuleNotFoundError) else None
+    if missing is not None:
+        to_stderr(f"error: {missing}")
+    return missing is not None
 
 
 def _report(err: BaseException, code: int, verbose: bool) -> int:
