@@ -192,13 +192,13 @@ def test_poll_a_failed_task_exits_1_with_one_line(cli, emu, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "x", "--cfg", "25"], "guidance_scale 25.0 is outside 0-20"),
-    (["generate", "x", "--width", "100", "--height", "512"], "width 100 is outside 256-2048"),
+    (["generate", "x", "--cfg", "25"], "--cfg 25.0 is outside 0-20"),
+    (["generate", "x", "--width", "100", "--height", "512"], "--width 100 is outside 256-2048"),
     (["generate", "x", "--api", "v3", "--width", "2048", "--height", "1024"], "256-1536"),
     (["generate", "x", "--api", "v3", "--cfg", "7"], "--cfg is not part of WaveSpeed's v3 API"),
     (["generate", "  "], "prompt is empty"),
     (["submit", "y" * 801], "801 characters"),
-    (["submit", "x", "--count", "9"], "count 9 is outside 1-8"),
+    (["submit", "x", "--count", "9"], "--count 9 is outside 1-8"),
     (["poll", "../etc/passwd"], "not a valid Qingbo task id"),
     (["edit", "missing.png", "x"], "Cannot read the reference picture"),
     (["generate", "x", "--width", "512"], "both --width and --height"),
@@ -224,8 +224,8 @@ def test_bad_usage_exits_2_with_one_line_and_sends_nothing(cli, emu, argv, messa
 
 @pytest.mark.parametrize("extra, message", [
     (["", "--api", "v3"], "prompt is empty"),
-    (["x", "--api", "v3", "--strength", "1.5"], "strength 1.5 is outside 0-1"),
-    (["x", "--strength", "-0.1"], "strength -0.1 is outside 0-1"),
+    (["x", "--api", "v3", "--strength", "1.5"], "--strength 1.5 is outside 0-1"),
+    (["x", "--strength", "-0.1"], "--strength -0.1 is outside 0-1"),
 ])
 def test_bad_edit_is_rejected_before_the_upload(cli, emu, tmp_path, extra, message):
     reference = tmp_path / "ref.png"
@@ -392,10 +392,11 @@ def test_batch_reports_bad_rows_with_their_numbers_and_sends_nothing(cli, emu, t
         assert code == 2
         errors = [line for line in lines(err) if line.startswith("error: row")]
         assert errors == [
-            "error: row 2 (line 4): The guidance_scale 25.0 is outside 0-20.",
+            "error: row 2 (line 4): The cfg 25.0 is outside 0-20.",
             "error: row 3 (line 5): The prompt is empty; describe the picture you want.",
             "error: row 4 (line 6): The aspect_ratio '5:4' is not one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3.",
-            "error: row 5 (line 7): The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3.",
+            "error: row 5 (line 7): The width 2048 and the height 2048 are outside 256-1536 pixels, the range of "
+            "WaveSpeed v3.",
             "error: row 6 (line 8): The seed must be a whole number, not 'abc'.",
             "error: row 7 (line 9): qingbo does not take size; it takes prompt, aspect_ratio, resolution, "
             "prompt_extend and seed.",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..catalog import picture_extension
 from ..config import QINGBO, WAVESPEED
-from ..errors import ZImageError
+from ..errors import ImageDecodeError, ZImageError
 from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
 from ..parallel import JobOutcome
 from ..results import GenerationResult
@@ -121,7 +121,12 @@ def read_reference(path: str | os.PathLike[str]) -> Reference:
     except OSError as err:
         raise UsageError(f"Cannot read the reference picture {file}: {err.strerror or err}.",
                          field="reference") from None
-    return Reference.from_image(open_image(data, source=f"the reference file {file}"))
+    try:
+        image = open_image(data, source=f"the reference file {file}")
+    except ImageDecodeError:
+        raise UsageError(f"The reference {file} is not a picture that can be read ({len(data):,} bytes); give a "
+                         f"PNG, JPEG or WebP file.", field="reference") from None
+    return Reference.from_image(image)
 
 
 def _seed_or_random(seed: int | None) -> int:

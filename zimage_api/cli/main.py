@@ -33,7 +33,7 @@ from .commands import (
     save_pictures,
     submit_tasks,
 )
-from .parser import build_parser
+from .parser import build_parser, in_flag_terms
 from .runtime import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -122,7 +122,11 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except OutputClosed:
         _discard_stdout()
         return EXIT_OK  # the reader has what it wanted (`tasks | head -1`), as common command-line tools do
-    except (ValidationError, ConfigError) as err:
+    except UsageError as err:  # already in the command line's words
+        return _report(err, EXIT_USAGE, verbose)
+    except ValidationError as err:
+        return _report(err, EXIT_USAGE, verbose, in_flag_terms(one_line(err)))
+    except ConfigError as err:
         return _report(err, EXIT_USAGE, verbose)
     except ZImageError as err:
         return _report(err, EXIT_FAILED, verbose)
@@ -151,10 +155,10 @@ def _missing_package(err: BaseException) -> bool:
     return missing is not None
 
 
-def _report(err: BaseException, code: int, verbose: bool) -> int:
+def _report(err: BaseException, code: int, verbose: bool, message: str | None = None) -> int:
     if verbose:
         traceback.print_exc(file=sys.stderr)
-    to_stderr(f"error: {one_line(err)}")
+    to_stderr(f"error: {message or one_line(err)}")
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,18 @@ from typing import Any
 from .batch_rows import PROVIDERS
 from .runtime import EXIT_USAGE, PROG
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "in_flag_terms", "FLAGS"]
+
+FLAGS = {
+    "guidance_scale": "--cfg", "negative_prompt": "--negative", "width": "--width", "height": "--height",
+    "strength": "--strength", "seed": "--seed", "count": "--count", "model": "--model", "api": "--api",
+    "response_format": "--response-format", "output_format": "--output-format", "timeout": "--timeout",
+    "aspect_ratio": "--aspect-ratio", "resolution": "--resolution",
+}
+"""The library's field names (the nodes' input names) and the command line's flag for each."""
+
+_FIELD_WORDS = re.compile(r"\b([Tt]he) (" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")\b")
+_API_CHOICE = re.compile(r"\bthe (v1/images|v3) api\b")
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -21,6 +33,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def in_flag_terms(message: str) -> str:
+    """A library message in the command line's words: "the guidance_scale 30" becomes "--cfg 30", "the v1/images
+    api" becomes "--api v1/images"."""
+    message = _API_CHOICE.sub(lambda m: f"--api {m[1]}", message)
+    return _FIELD_WORDS.sub(lambda m: FLAGS[m[2]], message)
 
 
 def _seed(text: str) -> int:
