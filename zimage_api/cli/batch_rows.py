@@ -121,8 +121,8 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
     reader.fieldnames = headers
     for record in reader:
         values = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip()}
-        extra = record.get(None)  # type: ignore[call-overload]  # DictReader's restkey: values past the header
-        if extra:
+        extra: Any = record.get(None)  # DictReader's restkey: the values past the header's columns
+        if isinstance(extra, list) and extra:
             rows.append((len(rows) + 1, reader.line_num, {}, _unquoted_comma(headers, record, extra)))
         elif values:
             rows.append((len(rows) + 1, reader.line_num, values, None))
