@@ -322,7 +322,9 @@ def test_batch_runs_every_row_writes_the_manifest_and_resumes_without_resubmitti
 
     before = posts(emu)
     code, out, err = cli("batch", str(jobs), "--concurrency", "3", "--out", str(out_dir))
-    assert code == 0 and out == "" and "5 of 5 done (5 earlier)" in err
+    assert code == 0 and "5 of 5 done (5 earlier)" in err
+    # Nothing to run, and still every row's pictures on stdout, in the rows' order, as the first run printed them.
+    assert lines(out) == [path for row in sorted(state.values(), key=lambda r: r["row"]) for path in row["paths"]]
     assert posts(emu) == before
 
 
@@ -414,7 +416,7 @@ def test_batch_failed_row_exits_1_and_is_retried_with_a_new_task(cli, emu, tmp_p
     assert code == 1 and len(lines(out)) == 1 and "upstream_unavailable" in err and "batch [" not in err
     code, out, err = cli("batch", str(jobs), "--out", str(tmp_path / "out"))
     assert code == 0, err
-    assert posts(emu, "POST /v1/tasks") == 2 and len(lines(out)) == 1
+    assert posts(emu, "POST /v1/tasks") == 2 and len(lines(out)) == 2  # the row done earlier, then the new one
     assert posts(emu, "POST /v1/images/generations") == 1
 
 
@@ -718,13 +720,15 @@ def test_tasks_from_another_server_are_shown_with_it_and_skipped_by_resume(cli, 
         assert old_row.endswith(f"issued by {emu.url}") and "issued by" not in new_row
         sent = len(emu.requests)
         results = [cli("tasks", "resume", "--out", str(tmp_path)) for _ in range(2)]
-        for code, _, err in results:  # skipped each time, never failing on it
-            assert code == 0, err
+        for code, _, err in results:  # skipped each time, and the run says it did not collect everything
+            assert code == 1, err
             [note] = [line for line in lines(err) if line.startswith("note: ")]
             assert old_task in note and emu.url in note and "QINGBO_BASE_URL" in note
+            assert lines(err)[-1] == ("error: 1 unfinished task was not collected, because another server issued it "
+                                      "(see the note above).")
         [path] = lines(results[0][1])
         assert Path(path).read_bytes() == other.tasks[new_task].outputs[0]
-        assert "No unfinished tasks from the configured servers" in results[1][2]
+        assert lines(results[1][1]) == []
         assert len(emu.requests) == sent
         assert Ledger().get(old_task)["status"] not in ("not_found", "completed")
     finally:

@@ -364,6 +364,10 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
             to_stderr(f"error: {message}")
         return EXIT_USAGE
     prepare_out(args.out)
+    # The rows done earlier print their pictures too, so that every run lists the batch's whole output.
+    for job in plan.done:
+        for picture in manifest.present_paths(manifest.state.get(job.key) or {}):
+            to_stdout(str(picture))
     _announce_skipped(plan)
     bar = ProgressBar(len(todo), enabled=not args.no_progress)
     batch = _Batch(rt, args, manifest, bar, plan.recollect)

@@ -22,7 +22,17 @@ from ..errors import ImageDecodeError, ZImageError
 from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
 from ..parallel import JobOutcome
 from ..results import GenerationResult
-from .runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
+from .runtime import (
+    PROG,
+    Interrupted,
+    NotCollected,
+    Runtime,
+    SavedElsewhere,
+    UsageError,
+    one_line,
+    to_stderr,
+    to_stdout,
+)
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
@@ -380,9 +390,17 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
         to_stderr(f"note: skipped {len(ids)} unfinished {provider} task{'s' if len(ids) > 1 else ''} issued by "
                   f"{server}, not the server configured now ({_configured_server(rt, provider)}): "
                   f"{', '.join(ids)}; set {env}={server} to collect {'them' if len(ids) > 1 else 'it'}.")
+    left = sum(len(ids) for ids in skipped.values())
+    not_collected = NotCollected(
+        f"{left} unfinished task{'s were' if left > 1 else ' was'} not collected, because another server issued "
+        f"{'them' if left > 1 else 'it'} (see the note above).")
     if not jobs:
-        to_stderr("No unfinished tasks from the configured servers; nothing to collect." if skipped else
-                  "No unfinished tasks in the ledger; nothing to collect.")
+        if skipped:
+            raise not_collected
+        to_stderr("No unfinished tasks in the ledger; nothing to collect.")
         return []
     prepare_out(out)
-    return _collect_all(rt, jobs, out, timeout)
+    paths = _collect_all(rt, jobs, out, timeout)
+    if skipped:
+        raise not_collected
+    return paths

@@ -88,6 +88,15 @@ def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
     return verbose, out, wait
 
 
+def _collect_wait() -> _Parser:
+    """``--timeout`` of the commands that only collect tasks (``poll``, ``tasks resume``): no v1/images request."""
+    wait = _Parser(add_help=False)
+    wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
+                      help="how long to wait for each task's result, the polling deadline (default 120); a task "
+                           "still running then stays in the ledger, collectable later")
+    return wait
+
+
 def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> None:
     parser.add_argument("--api", choices=("v1/images", "v3"), default="v1/images",
                         help="WaveSpeed protocol: the OpenAI-style v1/images (synchronous) or the native v3 "
@@ -223,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fixed seed (sent only when set); with --count the tasks use N, N+1, ...")
     submit.add_argument("--count", metavar="N", type=int, default=1, help="how many tasks, 1-8 (default: 1)")
 
-    poll = _command(sub, "poll", [verbose, out, wait], summary="collect tasks by id (never re-submits)",
+    collect_wait = _collect_wait()
+    poll = _command(sub, "poll", [verbose, out, collect_wait], summary="collect tasks by id (never re-submits)",
                     description="Wait for existing tasks and download their pictures as "
                                 "<provider>_<task-id>_<seed>_<i>.png|jpg. Nothing is re-submitted; a task already "
                                 "collected is served from the ledger's local copy.",
@@ -255,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--json", action="store_true", default=flag,
                             help="print every task as one JSON object per line (task_id, provider, status, "
                                  "submitted_at, base_url, model, ...), for grep and jq")
-    tasks_sub.add_parser("resume", parents=[verbose, out, wait], help="collect every unfinished task",
+    tasks_sub.add_parser("resume", parents=[verbose, out, collect_wait], help="collect every unfinished task",
                          description="Collect every unfinished task in the ledger (never re-submitting) and "
                                      "write the pictures to --out.")
 
