@@ -96,20 +96,20 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         kind = fault.kind if fault is not None else None
         if kind == "reset_before":
             emulator._finish(token, 0)
-            self._reset_connection()
             self._log(path, "reset", started, kind)
+            self._reset_connection()
             return
         if fault is not None and kind == "delay":
             emulator._sleep(float(fault.params["seconds"]))
         response = emulator._respond(record, fault)
         if kind == "reset_after":
             emulator._finish(token, 0)
-            self._reset_connection()
             self._log(path, "reset", started, kind)
+            self._reset_connection()
             return
         emulator._finish(token, response.status)
+        self._log(path, response.status, started, kind)  # before the answer: the line is there once it arrives
         self._write(response, truncated=kind == "truncated")
-        self._log(path, response.status, started, kind)
 
     def _log(self, path: str, status: int | str, started: float, fault: str | None) -> None:
         if request_log.isEnabledFor(logging.INFO):
