@@ -12,13 +12,10 @@ from types import ModuleType
 
 from .errors import MissingPackageError
 
-__all__ = ["DISTRIBUTION", "TENSORS_EXTRA", "PIP_NAMES", "pip_command", "missing_package_message", "import_torch"]
-
-DISTRIBUTION = "zimage-api-nodes"
-"""The name the pack is installed under (``[project] name`` in pyproject.toml)."""
+__all__ = ["TENSORS_EXTRA", "PIP_NAMES", "pip_command", "missing_package_message", "import_torch"]
 
 TENSORS_EXTRA = "tensors"
-"""The optional extra that adds torch (``pip install "zimage-api-nodes[tensors]"``)."""
+"""The optional extra that adds torch (``pip install ".[tensors]"`` in the pack folder)."""
 
 PIP_NAMES = {"PIL": "pillow", "requests": "requests", "numpy": "numpy", "torch": "torch"}
 """Import name to pip name, for every third-party package the library imports."""
@@ -62,8 +59,8 @@ def _absent(name: str) -> bool:
 
 def _torch_message() -> str:
     return (f"Converting pictures to tensors needs torch, which is not installed in this Python; install it with "
-            f"`{pip_command('torch')}` (or `pip install \"{DISTRIBUTION}[{TENSORS_EXTRA}]\"`), or use the picture "
-            f"bytes, which need no torch.")
+            f"`{pip_command('torch')}` (or `pip install \".[{TENSORS_EXTRA}]\"` in the pack folder), or use the "
+            f"picture bytes, which need no torch.")
 
 
 def import_torch() -> ModuleType:
