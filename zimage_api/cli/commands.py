@@ -338,7 +338,9 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
     """Print the ledger's unfinished tasks, then the most recent finished ones (with their server when it is
     another); with ``as_json``, every task as one JSON object per line, oldest first."""
     if as_json:
-        for entry in rt.ledger.entries().values():
+        # Oldest first by submission: tasks submitted side by side may reach the store in the other order.
+        entries = sorted(rt.ledger.entries().values(), key=lambda e: float(e.get("submitted_at") or e.get("time") or 0))
+        for entry in entries:
             to_stdout(task_json(entry))
         return
     now = time.time()  # the ledger stamps real time
