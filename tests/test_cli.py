@@ -192,13 +192,13 @@ def test_poll_a_failed_task_exits_1_with_one_line(cli, emu, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "x", "--cfg", "25"], "guidance_scale 25.0 is outside 0-20"),
-    (["generate", "x", "--width", "100", "--height", "512"], "width 100 is outside 256-2048"),
+    (["generate", "x", "--cfg", "25"], "--cfg 25.0 is outside 0-20"),
+    (["generate", "x", "--width", "100", "--height", "512"], "--width 100 is outside 256-2048"),
     (["generate", "x", "--api", "v3", "--width", "2048", "--height", "1024"], "256-1536"),
     (["generate", "x", "--api", "v3", "--cfg", "7"], "--cfg is not part of WaveSpeed's v3 API"),
     (["generate", "  "], "prompt is empty"),
     (["submit", "y" * 801], "801 characters"),
-    (["submit", "x", "--count", "9"], "count 9 is outside 1-8"),
+    (["submit", "x", "--count", "9"], "--count 9 is outside 1-8"),
     (["poll", "../etc/passwd"], "not a valid Qingbo task id"),
     (["edit", "missing.png", "x"], "Cannot read the reference picture"),
     (["generate", "x", "--width", "512"], "both --width and --height"),
@@ -224,8 +224,8 @@ def test_bad_usage_exits_2_with_one_line_and_sends_nothing(cli, emu, argv, messa
 
 @pytest.mark.parametrize("extra, message", [
     (["", "--api", "v3"], "prompt is empty"),
-    (["x", "--api", "v3", "--strength", "1.5"], "strength 1.5 is outside 0-1"),
-    (["x", "--strength", "-0.1"], "strength -0.1 is outside 0-1"),
+    (["x", "--api", "v3", "--strength", "1.5"], "--strength 1.5 is outside 0-1"),
+    (["x", "--strength", "-0.1"], "--strength -0.1 is outside 0-1"),
 ])
 def test_bad_edit_is_rejected_before_the_upload(cli, emu, tmp_path, extra, message):
     reference = tmp_path / "ref.png"
@@ -322,7 +322,9 @@ def test_batch_runs_every_row_writes_the_manifest_and_resumes_without_resubmitti
 
     before = posts(emu)
     code, out, err = cli("batch", str(jobs), "--concurrency", "3", "--out", str(out_dir))
-    assert code == 0 and out == "" and "5 of 5 done (5 earlier)" in err
+    assert code == 0 and "5 of 5 done (5 earlier)" in err
+    # Nothing to run, and still every row's pictures on stdout, in the rows' order, as the first run printed them.
+    assert lines(out) == [path for row in sorted(state.values(), key=lambda r: r["row"]) for path in row["paths"]]
     assert posts(emu) == before
 
 
@@ -392,10 +394,11 @@ def test_batch_reports_bad_rows_with_their_numbers_and_sends_nothing(cli, emu, t
         assert code == 2
         errors = [line for line in lines(err) if line.startswith("error: row")]
         assert errors == [
-            "error: row 2 (line 4): The guidance_scale 25.0 is outside 0-20.",
+            "error: row 2 (line 4): The cfg 25.0 is outside 0-20.",
             "error: row 3 (line 5): The prompt is empty; describe the picture you want.",
             "error: row 4 (line 6): The aspect_ratio '5:4' is not one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3.",
-            "error: row 5 (line 7): The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3.",
+            "error: row 5 (line 7): The width 2048 and the height 2048 are outside 256-1536 pixels, the range of "
+            "WaveSpeed v3.",
             "error: row 6 (line 8): The seed must be a whole number, not 'abc'.",
             "error: row 7 (line 9): qingbo does not take size; it takes prompt, aspect_ratio, resolution, "
             "prompt_extend and seed.",
@@ -413,7 +416,7 @@ def test_batch_failed_row_exits_1_and_is_retried_with_a_new_task(cli, emu, tmp_p
     assert code == 1 and len(lines(out)) == 1 and "upstream_unavailable" in err and "batch [" not in err
     code, out, err = cli("batch", str(jobs), "--out", str(tmp_path / "out"))
     assert code == 0, err
-    assert posts(emu, "POST /v1/tasks") == 2 and len(lines(out)) == 1
+    assert posts(emu, "POST /v1/tasks") == 2 and len(lines(out)) == 2  # the row done earlier, then the new one
     assert posts(emu, "POST /v1/images/generations") == 1
 
 
@@ -717,13 +720,15 @@ def test_tasks_from_another_server_are_shown_with_it_and_skipped_by_resume(cli, 
         assert old_row.endswith(f"issued by {emu.url}") and "issued by" not in new_row
         sent = len(emu.requests)
         results = [cli("tasks", "resume", "--out", str(tmp_path)) for _ in range(2)]
-        for code, _, err in results:  # skipped each time, never failing on it
-            assert code == 0, err
+        for code, _, err in results:  # skipped each time, and the run says it did not collect everything
+            assert code == 1, err
             [note] = [line for line in lines(err) if line.startswith("note: ")]
             assert old_task in note and emu.url in note and "QINGBO_BASE_URL" in note
+            assert lines(err)[-1] == ("error: 1 unfinished task was not collected, because another server issued it "
+                                      "(see the note above).")
         [path] = lines(results[0][1])
         assert Path(path).read_bytes() == other.tasks[new_task].outputs[0]
-        assert "No unfinished tasks from the configured servers" in results[1][2]
+        assert lines(results[1][1]) == []
         assert len(emu.requests) == sent
         assert Ledger().get(old_task)["status"] not in ("not_found", "completed")
     finally:
@@ -825,7 +830,7 @@ def test_demo_in_a_subprocess_writes_four_pictures_without_any_key(tmp_path):
                           env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     output = lines(done.stdout)
-    assert len(output) == 5 and output[-1].startswith("Demo done: 4 pictures in " + str(out_dir))
+    assert len(output) == 5 and output[-1].startswith("Demo done: 4 placeholder pictures in " + str(out_dir))
     for path in output[:4]:
         Image.open(path).verify()
     assert {Path(p).name.split("_")[0] for p in output[:4]} == {"wavespeed", "wavespeed-edit", "qingbo"}

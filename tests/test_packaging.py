@@ -8,7 +8,12 @@ replace ComfyUI's torch or pin a compiled package to a build that may not exist 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -155,3 +160,94 @@ def test_pyproject_dependencies_match_requirements_txt(pyproject: dict[str, Any]
         assert files == ["requirements.txt"]
     else:
         assert sorted(parse_requirement(line) for line in project["dependencies"]) == wanted
+
+
+# -- the installed library and command ----------------------------------------------------------------------------
+
+_INDEX_UNREACHABLE = ("No matching distribution found", "Could not find a version that satisfies",
+                      "Failed to establish a new connection", "Temporary failure in name resolution",
+                      "Network is unreachable", "connection timed out")
+
+
+def _pip(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m pip ARGS``, skipping the test (and saying why) when no package index answers."""
+    done = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        output = done.stdout + done.stderr
+        if any(sign.lower() in output.lower() for sign in _INDEX_UNREACHABLE):
+            pytest.skip(f"no package index is reachable, so the pack cannot be installed in a fresh venv: "
+                        f"{output.strip().splitlines()[-1]}")
+        raise AssertionError(f"pip {' '.join(args)} failed:\n{output}")
+    return done
+
+
+def _source_copy(into: Path) -> Path:
+    """The checkout as a fresh clone has it (no venv, build folders or caches), so the build sees every folder."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                    ".mypy_cache", ".ruff_cache", "zimage-demo", "out")
+    return Path(shutil.copytree(PACK_DIR, into, ignore=ignore))
+
+
+def test_a_wheel_installs_the_library_and_the_zimage_command_without_torch(tmp_path: Path) -> None:
+    """Build the wheel, install it in a fresh venv with no torch, and use it from a folder outside the pack."""
+    source = _source_copy(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    _pip(python, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), str(source), cwd=tmp_path)
+    wheels = list((tmp_path / "dist").glob("zimage_api_nodes-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = wheel.namelist()
+    top = {name.split("/")[0] for name in names}
+    assert "zimage_api" in top and "zimage_api/emulator/server.py" in names
+    assert not top & {"web", "locales", "workflows", "bench", "tests", "nodes.py", "__init__.py"}, top
+    _pip(python, "install", str(wheels[0]), cwd=tmp_path)
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    zimage = python.parent / "zimage"
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(a) for a in argv], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run(python, "-c", "import torch").returncode != 0, "the venv must not have torch"
+    where = run(python, "-c", "import zimage_api; print(zimage_api.__file__)")
+    assert where.returncode == 0 and str(venv) in where.stdout, where
+
+    helped = run(zimage, "--help")
+    assert helped.returncode == 0, helped.stderr
+    for command in ("generate", "edit", "submit", "poll", "batch", "tasks", "emulator", "demo"):
+        assert command in helped.stdout
+
+    demo = run(zimage, "demo", "--out", "pictures")
+    assert demo.returncode == 0, demo.stderr
+    paths = [work / line for line in demo.stdout.splitlines() if line and not line.startswith("Demo done")]
+    assert len(paths) == 4 and all(path.is_file() and path.parent == work / "pictures" for path in paths), paths
+    assert demo.stdout.splitlines()[-1].startswith("Demo done: 4 placeholder pictures")
+
+    tensor = run(python, "-c", "from zimage_api.images import bytes_to_tensor; import sys; "
+                               "bytes_to_tensor([open(sys.argv[1], 'rb').read()])", paths[0])
+    assert tensor.returncode == 1
+    last = tensor.stderr.strip().splitlines()[-1]
+    assert last.startswith("zimage_api.errors.MissingPackageError: Converting pictures to tensors needs torch, "
+                           "which is not installed in this Python; install it with `"), last
+    assert last.endswith("-m pip install torch` (or `pip install \".[tensors]\"` in the pack folder), or use the "
+                         "picture bytes, which need no torch."), last
+
+
+def test_an_editable_install_runs_the_checkouts_code(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    _pip(python, "install", "--no-deps", "-e", str(source), cwd=tmp_path)
+    where = subprocess.run([str(python), "-c", "import zimage_api; print(zimage_api.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0 and Path(where.stdout.strip()).is_relative_to(source), where
+    # --help needs none of the requirements (they load on first use), so --no-deps keeps this test quick.
+    helped = subprocess.run([str(python.parent / "zimage"), "tasks", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "tasks resume --out recovered" in helped.stdout, helped.stderr

@@ -47,7 +47,9 @@ def test_prompt_at_the_limit_passes() -> None:
     [
         (255, 1024, IMAGES_SIZE, "width", "The width 255 is outside 256-2048 pixels, the range of the /v1/images API."),
         (1024, 2049, IMAGES_SIZE, "height", "The height 2049 is outside 256-2048"),
-        (2048, 1600, V3_SIZE, "width", "The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3."),
+        (2048, 1600, V3_SIZE, "size", "The width 2048 and the height 1600 are outside 256-1536 pixels, the range of "
+                                      "WaveSpeed v3."),
+        (2048, 1024, V3_SIZE, "width", "The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3."),
         (1024.5, 1024, IMAGES_SIZE, "width", "The width must be a whole number of pixels, not 1024.5."),
         ("1024", 1024, IMAGES_SIZE, "width", "whole number"),
         (float("nan"), 1024, IMAGES_SIZE, "width", "whole number"),

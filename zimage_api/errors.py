@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "ZImageError",
     "ConfigError",
+    "MissingPackageError",
     "ValidationError",
     "APIError",
     "AuthenticationError",
@@ -54,6 +55,14 @@ class ZImageError(Exception):
 
 class ConfigError(ZImageError):
     """The library is not configured: a key or a base URL is missing or malformed."""
+
+
+class MissingPackageError(ConfigError, ImportError):
+    """A package the call needs is not installed (torch for tensor conversion); the message names the pip command."""
+
+    def __init__(self, message: str, *, package: str) -> None:
+        super().__init__(message)
+        self.package = package
 
 
 class ValidationError(ZImageError, ValueError):

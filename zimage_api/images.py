@@ -8,7 +8,8 @@ Tensor contract (the one ComfyUI uses everywhere):
 
 Decoding is written for throughput: a batch is decoded into one preallocated uint8 array and converted to float
 once, with no per-picture float copies.  Pillow and numpy are imported eagerly; torch only inside the functions
-that make or read tensors, so this module can be imported (and the byte-level helpers used) without torch.
+that make or read tensors, so this module can be imported (and the byte-level helpers used) without torch; a
+tensor conversion without it raises :class:`~zimage_api.errors.MissingPackageError` naming the pip command.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ValidationError
 from .logs import logger
+from .packages import import_torch
 
 if TYPE_CHECKING:
     import torch
@@ -328,7 +330,7 @@ def _sixteen_bit_channels(img: Image.Image) -> tuple[np.ndarray, np.ndarray | No
 
 def _u8_to_float(pixels: np.ndarray) -> torch.Tensor:
     """``pixels / 255`` as one float32 tensor; its storage is the only full-size allocation."""
-    import torch
+    torch = import_torch()
 
     # The same float32 values as torch's ``u8.to(float32).div_(255)``, computed single-threaded: torch's
     # parallel kernels stall badly when the other cores are busy, as they are while ComfyUI runs a workflow.
@@ -354,7 +356,9 @@ def bytes_to_tensor(
     Raises:
         ImageDecodeError: a picture cannot be decoded (see :func:`open_image`).
         ValidationError: no pictures, or pictures of different sizes (a batch needs one size; nothing is resized).
+        MissingPackageError: torch is not installed (the message names the pip command).
     """
+    import_torch()  # before any decoding: without torch, say so at once
     if isinstance(blobs, (bytes, bytearray, memoryview)):
         blobs = [bytes(blobs)]
     count = len(blobs)
@@ -413,7 +417,7 @@ _EXPECTED = "expected [batch, height, width, 3] (channels last)"
 
 
 def _check_layout(image: Any) -> None:
-    import torch
+    torch = import_torch()
 
     if not isinstance(image, torch.Tensor):
         raise ValidationError(
@@ -435,7 +439,7 @@ def _check_layout(image: Any) -> None:
 
 
 def _check_finite(image: torch.Tensor) -> None:
-    import torch
+    torch = import_torch()
 
     # min and max propagate NaN and keep infinities: a read-only pass with no full-size boolean temporary.
     if image.device.type == "cpu" and image.dtype in (torch.float32, torch.float64, torch.float16):
@@ -456,7 +460,7 @@ def _picture_to_uint8(picture: torch.Tensor) -> np.ndarray:
     temporaries, flat memory for very large references, and single-threaded numpy kernels that keep their speed
     when the other cores are busy.
     """
-    import torch
+    torch = import_torch()
 
     height, width, channels = picture.shape
     out = np.empty((height, width, channels), dtype=np.uint8)

@@ -21,8 +21,8 @@ def check_size_for(width: object, height: object, api: str) -> tuple[int, int]:
     try:
         return check_size(width, height, size_limits(api))
     except ValidationError as err:
-        hint = " Choose the v1/images api for sizes up to 2048." if api == "v3" else ""
-        raise ValidationError(err.message + hint, field=err.field) from None
+        hint = "; choose the v1/images api for sizes up to 2048." if api == "v3" else "."
+        raise ValidationError(err.message.removesuffix(".") + hint, field=err.field) from None
 
 
 def _round_to(value: float, multiple: int) -> int:

@@ -436,8 +436,9 @@ def error_from_response(provider: Provider, response: requests.Response, *, now:
                                   body=body)
     if status in (401, 403):
         envs = " or ".join(provider.key_envs)
+        # The provider's own words ("Invalid API key...") add nothing here: they stay in ``body``.
         return AuthenticationError(
-            f"{name} rejected the API key (HTTP {status}{said}). Check {envs} or api_key under "
+            f"{name} rejected the API key (HTTP {status}); check {envs} or api_key under "
             f"[{provider.section}] in {config_path()}.", **kwargs)
     if status == 402:
         return PaymentRequiredError(

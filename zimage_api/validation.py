@@ -64,11 +64,13 @@ def _as_int(value: object, field: str) -> int:
 def check_size(width: object, height: object, limits: SizeLimits) -> tuple[int, int]:
     """Width and height within the protocol's per-side range and area cap."""
     w, h = _as_int(width, "width"), _as_int(height, "height")
-    for field, value in (("width", w), ("height", h)):
-        if not limits.min_side <= value <= limits.max_side:
-            raise ValidationError(
-                f"The {field} {value} is outside {limits.min_side}-{limits.max_side} pixels, the range of "
-                f"{limits.protocol}.", field=field)
+    bad = [(field, value) for field, value in (("width", w), ("height", h))
+           if not limits.min_side <= value <= limits.max_side]
+    if bad:
+        named = " and the ".join(f"{field} {value}" for field, value in bad)
+        raise ValidationError(
+            f"The {named} {'is' if len(bad) == 1 else 'are'} outside {limits.min_side}-{limits.max_side} pixels, "
+            f"the range of {limits.protocol}.", field=bad[0][0] if len(bad) == 1 else "size")
     if w * h > limits.max_area:
         side = int(math.isqrt(limits.max_area))
         raise ValidationError(

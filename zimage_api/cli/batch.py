@@ -319,10 +319,17 @@ def _announce_skipped(plan: Plan) -> None:
                   "--retry-missing pays for them again.")
 
 
+def _invalid(bad: int, rows: int) -> str:
+    """ "1 of 2 rows is invalid", "2 of 2 rows are invalid"."""
+    if bad == rows:
+        return "the only row is invalid" if rows == 1 else f"all {rows} rows are invalid"
+    return f"{bad} of {rows} rows {'is' if bad == 1 else 'are'} invalid"
+
+
 def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
     """The ``batch`` command; returns the exit code (Ctrl-C propagates as KeyboardInterrupt)."""
     if not 1 <= args.concurrency <= 64:
-        raise UsageError(f"The concurrency {args.concurrency} is outside 1-64.", field="concurrency")
+        raise UsageError(f"--concurrency {args.concurrency} is outside 1-64.", field="concurrency")
     path = Path(args.file)
     jobs = load_jobs(path, fmt=args.format, default_provider=args.provider, response_format=args.response_format,
                      output_format=args.output_format)
@@ -340,22 +347,28 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
     todo = plan.todo
     missing = _missing_keys(rt, {job.provider for job, _task_id in todo})
     if args.dry_run:
-        print_dry_run(valid, plan.done, todo, path, recollect=plan.recollect, uncertain=plan.uncertain,
-                      missing=plan.missing)
+        if valid:  # a plan of no valid row would only say "0 to run, $0"
+            print_dry_run(valid, plan.done, todo, path, recollect=plan.recollect, uncertain=plan.uncertain,
+                          missing=plan.missing)
         if bad:
-            to_stderr(f"error: {len(bad)} of {len(jobs)} rows are invalid.")
+            to_stderr(f"error: {_invalid(len(bad), len(jobs))}; nothing was sent. Fix "
+                      f"{'it' if len(bad) == 1 else 'them'}, then run the same command again.")
         for message in missing:
             to_stderr(f"error: {message}")
         return EXIT_USAGE if bad or missing else EXIT_OK
     if bad:
-        to_stderr(f"error: {len(bad)} of {len(jobs)} rows are invalid; nothing was sent. Fix them (check with "
-                  f"`{PROG} batch {path} --dry-run`).")
+        to_stderr(f"error: {_invalid(len(bad), len(jobs))}; nothing was sent. Fix {'it' if len(bad) == 1 else 'them'} "
+                  f"(check with `{PROG} batch {path} --dry-run`).")
         return EXIT_USAGE
     if missing:
         for message in missing:
             to_stderr(f"error: {message}")
         return EXIT_USAGE
     prepare_out(args.out)
+    # The rows done earlier print their pictures too, so that every run lists the batch's whole output.
+    for job in plan.done:
+        for picture in manifest.present_paths(manifest.state.get(job.key) or {}):
+            to_stdout(str(picture))
     _announce_skipped(plan)
     bar = ProgressBar(len(todo), enabled=not args.no_progress)
     batch = _Batch(rt, args, manifest, bar, plan.recollect)

@@ -72,12 +72,20 @@ class Manifest:
 
     def pictures_present(self, record: dict[str, Any]) -> bool:
         """Whether every picture of a done row is still on disk (in this folder, or where it was recorded)."""
+        return len(self.present_paths(record)) == len(record.get("paths") or [])
+
+    def present_paths(self, record: dict[str, Any]) -> list[Path]:
+        """The pictures of a row that are on disk: in this folder first, else where they were recorded."""
         folder = self.path.parent
+        present = []
         for text in record.get("paths") or []:
             path = Path(str(text))
-            if not ((folder / path.name).is_file() or path.is_file()):
-                return False
-        return True
+            here = folder / path.name
+            if here.is_file():
+                present.append(here)
+            elif path.is_file():
+                present.append(path)
+        return present
 
     def write(self, job: Job, status: str, *, task_id: str | None = None, paths: list[Path] | None = None,
               cost_usd: float | None = None, estimated: bool = False, error: str | None = None) -> None:

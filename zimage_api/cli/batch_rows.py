@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,31 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
     reader.fieldnames = headers
     for record in reader:
         values = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip()}
-        if values:
+        extra: Any = record.get(None)  # DictReader's restkey: the values past the header's columns
+        if isinstance(extra, list) and extra:
+            rows.append((len(rows) + 1, reader.line_num, {}, _unquoted_comma(headers, record, extra)))
+        elif values:
             rows.append((len(rows) + 1, reader.line_num, values, None))
     return rows
+
+
+def _unquoted_comma(headers: list[str], record: dict[Any, Any], extra: list[str]) -> str:
+    """The sentence for a CSV row with more values than columns: most often a prompt with an unquoted comma."""
+    cells = [str(record.get(h) or "") for h in headers] + [str(value) for value in extra]
+    at = headers.index("prompt")
+    example = ",".join(cells[at : at + len(extra) + 1]).strip()
+    return (f"The row has {len(cells)} values for {len(headers)} columns; put a prompt that contains a comma in "
+            f"double quotes, e.g. \"{example}\".")
+
+
+_COLUMN_WORDS = re.compile(r"\b([Tt]he) guidance_scale\b")
+_API_COLUMN = {"v1/images": "wavespeed-images", "v3": "wavespeed-v3"}
+
+
+def in_column_terms(message: str) -> str:
+    """A library message in a batch file's words: the cfg column, the wavespeed-images provider."""
+    message = re.sub(r"\bthe (v1/images|v3) api\b", lambda m: f"provider {_API_COLUMN[m[1]]}", message)
+    return _COLUMN_WORDS.sub(lambda m: f"{m[1]} cfg", message)
 
 
 def _int(value: Any, name: str) -> int:
@@ -283,7 +306,7 @@ def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespe
                 raw, base_dir=path.parent, default_provider=default_provider, response_format=response_format,
                 output_format=output_format)
         except ZImageError as err:
-            job.error = one_line(err)
+            job.error = in_column_terms(one_line(err))
             continue
         # The reference counts by content (its hash), not by path; response_format only changes the transport.
         digest = params_digest({k: v for k, v in job.params.items() if k not in ("reference", "response_format")})
@@ -321,8 +344,8 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
     again = [job for job, task_id in todo if task_id and job.key in recollect]
     collect = [job for job, task_id in todo if task_id and job.key not in recollect]
     fresh = [job for job, task_id in todo if not task_id]
-    summary = (f"batch {path}: {len(jobs)} rows: {len(done)} done earlier (skipped), {len(collect)} submitted "
-               f"earlier (to collect, already paid), ")
+    summary = (f"batch {path}: {len(jobs)} row{'s' if len(jobs) != 1 else ''}: {len(done)} done earlier (skipped), "
+               f"{len(collect)} submitted earlier (to collect, already paid), ")
     if again:
         summary += f"{len(again)} done earlier with missing pictures (to collect again from their tasks, free), "
     if uncertain:

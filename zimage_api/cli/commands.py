@@ -18,11 +18,21 @@ from typing import Any
 
 from ..catalog import picture_extension
 from ..config import QINGBO, WAVESPEED
-from ..errors import ZImageError
+from ..errors import ImageDecodeError, ZImageError
 from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
 from ..parallel import JobOutcome
 from ..results import GenerationResult
-from .runtime import PROG, Interrupted, Runtime, SavedElsewhere, UsageError, one_line, to_stderr, to_stdout
+from .runtime import (
+    PROG,
+    Interrupted,
+    NotCollected,
+    Runtime,
+    SavedElsewhere,
+    UsageError,
+    one_line,
+    to_stderr,
+    to_stdout,
+)
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
@@ -121,7 +131,12 @@ def read_reference(path: str | os.PathLike[str]) -> Reference:
     except OSError as err:
         raise UsageError(f"Cannot read the reference picture {file}: {err.strerror or err}.",
                          field="reference") from None
-    return Reference.from_image(open_image(data, source=f"the reference file {file}"))
+    try:
+        image = open_image(data, source=f"the reference file {file}")
+    except ImageDecodeError:
+        raise UsageError(f"The reference {file} is not a picture that can be read ({len(data):,} bytes); give a "
+                         f"PNG, JPEG or WebP file.", field="reference") from None
+    return Reference.from_image(image)
 
 
 def _seed_or_random(seed: int | None) -> int:
@@ -323,7 +338,9 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
     """Print the ledger's unfinished tasks, then the most recent finished ones (with their server when it is
     another); with ``as_json``, every task as one JSON object per line, oldest first."""
     if as_json:
-        for entry in rt.ledger.entries().values():
+        # Oldest first by submission: tasks submitted side by side may reach the store in the other order.
+        entries = sorted(rt.ledger.entries().values(), key=lambda e: float(e.get("submitted_at") or e.get("time") or 0))
+        for entry in entries:
             to_stdout(task_json(entry))
         return
     now = time.time()  # the ledger stamps real time
@@ -375,9 +392,17 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
         to_stderr(f"note: skipped {len(ids)} unfinished {provider} task{'s' if len(ids) > 1 else ''} issued by "
                   f"{server}, not the server configured now ({_configured_server(rt, provider)}): "
                   f"{', '.join(ids)}; set {env}={server} to collect {'them' if len(ids) > 1 else 'it'}.")
+    left = sum(len(ids) for ids in skipped.values())
+    not_collected = NotCollected(
+        f"{left} unfinished task{'s were' if left > 1 else ' was'} not collected, because another server issued "
+        f"{'them' if left > 1 else 'it'} (see the note above).")
     if not jobs:
-        to_stderr("No unfinished tasks from the configured servers; nothing to collect." if skipped else
-                  "No unfinished tasks in the ledger; nothing to collect.")
+        if skipped:
+            raise not_collected
+        to_stderr("No unfinished tasks in the ledger; nothing to collect.")
         return []
     prepare_out(out)
-    return _collect_all(rt, jobs, out, timeout)
+    paths = _collect_all(rt, jobs, out, timeout)
+    if skipped:
+        raise not_collected
+    return paths

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
 from ..logs import logger
+from ..packages import missing_package_message
 from .batch import run_batch
 from .commands import (
     collect_tasks,
@@ -31,7 +32,7 @@ from .commands import (
     save_pictures,
     submit_tasks,
 )
-from .parser import build_parser
+from .parser import build_parser, in_flag_terms
 from .runtime import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -90,14 +91,18 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
     if args.command == "emulator":
-        from ..emulator.__main__ import main as emulator_main
-
         try:
+            from ..emulator.__main__ import main as emulator_main
+
             return int(emulator_main(extra) or 0)
         except SystemExit as exit_:  # its own argparse: --help, or a usage error
             return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
         except KeyboardInterrupt:
             return EXIT_OK
+        except ModuleNotFoundError as err:
+            if _missing_package(err):
+                return EXIT_USAGE
+            raise
     if extra:
         to_stderr(f"error: unrecognized arguments: {' '.join(extra)} (see `{PROG} {args.command or ''} --help`)")
         return EXIT_USAGE
@@ -116,13 +121,19 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except OutputClosed:
         _discard_stdout()
         return EXIT_OK  # the reader has what it wanted (`tasks | head -1`), as common command-line tools do
-    except (ValidationError, ConfigError) as err:
+    except UsageError as err:  # already in the command line's words
+        return _report(err, EXIT_USAGE, verbose)
+    except ValidationError as err:
+        return _report(err, EXIT_USAGE, verbose, in_flag_terms(one_line(err)))
+    except ConfigError as err:
         return _report(err, EXIT_USAGE, verbose)
     except ZImageError as err:
         return _report(err, EXIT_FAILED, verbose)
     except OSError as err:
         return _report(err, EXIT_FAILED, verbose)
-    except Exception as err:  # a bug: still one line, unless --verbose
+    except Exception as err:  # a bug (or a missing package): still one line, unless --verbose
+        if _missing_package(err):
+            return EXIT_USAGE
         to_stderr(f"error: unexpected {type(err).__name__}: {one_line(err)} (run with --verbose for the traceback)")
         if verbose:
             traceback.print_exc(file=sys.stderr)
@@ -135,10 +146,18 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
             logger.setLevel(level)
 
 
-def _report(err: BaseException, code: int, verbose: bool) -> int:
+def _missing_package(err: BaseException) -> bool:
+    """Print the install command when ``err`` is a missing third-party package; False for anything else."""
+    missing = missing_package_message(err) if isinstance(err, ModuleNotFoundError) else None
+    if missing is not None:
+        to_stderr(f"error: {missing}")
+    return missing is not None
+
+
+def _report(err: BaseException, code: int, verbose: bool, message: str | None = None) -> int:
     if verbose:
         traceback.print_exc(file=sys.stderr)
-    to_stderr(f"error: {one_line(err)}")
+    to_stderr(f"error: {message or one_line(err)}")
     return code
 
 

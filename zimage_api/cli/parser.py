@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,18 @@ from typing import Any
 from .batch_rows import PROVIDERS
 from .runtime import EXIT_USAGE, PROG
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "in_flag_terms", "FLAGS"]
+
+FLAGS = {
+    "guidance_scale": "--cfg", "negative_prompt": "--negative", "width": "--width", "height": "--height",
+    "strength": "--strength", "seed": "--seed", "count": "--count", "model": "--model", "api": "--api",
+    "response_format": "--response-format", "output_format": "--output-format", "timeout": "--timeout",
+    "aspect_ratio": "--aspect-ratio", "resolution": "--resolution",
+}
+"""The library's field names (the nodes' input names) and the command line's flag for each."""
+
+_FIELD_WORDS = re.compile(r"\b([Tt]he) (" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")\b")
+_API_CHOICE = re.compile(r"\bthe (v1/images|v3) api\b")
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -21,6 +33,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def in_flag_terms(message: str) -> str:
+    """A library message in the command line's words: "the guidance_scale 30" becomes "--cfg 30", "the v1/images
+    api" becomes "--api v1/images"."""
+    message = _API_CHOICE.sub(lambda m: f"--api {m[1]}", message)
+    return _FIELD_WORDS.sub(lambda m: FLAGS[m[2]], message)
 
 
 def _seed(text: str) -> int:
@@ -67,6 +86,15 @@ def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
                            "tasks (default 120; the task stays collectable afterwards), or the HTTP read timeout "
                            "of a v1/images request (default 60)")
     return verbose, out, wait
+
+
+def _collect_wait() -> _Parser:
+    """``--timeout`` of the commands that only collect tasks (``poll``, ``tasks resume``): no v1/images request."""
+    wait = _Parser(add_help=False)
+    wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
+                      help="how long to wait for each task's result, the polling deadline (default 120); a task "
+                           "still running then stays in the ledger, collectable later")
+    return wait
 
 
 def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> None:
@@ -204,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fixed seed (sent only when set); with --count the tasks use N, N+1, ...")
     submit.add_argument("--count", metavar="N", type=int, default=1, help="how many tasks, 1-8 (default: 1)")
 
-    poll = _command(sub, "poll", [verbose, out, wait], summary="collect tasks by id (never re-submits)",
+    collect_wait = _collect_wait()
+    poll = _command(sub, "poll", [verbose, out, collect_wait], summary="collect tasks by id (never re-submits)",
                     description="Wait for existing tasks and download their pictures as "
                                 "<provider>_<task-id>_<seed>_<i>.png|jpg. Nothing is re-submitted; a task already "
                                 "collected is served from the ledger's local copy.",
@@ -236,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--json", action="store_true", default=flag,
                             help="print every task as one JSON object per line (task_id, provider, status, "
                                  "submitted_at, base_url, model, ...), for grep and jq")
-    tasks_sub.add_parser("resume", parents=[verbose, out, wait], help="collect every unfinished task",
+    tasks_sub.add_parser("resume", parents=[verbose, out, collect_wait], help="collect every unfinished task",
                          description="Collect every unfinished task in the ledger (never re-submitting) and "
                                      "write the pictures to --out.")
 

@@ -19,8 +19,9 @@ from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
 from ..ledger import Ledger
 
-__all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "PROG", "EXIT_OK", "EXIT_FAILED",
-           "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr", "tolerate_unencodable_output"]
+__all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "NotCollected", "PROG", "EXIT_OK",
+           "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr",
+           "tolerate_unencodable_output"]
 
 PROG = "python -m zimage_api"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -39,6 +40,10 @@ class OutputClosed(Exception):
 
 class SavedElsewhere(ZImageError):
     """Paid pictures could not be written to ``--out``; they were saved in the ledger's folder instead."""
+
+
+class NotCollected(ZImageError):
+    """``tasks resume`` left tasks uncollected: another server than the configured one issued them (exit 1)."""
 
 
 def one_line(err: BaseException) -> str:

@@ -10,11 +10,13 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from ..logs import redact
 from .wire import Response, error_response, error_shape_for
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["EmulatorRequestHandler", "MAX_BODY_BYTES"]
 
 logger = logging.getLogger("zimage_api.emulator")
+request_log = logging.getLogger("zimage_api.emulator.requests")
+"""One INFO line per request: method, path, status, milliseconds and the injected fault (``--verbose`` shows it)."""
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _MAX_CHUNKS = 100_000
@@ -87,10 +91,12 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         query = dict(parse_qsl(target.query, keep_blank_values=True))
+        started = time.perf_counter()
         token, record, fault = emulator._arrive(self.command, path, query, headers, body)
         kind = fault.kind if fault is not None else None
         if kind == "reset_before":
             emulator._finish(token, 0)
+            self._log(path, "reset", started, kind)
             self._reset_connection()
             return
         if fault is not None and kind == "delay":
@@ -98,10 +104,18 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         response = emulator._respond(record, fault)
         if kind == "reset_after":
             emulator._finish(token, 0)
+            self._log(path, "reset", started, kind)
             self._reset_connection()
             return
         emulator._finish(token, response.status)
+        self._log(path, response.status, started, kind)  # before the answer: the line is there once it arrives
         self._write(response, truncated=kind == "truncated")
+
+    def _log(self, path: str, status: int | str, started: float, fault: str | None) -> None:
+        if request_log.isEnabledFor(logging.INFO):
+            # The path only: keys travel in headers, which are never logged.
+            request_log.info("%s %s %s %.0f ms%s", self.command, redact(path), status,
+                             (time.perf_counter() - started) * 1000.0, f" (fault: {fault})" if fault else "")
 
     def _read_body(self, path: str) -> bytes | None:
         """The whole request body, or ``None`` after answering an unreadable one."""

@@ -1,7 +1,9 @@
 """Deterministic placeholder pictures ("cards") served by the emulator.
 
 A card is a soft two- or three-colour gradient with a few blurred shapes, chosen from a hash of the prompt and seed,
-with the first words of the prompt and the key parameters written on a translucent panel.  The same inputs always
+with the first words of the prompt and the key parameters written on a translucent panel (in a font that has the
+prompt's glyphs, see :mod:`.fonts`), a small "emulator" mark in the top right corner, and a metadata note saying
+that it is a placeholder.  The same inputs always
 give the same pixels, so tests can compare bytes.  With a reference picture the card is blended over it, so an
 image-to-image answer visibly comes from its input.
 """
@@ -9,17 +11,26 @@ image-to-image answer visibly comes from its input.
 from __future__ import annotations
 
 import colorsys
-import functools
 import hashlib
 import io
-import textwrap
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
-__all__ = ["render_card", "encode", "card_caption"]
+from .fonts import Font, covers, font_for, latin_font
+
+__all__ = ["render_card", "encode", "card_caption", "MARK", "NOTE", "SOFTWARE"]
+
+MARK = "emulator"
+"""The small word in the top right corner of every card of 160 px and more."""
+SOFTWARE = "comfyui-zimage emulator"
+NOTE = ("Placeholder picture drawn by the local comfyui-zimage emulator, not by a Z-Image model; nothing was "
+        "charged for it.")
+"""The note every card carries in its metadata, so that a saved card never passes for a paid result."""
+_EXIF_DESCRIPTION, _EXIF_SOFTWARE = 0x010E, 0x0131
 
 _PANEL_ALPHA = 0.55
 _MAX_PROMPT_LINES = 3
@@ -91,18 +102,6 @@ def _shapes(card: Image.Image, digest: bytes) -> Image.Image:
     return card
 
 
-@functools.lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _is_bitmap(font: object) -> bool:
-    return not isinstance(font, ImageFont.FreeTypeFont)
-
-
 def card_caption(params: Mapping[str, Any]) -> str:
     """The parameter line written on a card, e.g. ``Z-Image-Base · 1024x1024 · seed 42 · cfg 7.5``."""
     parts = []
@@ -115,30 +114,56 @@ def card_caption(params: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _text_lines(prompt: str, caption: str, chars_per_line: int) -> tuple[list[str], list[str]]:
-    words = " ".join(prompt.split())
-    prompt_lines = textwrap.wrap(words, width=chars_per_line) or [""]
-    if len(prompt_lines) > _MAX_PROMPT_LINES:
-        prompt_lines = prompt_lines[:_MAX_PROMPT_LINES]
-        prompt_lines[-1] = prompt_lines[-1][: max(1, chars_per_line - 3)].rstrip() + "..."
-    caption_lines = textwrap.wrap(caption, width=chars_per_line) or []
-    return prompt_lines, caption_lines
+def _wrap(text: str, font: Font, max_width: float, max_lines: int) -> list[str]:
+    """Greedy wrap by drawn width (CJK text has no spaces: it breaks between characters), at most ``max_lines``;
+    a cut last line ends with "..."."""
+    lines: list[str] = []
+    line = ""
+    for word in " ".join(text.split()).split(" "):
+        candidate = f"{line} {word}" if line else word
+        if font.getlength(candidate) <= max_width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+            line = ""
+        for char in word:
+            if line and font.getlength(line + char) > max_width:
+                lines.append(line)
+                line = char
+            else:
+                line += char
+        if len(lines) > max_lines:
+            break
+    if line:
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        while last and font.getlength(last.rstrip() + "...") > max_width:
+            last = last[:-1]
+        lines[-1] = last.rstrip() + "..."
+    return lines
 
 
 def _draw_panel(card: Image.Image, prompt: str, caption: str, *, alpha: float = _PANEL_ALPHA) -> None:
     width, height = card.size
     size = max(8, min(width, height * 2) // 30)
-    font = _font(size)
-    bitmap = _is_bitmap(font)
+    prompt_font, prompt_text = font_for(prompt, size)
+    caption_font = latin_font(size)
+    if not covers(caption_font, "·"):
+        caption = caption.replace("·", "|")
+    bitmap = not isinstance(caption_font, ImageFont.FreeTypeFont)
     line_height = int(size * 1.35) if not bitmap else 12
-    char_width = size * 0.55 if not bitmap else 6
     margin = max(4, width // 40)
-    chars_per_line = max(8, int((width - 4 * margin) / char_width))
-    prompt_lines, caption_lines = _text_lines(prompt, caption, chars_per_line)
+    text_width = max(8.0, width - 4.0 * margin)
+    prompt_lines = _wrap(prompt_text, prompt_font, text_width, _MAX_PROMPT_LINES) or [""]
+    caption_lines = _wrap(caption, caption_font, text_width, _MAX_PROMPT_LINES)
     # The panel never hides more than half the picture: small cards keep fewer lines.
     room = max(1, (height // 2 - 2 * margin) // line_height)
     prompt_lines = prompt_lines[: max(1, room - len(caption_lines))]
-    lines = (prompt_lines + caption_lines)[:room]
+    lines = [(line, prompt_font) for line in prompt_lines] + [(line, caption_font) for line in caption_lines]
+    lines = lines[:room]
     panel_h = min(height, line_height * len(lines) + 2 * margin)
     top = height - panel_h - margin if height > panel_h + margin else 0
     box = (margin, top, width - margin, min(height, top + panel_h))
@@ -149,15 +174,32 @@ def _draw_panel(card: Image.Image, prompt: str, caption: str, *, alpha: float = 
     card.paste(Image.blend(region, shade, alpha), box[:2])
     draw = ImageDraw.Draw(card)
     y = box[1] + margin
-    for number, line in enumerate(lines):
-        if bitmap:  # the bitmap font only knows Latin-1
-            line = line.replace("·", "|").encode("latin-1", "replace").decode("latin-1")
+    for number, (line, font) in enumerate(lines):
         colour = (250, 250, 250) if number < len(prompt_lines) else (200, 215, 235)
         try:
             draw.text((box[0] + margin, y), line, fill=colour, font=font)
         except (UnicodeError, OSError):  # a glyph the font cannot draw must not break the answer
             draw.text((box[0] + margin, y), line.encode("ascii", "replace").decode("ascii"), fill=colour, font=font)
         y += line_height
+
+
+def _draw_mark(card: Image.Image) -> None:
+    """Write the small "emulator" mark in the top right corner, on a dark chip that keeps it readable."""
+    width, height = card.size
+    size = max(8, min(width, height) // 40)
+    font = latin_font(size)
+    draw = ImageDraw.Draw(card)
+    left, top, right, bottom = draw.textbbox((0, 0), MARK, font=font)
+    pad = max(2, size // 4)
+    chip_w, chip_h = int(right - left) + 2 * pad, int(bottom - top) + 2 * pad
+    x, y = width - chip_w - pad, pad
+    if chip_w > width // 4 or chip_h > height // 8:
+        # Only thumbnails (under 160 px, far below any size the providers serve) are too small for a mark that
+        # stays in its corner; they still carry the metadata note.
+        return
+    region = card.crop((x, y, x + chip_w, y + chip_h))
+    card.paste(Image.blend(region, Image.new("RGB", region.size, (18, 18, 28)), 0.65), (x, y))
+    draw.text((x + pad - left, y + pad - top), MARK, fill=(255, 255, 255), font=font)
 
 
 def render_card(
@@ -184,17 +226,28 @@ def render_card(
         card = Image.blend(card, ref, max(0.0, min(1.0, float(strength))))
     # Over a reference the panel is opaque, so the reference's own caption does not show through the new one.
     _draw_panel(card, prompt, card_caption(params), alpha=_PANEL_ALPHA if reference is None else 1.0)
+    _draw_mark(card)
     return card
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
-    """Encode ``image`` as ``"png"`` or ``"jpeg"`` (quality 90); the bytes are deterministic."""
+    """Encode ``image`` as ``"png"`` or ``"jpeg"`` (quality 90); the bytes are deterministic.
+
+    Either carries :data:`NOTE`: a PNG as its ``Description`` text chunk, a JPEG as its EXIF ImageDescription,
+    with ``Software`` :data:`SOFTWARE` in both.
+    """
     buffer = io.BytesIO()
     kind = fmt.lower()
     if kind == "png":
-        image.save(buffer, format="PNG", compress_level=3)
+        info = PngInfo()
+        info.add_text("Software", SOFTWARE)
+        info.add_text("Description", NOTE)
+        image.save(buffer, format="PNG", compress_level=3, pnginfo=info)
     elif kind in ("jpeg", "jpg"):
-        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        exif = Image.Exif()
+        exif[_EXIF_DESCRIPTION] = NOTE
+        exif[_EXIF_SOFTWARE] = SOFTWARE
+        image.convert("RGB").save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
     else:
         raise ValueError(f"unsupported picture format {fmt!r}: use 'png' or 'jpeg'")
     return buffer.getvalue()
