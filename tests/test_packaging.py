@@ -219,6 +219,7 @@ def test_a_wheel_installs_the_library_and_the_zimage_command_without_torch(tmp_p
 
     helped = run(zimage, "--help")
     assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("usage: zimage "), helped.stdout[:80]  # named as typed, not as the module
     for command in ("generate", "edit", "submit", "poll", "batch", "tasks", "emulator", "demo"):
         assert command in helped.stdout
 

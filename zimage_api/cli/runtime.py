@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,9 @@ __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhe
            "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr",
            "tolerate_unencodable_output"]
 
-PROG = "python -m zimage_api"
+# The command as the user typed it: the console script `zimage` once installed, else the module.
+_SCRIPT = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+PROG = "zimage" if _SCRIPT in ("zimage", "zimage.exe") else "python -m zimage_api"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
