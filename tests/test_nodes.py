@@ -323,7 +323,7 @@ def test_edit_v3_uploads_each_reference_once_before_the_predictions(nodes: Modul
     submits = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/base")
     assert len(submits) == 2
     for body in (r.json for r in submits):
-        assert body["image"].startswith(emu.url + "/files/") and body["strength"] == 0.35
+        assert body["image"].startswith(emu.url + "/files/") and body["strength"] == 0.65  # the denoise: 1 - 0.35
         assert body["size"] == "512*384" and "guidance_scale" not in body
     assert sorted(r.json["seed"] for r in submits) == [3, 4]
     assert upload_url.files["file"][2] == "image/png"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-__all__ = ["render_card", "encode", "card_caption"]
+__all__ = ["render_card", "encode", "card_caption", "keep_unmasked"]
 
 _PANEL_ALPHA = 0.55
 _MAX_PROMPT_LINES = 3
@@ -185,6 +185,15 @@ def render_card(
     # Over a reference the panel is opaque, so the reference's own caption does not show through the new one.
     _draw_panel(card, prompt, card_caption(params), alpha=_PANEL_ALPHA if reference is None else 1.0)
     return card
+
+
+def keep_unmasked(card: Image.Image, reference: Image.Image, mask: Image.Image) -> Image.Image:
+    """Inpainting: the new ``card`` where ``mask`` is white, the ``reference`` where it is black (both scaled to the
+    card's size)."""
+    size = card.size
+    ref = ImageOps.exif_transpose(reference).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    alpha = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
+    return Image.composite(card, ref, alpha)
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
