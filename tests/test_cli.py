@@ -368,8 +368,8 @@ def test_batch_dry_run_sends_nothing_and_estimates_the_cost(cli, emu, tmp_path):
     # Qingbo's billed price, 5,313 quota; prompt_extend's extra is unpublished, so no figure is made up for it.
     assert ("  qingbo            3 pictures    ~$0.0319 (about $0.010626 each, 5,313 quota; 1 with prompt_extend, "
             "which adds an extra cost that Qingbo does not publish)") in out
-    assert "  wavespeed-images  2 pictures    ~$0.0200 (estimate" in out
-    assert "  wavespeed-v3      1 picture     ~$0.0100 (estimate" in out
+    assert "  wavespeed-images  2 pictures    ~$0.0200\n    Z-Image-Base on /v1/images: 2 x about $0.01 = ~$0.0200" in out
+    assert "  wavespeed-v3      1 picture     ~$0.0100\n    wavespeed-ai/z-image/base: 1 x $0.01 = ~$0.0100" in out
     assert "estimated cost: about $0.0619" in out
     assert "0.002" not in out and "0.010625" not in out
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
@@ -395,7 +395,8 @@ def test_batch_reports_bad_rows_with_their_numbers_and_sends_nothing(cli, emu, t
             "error: row 2 (line 4): The guidance_scale 25.0 is outside 0-20.",
             "error: row 3 (line 5): The prompt is empty; describe the picture you want.",
             "error: row 4 (line 6): The aspect_ratio '5:4' is not one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3.",
-            "error: row 5 (line 7): The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3.",
+            "error: row 5 (line 7): The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3. "
+            "Choose the v1/images api for sizes up to 2048.",
             "error: row 6 (line 8): The seed must be a whole number, not 'abc'.",
             "error: row 7 (line 9): qingbo does not take size; it takes prompt, aspect_ratio, resolution, "
             "prompt_extend and seed.",
