@@ -368,7 +368,8 @@ def test_batch_dry_run_sends_nothing_and_estimates_the_cost(cli, emu, tmp_path):
     # Qingbo's billed price, 5,313 quota; prompt_extend's extra is unpublished, so no figure is made up for it.
     assert ("  qingbo            3 pictures    ~$0.0319 (about $0.010626 each, 5,313 quota; 1 with prompt_extend, "
             "which adds an extra cost that Qingbo does not publish)") in out
-    assert "  wavespeed-images  2 pictures    ~$0.0200\n    Z-Image-Base on /v1/images: 2 x about $0.01 = ~$0.0200" in out
+    assert ("  wavespeed-images  2 pictures    ~$0.0200\n"
+            "    Z-Image-Base on /v1/images: 2 x about $0.01 = ~$0.0200") in out
     assert "  wavespeed-v3      1 picture     ~$0.0100\n    wavespeed-ai/z-image/base: 1 x $0.01 = ~$0.0100" in out
     assert "estimated cost: about $0.0619" in out
     assert "0.002" not in out and "0.010625" not in out

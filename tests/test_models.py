@@ -197,7 +197,8 @@ def test_inpaint_broadcasts_one_mask_over_a_batch_and_scales_a_mask_of_another_s
     assert image.shape[0] == 2 and info["masks_scaled"] == 2
     masks = [Image.open(io.BytesIO(r.files["file"][1])) for r in emu.requests_to(UPLOAD)[1::2]]
     assert [m.size for m in masks] == [(320, 240)] * 2
-    assert "2 mask(s) had another size than their picture and were scaled to it." in nodes._Node.context.hooks.all_text()
+    text = nodes._Node.context.hooks.all_text()
+    assert "2 mask(s) had another size than their picture and were scaled to it." in text
     assert len(emu.requests_to("POST /api/v3/wavespeed-ai/z-image/turbo-inpaint")) == 2
 
 
@@ -206,7 +207,8 @@ def test_the_status_line_shows_the_models_price_and_what_was_not_sent(nodes: Mod
     text = nodes._Node.context.hooks.all_text()
     assert text.startswith("starting: 2 picture(s) at $0.005 each (about $0.01) · "
                            "wavespeed-ai/z-image-turbo/image-to-image")
-    assert "wavespeed-ai/z-image-turbo/image-to-image takes no negative prompt: the negative prompt was not sent." in text
+    assert ("wavespeed-ai/z-image-turbo/image-to-image takes no negative prompt: the negative prompt was not "
+            "sent.") in text
     assert "CFG was not sent" in text
     nodes._Node.context.hooks.texts.clear()
     run(nodes, "ZImageInpaint", image=reference(), mask=painted(), prompt=PROMPT, seed=1, count=3)
