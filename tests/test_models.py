@@ -238,6 +238,8 @@ BAD: dict[str, tuple[str, Any, str]] = {
         3, 1, 1), prompt=PROMPT, seed=1, count=1), "The image batch has 2 pictures and the mask batch 3 masks"),
     "a mask that is not a MASK": ("ZImageInpaint", lambda n: dict(image=reference(), mask=reference(), prompt=PROMPT,
                                                                   seed=1, count=1), "expected a MASK"),
+    "an empty mask": ("ZImageInpaint", lambda n: dict(image=reference(), mask=torch.zeros(1, 240, 320),
+                                                      prompt=PROMPT, seed=1, count=1), "The mask is empty"),
     "empty inpaint prompt": ("ZImageInpaint", lambda n: dict(image=reference(), mask=painted(), prompt=" ", seed=1,
                                                              count=1), "The prompt is empty"),
     "unknown control mode": ("ZImageControlNet", lambda n: dict(control_image=reference(), mode="edges",
