@@ -234,6 +234,12 @@ BAD: dict[str, tuple[str, Any, str]] = {
                            "LoRAs need the v3 api: /v1/images has no LoRA field"),
     "LoRA edit on v1/images": ("ZImageEdit", lambda n: dict(edit("Z-Image-Turbo", loras=(("owner/name", 1),)),
                                                             api="v1/images"), "LoRAs need the v3 api"),
+    "image-to-image strength over 1": ("ZImageEdit", lambda n: dict(edit("Z-Image-Turbo"), strength=1.2),
+                                       "The strength 1.2 is outside 0-1"),
+    "base on v3 at 2048": ("ZImageGenerate", lambda n: dict(generate("Z-Image-Base"), width=2048),
+                           "The width 2048 is outside 256-1536 pixels, the range of WaveSpeed v3"),
+    "turbo with a negative seed": ("ZImageGenerate", lambda n: dict(generate("Z-Image-Turbo"), seed=-5),
+                                   "The seed -5 is outside 0-2147483647"),
     "masks that cannot broadcast": ("ZImageInpaint", lambda n: dict(image=reference(batch=2), mask=painted().repeat(
         3, 1, 1), prompt=PROMPT, seed=1, count=1), "The image batch has 2 pictures and the mask batch 3 masks"),
     "a mask that is not a MASK": ("ZImageInpaint", lambda n: dict(image=reference(), mask=reference(), prompt=PROMPT,

@@ -335,8 +335,9 @@ def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespe
         except ZImageError as err:
             job.error = one_line(err)
             continue
-        # The reference counts by content (its hash), not by path; response_format only changes the transport.
-        digest = params_digest({k: v for k, v in job.params.items() if k not in ("reference", "response_format")})
+        # Pictures count by content (their hashes), not by path; response_format only changes the transport.
+        digest = params_digest({k: v for k, v in job.params.items()
+                                if k not in ("reference", "mask", "control", "response_format")})
         seen[digest] += 1
         job.key = digest if seen[digest] == 1 else f"{digest}#{seen[digest]}"
     return jobs

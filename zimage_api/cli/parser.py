@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..catalog import CONTROL_MODES
 from .batch_rows import PROVIDERS
 from .runtime import EXIT_USAGE, PROG
 
@@ -106,7 +107,7 @@ def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> No
     else:
         parser.add_argument("--control", metavar="FILE", default=None,
                             help="ControlNet (v3, Z-Image-Turbo): the control picture the result follows")
-        parser.add_argument("--mode", choices=("depth", "canny", "pose", "none"), default=None,
+        parser.add_argument("--mode", choices=CONTROL_MODES, default=None,
                             help="with --control: the map WaveSpeed makes of it, or none when FILE already is a "
                                  "control map (default: depth)")
         parser.add_argument("--strength", metavar="S", type=float, default=None,
