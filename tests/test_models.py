@@ -350,3 +350,23 @@ def test_the_emulator_controlnet_follows_its_control_more_with_a_higher_strength
         half = out.shape[0] // 2
         distance.append(float(np.abs(out[:half] - grey[:half]).mean()))
     assert distance[1] < distance[0] * 0.6, distance
+
+
+def test_the_new_nodes_declare_their_inputs_in_order(nodes: ModuleType) -> None:
+    def inputs(name: str) -> tuple[list[str], list[str]]:
+        spec = nodes.NODE_CLASS_MAPPINGS[name].INPUT_TYPES()
+        return list(spec["required"]), list(spec.get("optional", {}))
+
+    assert inputs("ZImageLoRA") == (["path", "scale"], ["loras"])
+    assert nodes.ZImageLoRA.RETURN_TYPES == ("ZIMAGE_LORAS",) and nodes.ZImageLoRA.RETURN_NAMES == ("loras",)
+    assert inputs("ZImageInpaint") == (["image", "mask", "prompt", "seed", "count"], ["timeout"])
+    assert inputs("ZImageControlNet") == (["control_image", "mode", "strength", "prompt", "width", "height", "seed",
+                                           "count"], ["timeout"])
+    for name in ("ZImageGenerate", "ZImageEdit"):  # new inputs go last, optional: saved workflows load unchanged
+        assert inputs(name)[1][-1] == "loras"
+    control = nodes.ZImageControlNet.INPUT_TYPES()["required"]
+    assert control["mode"][0] == ["depth", "canny", "pose", "none"] and control["mode"][1]["default"] == "depth"
+    assert "local preprocessor" in control["mode"][1]["tooltip"] and "Canny" in control["mode"][1]["tooltip"]
+    assert control["strength"][1]["default"] == 1.0
+    strength = nodes.ZImageEdit.INPUT_TYPES()["required"]["strength"][1]["tooltip"]
+    assert "0.7+ a near copy" in strength and "1 - strength" in strength
