@@ -1,4 +1,4 @@
-"""The ComfyUI nodes: Z-Image Generate, Z-Image Edit, Qingbo Task Submit and Qingbo Task Poll.
+"""The ComfyUI nodes: Z-Image Generate, Edit, LoRA, Inpaint and ControlNet, Qingbo Task Submit and Qingbo Task Poll.
 
 This module is the only adapter between ComfyUI and :mod:`zimage_api`: it declares the widgets, validates them,
 calls the library, reports progress, honours Cancel and turns pictures into IMAGE tensors. It imports and runs
@@ -28,20 +28,34 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from .zimage_api.cancel import CancelToken
 from .zimage_api.catalog import (
     APIS,
+    CONTROL_MODES,
+    LORA_MAX,
+    LORA_SCALE_MAX,
     MODELS,
     QINGBO_USD_PER_PICTURE,
     RESPONSE_FORMATS,
     SEED_MAX,
+    V3_MODELS,
     V3_OUTPUT_FORMATS,
-    WAVESPEED_USD_PER_PICTURE,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
 from .zimage_api.logs import logger as log
-from .zimage_api.orders import MAX_PICTURES, Edit, QingboTasks, TextToImage, split_events
+from .zimage_api.orders import (
+    MAX_PICTURES,
+    ControlNet,
+    Edit,
+    Inpaint,
+    Lora,
+    PictureOrder,
+    QingboTasks,
+    TextToImage,
+    check_loras,
+    split_events,
+)
 from .zimage_api.parallel import JobOutcome, first_error
 from .zimage_api.progress import BatchProgress
 from .zimage_api.results import GenerationResult
-from .zimage_api.summary import cost_text, info_json, model_notes, pre_consumed_text
+from .zimage_api.summary import cost_text, info_json, order_notes, pre_consumed_text, price_text
 from .zimage_api.validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,
@@ -59,6 +73,7 @@ CATEGORY = "Z-Image"
 MAX_EDIT_PICTURES = MAX_PICTURES
 DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen table, soft morning light. 35mm look, "
                   "neutral color grading, no text, uncluttered background.")
+DEFAULT_INPAINT_PROMPT = "A small potted plant on the table, soft morning light, matching the rest of the photo."
 DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
 
@@ -259,10 +274,15 @@ def _resume_hint(task_id: str, provider: str) -> str:
     return "queue the prompt again to collect it, without paying twice"
 
 
-def _price_text(pictures: int) -> str:
-    """The status line before a WaveSpeed run: what it is about to cost."""
-    return (f"starting: {pictures} picture(s) at about ${WAVESPEED_USD_PER_PICTURE:g} each "
-            f"(about ${WAVESPEED_USD_PER_PICTURE * pictures:.2f})")
+def _run_pictures(node: _Node, order: PictureOrder, unique_id: str | None,
+                  **info: Any) -> tuple[Any, str]:
+    """Run a WaveSpeed order: its price and notes on the status line first, then the pictures and their info."""
+    run = _Run(node.context, unique_id, order.units, order_notes(order), start=f"starting: {price_text(order)}")
+    image, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
+    where = {"model_id": order.v3_model.id} if order.api == "v3" else {}
+    loras = {"loras": [lora.as_json() for lora in order.loras]} if order.loras else {}
+    return image, info_json(results, notes=run.notes, api=order.api, **where, **loras,
+                            price_usd_each=order.price, **info)
 
 
 def _to_image(results: Sequence[GenerationResult]) -> Any:
@@ -296,6 +316,17 @@ def _references(image: Any) -> tuple[Any, ...]:
     validate_image_tensor(image)
     count = int(image.shape[0]) if image.ndim == 4 else 1
     return tuple(Reference.from_image(tensor_to_pil(image, index)) for index in range(count))
+
+
+def _masked(image: Any, mask: Any) -> tuple[Any, ...]:
+    """Each picture of an IMAGE batch with its mask of a MASK batch (broadcast as core nodes do), encoded."""
+    from .zimage_api.images import mask_batch_size, mask_to_pil, tensor_to_pil, validate_image_tensor
+    from .zimage_api.orders import MaskedReference, pair_batches
+
+    validate_image_tensor(image)
+    images = int(image.shape[0]) if image.ndim == 4 else 1
+    pairs = pair_batches(images, mask_batch_size(mask))
+    return tuple(MaskedReference.from_images(tensor_to_pil(image, i), mask_to_pil(mask, j)) for i, j in pairs)
 
 
 def _async_nodes() -> bool:
@@ -347,6 +378,12 @@ _TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
                     "tooltip": "Seconds to wait for the pictures, retries included. v1/images: the request. v3: "
                     "upload, submit and polling; a prediction still running then is kept, and queueing again "
                     "collects it."})
+_TIMEOUT_V3 = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
+                       "tooltip": "Seconds to wait for the pictures, retries included: upload, submit and polling. "
+                       "A prediction still running then keeps running; queue again to collect it without paying "
+                       "twice."})
+_LORAS_INPUT = ("ZIMAGE_LORAS", {"tooltip": "LoRAs from Z-Image LoRA nodes (v3 api only): with them the -lora model "
+                                 "of the chosen model runs."})
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 
@@ -405,22 +442,20 @@ class ZImageGenerate(_WaveSpeedNode):
                 "response_format": _RESPONSE_FORMAT,
                 "output_format": _OUTPUT_FORMAT,
                 "timeout": _TIMEOUT,
+                "loras": _LORAS_INPUT,
             },
             "hidden": dict(_HIDDEN),
         }
 
     def _generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
                   height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
-                  timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+                  timeout: int = 120, loras: Sequence[Lora] | None = None,
+                  unique_id: str | None = None) -> tuple[Any, str]:
         order = TextToImage(prompt=prompt, negative_prompt=negative_prompt, model=model, api=api,
                             guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
                             response_format=response_format, output_format=output_format,
-                            timeout=check_timeout(timeout))
-        run = _Run(self.context, unique_id, order.units, model_notes(model, api, output_format),
-                   start=_price_text(order.units))
-        image, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
-        return image, info_json(results, notes=run.notes, api=api, guidance_scale=order.sent_guidance,
-                                count=order.count)
+                            timeout=check_timeout(timeout), loras=check_loras(loras))
+        return _run_pictures(self, order, unique_id, guidance_scale=order.sent_guidance, count=order.count)
 
     generate = _node_function(_generate)
 
@@ -452,9 +487,11 @@ class ZImageEdit(_WaveSpeedNode):
                 "model": _MODEL,
                 "api": _API,
                 "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                       "tooltip": "How closely to follow the reference: 0.25-0.35 a light touch "
-                                                  "(keeps palette and mood), 0.45-0.6 solid adherence (composition "
-                                                  "stays close), 0.7+ a near copy."}),
+                                       "tooltip": "How closely to follow the reference, the same on both apis: "
+                                                  "0.25-0.35 a light touch (keeps palette and mood), 0.45-0.6 solid "
+                                                  "adherence (composition stays close), 0.7+ a near copy. "
+                                                  "v1/images gets this value; v3, which takes the denoise, gets "
+                                                  "1 - strength."}),
                 "guidance_scale": ("FLOAT", {"default": 6.5, "min": 0.0, "max": 20.0, "step": 0.1,
                                              "tooltip": "CFG: 6-7 works best with a reference. Not sent with the "
                                                         "v3 api; no effect on Z-Image-Turbo."}),
@@ -470,6 +507,7 @@ class ZImageEdit(_WaveSpeedNode):
                 "response_format": _RESPONSE_FORMAT,
                 "output_format": _OUTPUT_FORMAT,
                 "timeout": _TIMEOUT,
+                "loras": _LORAS_INPUT,
             },
             "hidden": dict(_HIDDEN),
         }
@@ -477,19 +515,152 @@ class ZImageEdit(_WaveSpeedNode):
     def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
               guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
               response_format: str = "b64_json", output_format: str = "png", timeout: int = 120,
-              unique_id: str | None = None) -> tuple[Any, str]:
+              loras: Sequence[Lora] | None = None, unique_id: str | None = None) -> tuple[Any, str]:
+        checked = check_loras(loras)  # refused before the references are encoded
         order = Edit(references=_references(image), prompt=prompt, negative_prompt=negative_prompt, model=model,
                      api=api, strength=strength, guidance_scale=guidance_scale, seed=seed, count=count,
                      width=int(width or 0), height=int(height or 0), response_format=response_format,
-                     output_format=output_format, timeout=check_timeout(timeout))
-        run = _Run(self.context, unique_id, order.units, model_notes(model, api, output_format),
-                   start=_price_text(order.units))
-        edited, results = _deliver(run, run.drive(lambda engine: engine.pictures(order)))
-        return edited, info_json(results, notes=run.notes, api=api, strength=order.strength,
-                                 guidance_scale=order.sent_guidance, references=len(order.references),
-                                 count_per_reference=order.count)
+                     output_format=output_format, timeout=check_timeout(timeout), loras=checked)
+        return _run_pictures(self, order, unique_id, strength=order.strength, strength_sent=order.sent_strength,
+                             guidance_scale=order.sent_guidance, references=len(order.references),
+                             count_per_reference=order.count)
 
     edit = _node_function(_edit)
+
+
+class ZImageLoRA(_Node):
+    """One LoRA for Z-Image at WaveSpeed, added to the chain it is given."""
+
+    FUNCTION = "chain"
+    RETURN_TYPES = ("ZIMAGE_LORAS",)
+    RETURN_NAMES = ("loras",)
+    OUTPUT_TOOLTIPS = ("The LoRAs so far, in order: connect it to Generate, Edit or another Z-Image LoRA.",)
+    DESCRIPTION = (f"Adds a LoRA for Z-Image at WaveSpeed (v3 api) and passes the chain on. Chain up to {LORA_MAX}; "
+                   "connect the last one to Z-Image Generate or Edit, which then run the matching -lora model "
+                   "(Turbo: turbo-lora or image-to-image-lora; Base: base-lora). The LoRA is loaded by WaveSpeed "
+                   "from Hugging Face or a URL: nothing is downloaded here, and nothing is sent until a picture "
+                   "node runs.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "path": ("STRING", {"default": "", "tooltip": "A Hugging Face repo id (owner/name) or an https URL "
+                                    "of a .safetensors file."}),
+                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": LORA_SCALE_MAX, "step": 0.05,
+                                    "tooltip": f"How strongly the LoRA acts, 0-{LORA_SCALE_MAX:g} (1 = as "
+                                               "trained)."}),
+            },
+            "optional": {
+                "loras": ("ZIMAGE_LORAS", {"tooltip": "An earlier Z-Image LoRA to chain from (this one comes "
+                                           "after it)."}),
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def _chain(self, path: str, scale: float, loras: Sequence[Lora] | None = None,
+               unique_id: str | None = None) -> tuple[tuple[Lora, ...]]:
+        return (check_loras([*check_loras(loras), Lora(path, scale)]),)
+
+    chain = _node_function(_chain)
+
+
+class ZImageInpaint(_WaveSpeedNode):
+    """Inpainting with Z-Image-Turbo at WaveSpeed v3: repaint where the mask is painted."""
+
+    FUNCTION = "inpaint"
+    OUTPUT_TOOLTIPS = ("The inpainted pictures as one batch: for each picture and mask in turn, its count.",
+                       "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
+    DESCRIPTION = ("Repaints the painted part of each picture with Z-Image-Turbo at WaveSpeed "
+                   f"(wavespeed-ai/z-image/turbo-inpaint, ${V3_MODELS['wavespeed-ai/z-image/turbo-inpaint'].usd:g} "
+                   "per picture). The MASK is 1 where you painted (the mask editor, or LoadImage's transparent "
+                   "part): that part is repainted, the rest is kept. One mask serves every picture of the batch, or "
+                   "each picture gets its own; a mask of another size is scaled to its picture. The picture is "
+                   "resized to at most 1024 pixels on the long side for upload, and the mask goes up at exactly "
+                   "that size, white where painted. Keys come from WAVESPEED_API_KEY or zimage.ini.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The picture(s) to inpaint."}),
+                "mask": ("MASK", {"tooltip": "Where to repaint: 1 (painted) is repainted, 0 is kept. Paint it in "
+                                  "the mask editor of LoadImage, or use its alpha."}),
+                "prompt": _prompt_input(DEFAULT_INPAINT_PROMPT, "What the painted part should show."),
+                "seed": _seed_input("The seed of each picture's first result; result i uses seed + i."),
+                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
+                                  "tooltip": "How many results per picture (one paid request each)."}),
+            },
+            "optional": {
+                "timeout": _TIMEOUT_V3,
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def _inpaint(self, image: Any, mask: Any, prompt: str, seed: int, count: int, timeout: int = 120,
+                 unique_id: str | None = None) -> tuple[Any, str]:
+        order = Inpaint(pictures=_masked(image, mask), prompt=prompt, seed=seed, count=count,
+                        timeout=check_timeout(timeout))
+        return _run_pictures(self, order, unique_id, pictures=len(order.pictures), count_per_picture=order.count,
+                             masks_scaled=order.scaled_masks)
+
+    inpaint = _node_function(_inpaint)
+
+
+class ZImageControlNet(_WaveSpeedNode):
+    """Z-Image-Turbo ControlNet at WaveSpeed v3: a picture that follows a control image."""
+
+    FUNCTION = "control"
+    OUTPUT_TOOLTIPS = ("The pictures as one batch: for each control image in turn, its count.",
+                       "JSON: provider, model, mode, strength, seeds, size, task ids and the prompt's hash (no key).")
+    DESCRIPTION = ("Makes pictures with Z-Image-Turbo at WaveSpeed that follow a control image "
+                   "(wavespeed-ai/z-image-turbo/controlnet, "
+                   f"${V3_MODELS['wavespeed-ai/z-image-turbo/controlnet'].usd:g} per picture). With depth, canny or "
+                   "pose WaveSpeed turns the control image into that map "
+                   "itself; with none the image already is a map, made by a local preprocessor node such as core's "
+                   "Canny. The control image is resized to at most 1024 pixels on the long side for upload. Keys "
+                   "come from WAVESPEED_API_KEY or zimage.ini.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        size_tip = ("Output {} in pixels; 0 = the control image's size, fitted to 256-1536 and rounded to a "
+                    "multiple of 16.")
+        return {
+            "required": {
+                "control_image": ("IMAGE", {"tooltip": "The control source: a photo for depth/canny/pose, or a "
+                                            "ready control map for none. Every picture of the batch is used."}),
+                "mode": (list(CONTROL_MODES), {"default": "depth", "tooltip": "depth, canny, pose: WaveSpeed makes "
+                                               "that map from the control image. none: the control image already "
+                                               "is a map made by a local preprocessor node (core's Canny, for "
+                                               "example)."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                       "tooltip": "How strictly the control is followed: 1 strictly, lower gives "
+                                                  "the prompt more room. Sent as it is."}),
+                "prompt": _prompt_input(DEFAULT_PROMPT, "What to picture, in the shape of the control."),
+                "width": ("INT", {"default": 0, "min": 0, "max": 1536, "step": 16,
+                                  "tooltip": size_tip.format("width")}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 1536, "step": 16,
+                                   "tooltip": size_tip.format("height")}),
+                "seed": _seed_input("The seed of each control image's first picture; picture i uses seed + i."),
+                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
+                                  "tooltip": "How many pictures per control image (one paid request each)."}),
+            },
+            "optional": {
+                "timeout": _TIMEOUT_V3,
+            },
+            "hidden": dict(_HIDDEN),
+        }
+
+    def _control(self, control_image: Any, mode: str, strength: float, prompt: str, width: int, height: int,
+                 seed: int, count: int, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+        order = ControlNet(references=_references(control_image), prompt=prompt, mode=mode, strength=strength,
+                           width=int(width or 0), height=int(height or 0), seed=seed, count=count,
+                           timeout=check_timeout(timeout))
+        return _run_pictures(self, order, unique_id, mode=order.mode, strength=order.strength,
+                             strength_sent=order.sent_strength, references=len(order.references),
+                             count_per_reference=order.count)
+
+    control = _node_function(_control)
 
 
 class QingboTaskSubmit(_Node):
@@ -632,6 +803,9 @@ def _with_poll_advice(error: BaseException, ids: Sequence[str]) -> BaseException
 NODE_CLASS_MAPPINGS = {
     "ZImageGenerate": ZImageGenerate,
     "ZImageEdit": ZImageEdit,
+    "ZImageLoRA": ZImageLoRA,
+    "ZImageInpaint": ZImageInpaint,
+    "ZImageControlNet": ZImageControlNet,
     "QingboTaskSubmit": QingboTaskSubmit,
     "QingboTaskPoll": QingboTaskPoll,
 }
@@ -639,6 +813,9 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ZImageGenerate": "Z-Image Generate",
     "ZImageEdit": "Z-Image Edit",
+    "ZImageLoRA": "Z-Image LoRA",
+    "ZImageInpaint": "Z-Image Inpaint",
+    "ZImageControlNet": "Z-Image ControlNet",
     "QingboTaskSubmit": "Qingbo Task Submit",
     "QingboTaskPoll": "Qingbo Task Poll",
 }

@@ -370,8 +370,9 @@ def test_batch_dry_run_sends_nothing_and_estimates_the_cost(cli, emu, tmp_path):
     # Qingbo's billed price, 5,313 quota; prompt_extend's extra is unpublished, so no figure is made up for it.
     assert ("  qingbo            3 pictures    ~$0.0319 (about $0.010626 each, 5,313 quota; 1 with prompt_extend, "
             "which adds an extra cost that Qingbo does not publish)") in out
-    assert "  wavespeed-images  2 pictures    ~$0.0200 (estimate" in out
-    assert "  wavespeed-v3      1 picture     ~$0.0100 (estimate" in out
+    assert ("  wavespeed-images  2 pictures    ~$0.0200\n"
+            "    Z-Image-Base on /v1/images: 2 x about $0.01 = ~$0.0200") in out
+    assert "  wavespeed-v3      1 picture     ~$0.0100\n    wavespeed-ai/z-image/base: 1 x $0.01 = ~$0.0100" in out
     assert "estimated cost: about $0.0619" in out
     assert "0.002" not in out and "0.010625" not in out
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
@@ -398,7 +399,7 @@ def test_batch_reports_bad_rows_with_their_numbers_and_sends_nothing(cli, emu, t
             "error: row 3 (line 5): The prompt is empty; describe the picture you want.",
             "error: row 4 (line 6): The aspect_ratio '5:4' is not one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3.",
             "error: row 5 (line 7): The width 2048 and the height 2048 are outside 256-1536 pixels, the range of "
-            "WaveSpeed v3.",
+            "WaveSpeed v3; choose provider wavespeed-images for sizes up to 2048.",
             "error: row 6 (line 8): The seed must be a whole number, not 'abc'.",
             "error: row 7 (line 9): qingbo does not take size; it takes prompt, aspect_ratio, resolution, "
             "prompt_extend and seed.",
@@ -860,3 +861,104 @@ def test_the_script_runs_where_the_current_folder_is_not_on_the_path(tmp_path) -
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "usage: " in done.stdout and "tasks" in done.stdout
+
+
+# -- the rest of the Z-Image family ------------------------------------------------------------------------------------
+
+
+def _family_files(tmp_path: Path) -> tuple[Path, Path]:
+    picture, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.new("RGB", (320, 240), (30, 160, 90)).save(picture)
+    painted = Image.new("L", (320, 240), 0)
+    painted.paste(255, (0, 0, 160, 120))
+    painted.save(mask)
+    return picture, mask
+
+
+def test_cli_reaches_the_lora_inpaint_and_controlnet_models(cli, emu, tmp_path):
+    picture, mask = _family_files(tmp_path)
+    runs = [
+        (["generate", "a fox", "--model", "Z-Image-Turbo", "--lora", "owner/film-grain:0.5", "--lora",
+          "https://example.test/ink.safetensors", "--width", "256", "--height", "256", "--seed", "1"],
+         "/api/v3/wavespeed-ai/z-image/turbo-lora",
+         {"loras": [{"path": "owner/film-grain", "scale": 0.5},
+                    {"path": "https://example.test/ink.safetensors", "scale": 1.0}]}),
+        (["edit", str(picture), "a plant", "--mask", str(mask), "--seed", "2"],
+         "/api/v3/wavespeed-ai/z-image/turbo-inpaint", {"size": "336*256"}),
+        (["generate", "a house", "--control", str(picture), "--mode", "none", "--strength", "0.7", "--seed", "3"],
+         "/api/v3/wavespeed-ai/z-image-turbo/controlnet", {"mode": "none", "strength": 0.7, "size": "336*256"}),
+        (["edit", str(picture), "in winter", "--api", "v3", "--model", "Z-Image-Turbo", "--strength", "0.9",
+          "--seed", "4"], "/api/v3/wavespeed-ai/z-image-turbo/image-to-image", {"strength": 0.1}),
+    ]
+    for argv, path, fields in runs:
+        since = len(emu.requests)
+        code, out, err = cli(*argv, "--out", str(tmp_path / "out"))
+        assert code == 0, err
+        submits = [r for r in emu.requests[since:] if r.path.startswith("/api/v3/wavespeed-ai/")]
+        assert [r.path for r in submits] == [path]
+        assert submits[0].json.items() >= fields.items()
+        saved = Path(lines(out)[0])
+        assert Image.open(saved).size[0] > 0
+    inpaint_mask = emu.requests_to("POST /api/v3/media/upload/binary")[-3].files["file"][1]
+    assert Image.open(io.BytesIO(inpaint_mask)).getpixel((10, 10)) == 255  # white where the mask file is white
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "a fox", "--api", "v1/images", "--lora", "owner/name:1"], "--lora runs on WaveSpeed v3"),
+    (["generate", "a fox", "--lora", "a:1", "--lora", "b/c"], "is neither a Hugging Face repo id"),
+    (["generate", "a fox", "--lora", "owner/name:9"], "The LoRA scale 9.0 is outside 0-4"),
+    (["generate", "a fox"] + ["--lora", "owner/name"] * 4, "4 LoRAs are chained"),
+    (["generate", "a fox", "--mode", "canny"], "--mode goes with --control FILE"),
+    (["generate", "a fox", "--control", "{picture}", "--api", "v1/images"], "--mask and --control run on WaveSpeed v3"),
+    (["generate", "a fox", "--control", "{picture}", "--model", "Z-Image-Base"], "ControlNet runs on WaveSpeed v3 "
+                                                                                 "with Z-Image-Turbo only"),
+    (["edit", "{picture}", "a plant", "--mask", "{mask}", "--strength", "0.5"], "--strength does not apply"),
+    (["edit", "{picture}", "a plant", "--mask", "{picture}.missing"], "Cannot read the mask picture"),
+])
+def test_cli_refuses_bad_family_input_before_anything_is_sent(cli, emu, tmp_path, argv, message):
+    picture, mask = _family_files(tmp_path)
+    argv = [a.replace("{picture}", str(picture)).replace("{mask}", str(mask)) for a in argv]
+    code, _out, err = cli(*argv, "--out", str(tmp_path / "out"))
+    assert code == 2 and message in err, err
+    assert emu.requests == []
+
+
+def test_batch_dry_run_prices_every_model(cli, emu, tmp_path):
+    picture, mask = _family_files(tmp_path)
+    rows = [
+        {"prompt": "a", "model": "Z-Image-Turbo", "provider": "wavespeed-v3", "size": "256x256", "seed": 1},
+        {"prompt": "b", "model": "Z-Image-Base", "loras": "owner/x:1", "size": "256x256", "seed": 1},
+        {"prompt": "c", "model": "Z-Image-Turbo", "reference": "photo.png", "provider": "wavespeed-v3", "seed": 1},
+        {"prompt": "d", "reference": "photo.png", "mask": "mask.png", "seed": 1},
+        {"prompt": "e", "reference": "photo.png", "mask": "mask.png", "seed": 2},
+        {"prompt": "f", "control": "photo.png", "mode": "pose", "seed": 1},
+    ]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    code, out, err = cli("batch", str(jobs), "--dry-run", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert emu.requests == []
+    for line in ("    wavespeed-ai/z-image/turbo: 1 x about $0.01 (not published) = ~$0.0100",
+                 "    wavespeed-ai/z-image/base-lora: 1 x $0.012 = ~$0.0120",
+                 "    wavespeed-ai/z-image-turbo/image-to-image: 1 x $0.005 = ~$0.0050",
+                 "    wavespeed-ai/z-image/turbo-inpaint: 2 x $0.02 = ~$0.0400",
+                 "    wavespeed-ai/z-image-turbo/controlnet: 1 x $0.012 = ~$0.0120"):
+        assert line in out, out
+    assert "estimated cost: about $0.0790" in out
+
+
+def test_batch_refuses_bad_family_rows_by_number(cli, emu, tmp_path):
+    _family_files(tmp_path)
+    rows = [
+        {"prompt": "a", "provider": "wavespeed-images", "loras": "owner/x:1"},
+        {"prompt": "b", "loras": [{"path": "owner/x", "scale": 1}] * 4},
+        {"prompt": "c", "mask": "mask.png"},
+        {"prompt": "d", "control": "photo.png", "mode": "edges"},
+        {"prompt": "e", "mode": "depth"},
+    ]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", rows)
+    code, _out, err = cli("batch", str(jobs), "--dry-run", "--out", str(tmp_path / "out"))
+    assert code == 2 and emu.requests == []
+    for row, message in ((1, "wavespeed-images does not take loras"), (2, "4 LoRAs are chained"),
+                         (3, "The mask needs a reference picture"), (4, "The mode 'edges' is not one of"),
+                         (5, "The mode goes with a control picture")):
+        assert f"row {row}: {message}" in err, err

@@ -317,7 +317,8 @@ def test_v3_upload_then_image_to_image(emu: Emulator, http: requests.Session, cl
     info = upload.json()["data"]
     assert info["type"] == "image" and info["filename"] == "ref.png" and info["size"] == len(png_bytes((0, 200, 0)))
     assert info["download_url"].startswith(f"{emu.url}/files/") and info["download_url"].endswith(".png")
-    response = submit_v3(http, emu, image=info["download_url"], strength=0.95, enable_sync_mode=True,
+    # v3's strength is the denoise: 0.05 keeps nearly all of the reference.
+    response = submit_v3(http, emu, image=info["download_url"], strength=0.05, enable_sync_mode=True,
                          size="512*512", output_format="png")
     assert response.status_code == 200, response.text
     out = picture(emu.served_images[-1])

@@ -37,8 +37,9 @@ def _signature(emu: Emulator, since: int = 0) -> list[tuple[Any, ...]]:
     rows = []
     for r in _paid(emu, since):
         body = dict(r.json or {})
-        if "image" in body:
-            body["image"] = sorted(set(upload_hashes))  # what was uploaded (a batch row uploads its own copy)
+        for name in ("image", "mask_image"):
+            if name in body:
+                body[name] = sorted(set(upload_hashes))  # what was uploaded (a batch row uploads its own copy)
         files = {name: hashlib.sha256(data).hexdigest() for name, (_n, data, _t) in r.files.items()}
         seed = body.get("seed", r.form.get("seed"))
         rows.append((str(seed), r.path, json.dumps(body, sort_keys=True), json.dumps(r.form, sort_keys=True),
@@ -50,6 +51,21 @@ def _reference(tmp_path: Path) -> Path:
     path = tmp_path / "reference.png"
     Image.new("RGB", (320, 240), (30, 120, 200)).save(path)
     return path
+
+
+def _mask(tmp_path: Path) -> Path:
+    path = tmp_path / "mask.png"
+    mask = Image.new("L", (320, 240), 0)
+    mask.paste(255, (40, 30, 200, 150))
+    mask.save(path)
+    return path
+
+
+def _mask_tensor(path: Path) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)[None]
 
 
 def _image_tensor(path: Path) -> Any:
@@ -93,6 +109,40 @@ CASES: dict[str, dict[str, Any]] = {
         "rows": [{"prompt": PROMPT, "provider": "wavespeed-v3", "model": "Z-Image-Turbo", "reference": "{reference}",
                   "negative_prompt": NEGATIVE, "strength": 0.4, "seed": s} for s in (3, 4)],
     },
+    "generate v3 turbo-lora": {
+        "node": ("ZImageGenerate", dict(prompt=PROMPT, negative_prompt=NEGATIVE, model="Z-Image-Turbo", api="v3",
+                                        guidance_scale=7.5, width=256, height=256, seed=7, count=2,
+                                        loras=[{"path": "owner/film-grain", "scale": 0.8},
+                                               {"path": "owner/ink", "scale": 1.0}])),
+        "cli": ["generate", PROMPT, "--model", "Z-Image-Turbo", "--negative", NEGATIVE, "--width", "256",
+                "--height", "256", "--seed", "7", "--count", "2", "--lora", "owner/film-grain:0.8", "--lora",
+                "owner/ink"],
+        "rows": [{"prompt": PROMPT, "model": "Z-Image-Turbo", "negative_prompt": NEGATIVE, "size": "256x256",
+                  "loras": "owner/film-grain:0.8;owner/ink", "seed": s} for s in (7, 8)],
+    },
+    "edit v3 base-lora": {
+        "node": ("ZImageEdit", dict(prompt=PROMPT, negative_prompt=NEGATIVE, model="Z-Image-Base", api="v3",
+                                    strength=0.4, guidance_scale=6.5, seed=3, count=2,
+                                    loras=[{"path": "https://example.test/ink.safetensors", "scale": 2.0}])),
+        "cli": ["edit", "{reference}", PROMPT, "--negative", NEGATIVE, "--strength", "0.4", "--seed", "3",
+                "--count", "2", "--lora", "https://example.test/ink.safetensors:2"],
+        "rows": [{"prompt": PROMPT, "reference": "{reference}", "negative_prompt": NEGATIVE, "strength": 0.4,
+                  "loras": [{"path": "https://example.test/ink.safetensors", "scale": 2}], "seed": s}
+                 for s in (3, 4)],
+    },
+    "inpaint": {
+        "node": ("ZImageInpaint", dict(prompt=PROMPT, seed=3, count=2)),
+        "cli": ["edit", "{reference}", PROMPT, "--mask", "{mask}", "--seed", "3", "--count", "2"],
+        "rows": [{"prompt": PROMPT, "reference": "{reference}", "mask": "{mask}", "seed": s} for s in (3, 4)],
+    },
+    "controlnet": {
+        "node": ("ZImageControlNet", dict(prompt=PROMPT, mode="canny", strength=0.8, width=0, height=0, seed=3,
+                                          count=2)),
+        "cli": ["generate", PROMPT, "--control", "{reference}", "--mode", "canny", "--strength", "0.8", "--seed",
+                "3", "--count", "2"],
+        "rows": [{"prompt": PROMPT, "control": "{reference}", "mode": "canny", "strength": 0.8, "seed": s}
+                 for s in (3, 4)],
+    },
     "qingbo submit": {
         "node": ("QingboTaskSubmit", dict(prompt=PROMPT, aspect_ratio="16:9", resolution="1K",
                                           prompt_extend=False, seed=11, count=2)),
@@ -104,7 +154,7 @@ CASES: dict[str, dict[str, Any]] = {
 
 def _fill(value: Any, reference: Path) -> Any:
     if isinstance(value, str):
-        return value.replace("{reference}", str(reference))
+        return value.replace("{reference}", str(reference)).replace("{mask}", str(reference.parent / "mask.png"))
     if isinstance(value, list):
         return [_fill(v, reference) for v in value]
     if isinstance(value, dict):
@@ -116,11 +166,16 @@ def _fill(value: Any, reference: Path) -> Any:
 def entry_points(nodes, clock, capsys, tmp_path, monkeypatch) -> dict[str, Callable[[dict[str, Any]], None]]:
     """Run one case through each entry point, each in the data folder in force."""
     reference = _reference(tmp_path)
+    mask = _mask(tmp_path)
 
     def node(case: dict[str, Any]) -> None:
         name, inputs = case["node"]
         if name == "ZImageEdit":
             inputs = dict(inputs, image=_image_tensor(reference))
+        elif name == "ZImageInpaint":
+            inputs = dict(inputs, image=_image_tensor(reference), mask=_mask_tensor(mask))
+        elif name == "ZImageControlNet":
+            inputs = dict(inputs, control_image=_image_tensor(reference))
         cls = nodes.NODE_CLASS_MAPPINGS[name]
         call_node(getattr(cls(), cls.FUNCTION)(**inputs, unique_id="1"))
 

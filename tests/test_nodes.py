@@ -64,9 +64,10 @@ def reference(width: int, height: int, batch: int = 1) -> torch.Tensor:
 # -- loading and declarations -----------------------------------------------------------------------------------------
 
 
-def test_pack_loads_like_comfyui_with_the_four_nodes(pack: ModuleType) -> None:
+def test_pack_loads_like_comfyui_with_every_node(pack: ModuleType) -> None:
     assert pack.NODE_DISPLAY_NAME_MAPPINGS == {
-        "ZImageGenerate": "Z-Image Generate", "ZImageEdit": "Z-Image Edit",
+        "ZImageGenerate": "Z-Image Generate", "ZImageEdit": "Z-Image Edit", "ZImageLoRA": "Z-Image LoRA",
+        "ZImageInpaint": "Z-Image Inpaint", "ZImageControlNet": "Z-Image ControlNet",
         "QingboTaskSubmit": "Qingbo Task Submit", "QingboTaskPoll": "Qingbo Task Poll"}
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert pack.WEB_DIRECTORY == "./web"
@@ -105,7 +106,7 @@ def test_declared_inputs_match_the_issue(pack: ModuleType) -> None:
     assert required["width"][1].items() >= {"default": 1024, "min": 256, "max": 2048, "step": 16}.items()
     assert required["seed"][1].items() >= {"min": 0, "max": 2147483647, "control_after_generate": True}.items()
     assert "seed + i" in required["seed"][1]["tooltip"]
-    assert list(generate_spec["optional"]) == ["response_format", "output_format", "timeout"]
+    assert list(generate_spec["optional"]) == ["response_format", "output_format", "timeout", "loras"]
     edit = pack.NODE_CLASS_MAPPINGS["ZImageEdit"].INPUT_TYPES()
     assert edit["required"]["image"][0] == "IMAGE"
     assert edit["required"]["strength"][1]["default"] == 0.5 and edit["required"]["guidance_scale"][1]["default"] == 6.5
@@ -323,7 +324,7 @@ def test_edit_v3_uploads_each_reference_once_before_the_predictions(nodes: Modul
     submits = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/base")
     assert len(submits) == 2
     for body in (r.json for r in submits):
-        assert body["image"].startswith(emu.url + "/files/") and body["strength"] == 0.35
+        assert body["image"].startswith(emu.url + "/files/") and body["strength"] == 0.65  # the denoise: 1 - 0.35
         assert body["size"] == "512*384" and "guidance_scale" not in body
     assert sorted(r.json["seed"] for r in submits) == [3, 4]
     assert upload_url.files["file"][2] == "image/png"

@@ -14,7 +14,8 @@ from tests.comfy_stubs import PACK_DIR, call_node, patch_nodes
 from zimage_api.emulator import Emulator
 
 WORKFLOWS = PACK_DIR / "workflows"
-NAMES = ["01_generate_postprocess", "02_edit_loadimage", "03_qingbo_submit_poll", "04_generate_then_edit"]
+NAMES = ["01_generate_postprocess", "02_edit_loadimage", "03_qingbo_submit_poll", "04_generate_then_edit",
+         "05_lora_chain", "06_inpaint_loadimage_mask", "07_controlnet_canny"]
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 # The ComfyUI core nodes the workflows may use, as ComfyUI 0.3.64 declares them (inputs in order, outputs).
@@ -23,6 +24,10 @@ CORE_NODES: dict[str, dict[str, Any]] = {
     "SaveImage": {"required": {"images": ("IMAGE", {}), "filename_prefix": ("STRING", {"default": "ComfyUI"})},
                   "outputs": []},
     "PreviewImage": {"required": {"images": ("IMAGE", {})}, "outputs": []},
+    "Canny": {"required": {"image": ("IMAGE", {}),
+                           "low_threshold": ("FLOAT", {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}),
+                           "high_threshold": ("FLOAT", {"default": 0.8, "min": 0.01, "max": 0.99, "step": 0.01})},
+              "outputs": ["IMAGE"]},
     "ImageScaleBy": {"required": {"image": ("IMAGE", {}), "upscale_method": (UPSCALE_METHODS, {}),
                                   "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01})},
                      "outputs": ["IMAGE"]},
@@ -81,7 +86,7 @@ def api_file(name: str) -> dict[str, Any]:
     return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def test_the_folder_holds_exactly_the_eight_files() -> None:
+def test_the_folder_holds_exactly_the_templates_and_their_twins() -> None:
     # ComfyUI lists every top-level *.json of workflows/ as a template, so only UI-format files live there;
     # the API-format twins (for POST /prompt) sit in workflows/api/, which the template list does not read.
     assert sorted(p.name for p in WORKFLOWS.glob("*.json")) == sorted(f"{n}.json" for n in NAMES)
@@ -239,7 +244,15 @@ def core_stand_in(class_type: str, inputs: dict[str, Any], saved: list[tuple[str
     if class_type == "LoadImage":
         assert inputs["image"] == "example.png"
         image = example_picture()
-        return image, torch.zeros(image.shape[:3])
+        mask = torch.zeros(image.shape[:3])
+        mask[:, 200:500, 250:600] = 1.0  # painted in the mask editor (LoadImage's MASK is 1 there)
+        return image, mask
+    if class_type == "Canny":  # a local edge map: the gradient's magnitude, thresholded, as white on black
+        grey = inputs["image"].mean(dim=-1)
+        dx = (grey[:, :, 1:] - grey[:, :, :-1]).abs()[:, :-1, :]
+        dy = (grey[:, 1:, :] - grey[:, :-1, :]).abs()[:, :, :-1]
+        edges = torch.nn.functional.pad(((dx + dy) > inputs["low_threshold"] / 100).float(), (0, 1, 0, 1))
+        return (edges.unsqueeze(-1).repeat(1, 1, 1, 3),)
     if class_type in ("SaveImage", "PreviewImage"):
         saved.append((class_type, inputs["images"]))
         return ()
@@ -297,10 +310,24 @@ def test_api_workflow_runs_against_the_emulator(pack: ModuleType, run_env: Modul
         "02_edit_loadimage": (1, 768, 768, 3),  # the reference's size
         "03_qingbo_submit_poll": (1, 256, 256, 3),  # 1K 1:1, drawn at a quarter by the emulator
         "04_generate_then_edit": (1, 1024, 1024, 3),
+        "05_lora_chain": (1, 384, 384, 3),  # v3 at a quarter (256), upscaled x1.5
+        "06_inpaint_loadimage_mask": (1, 192, 192, 3),  # the picture's size, at a quarter
+        "07_controlnet_canny": (1, 192, 192, 3),  # the control image's size, at a quarter
     }[name]
     assert tuple(image.shape) == expected
     if name == "03_qingbo_submit_poll":
         assert len(emu.requests_to("POST /v1/tasks")) == 1 and "seed" not in emu.requests_to("POST /v1/tasks")[0].json
+    if name == "05_lora_chain":
+        (submit,) = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/turbo-lora")
+        assert submit.json["loras"] == [{"path": "owner/zimage-film-grain", "scale": 0.8},
+                                        {"path": "owner/zimage-ink-lines", "scale": 0.6}]
+        assert "negative_prompt" not in submit.json
+    if name == "06_inpaint_loadimage_mask":
+        (submit,) = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/turbo-inpaint")
+        assert set(submit.json) >= {"image", "mask_image"} and submit.json["size"] == "768*768"
+    if name == "07_controlnet_canny":
+        (submit,) = emu.requests_to("POST /api/v3/wavespeed-ai/z-image-turbo/controlnet")
+        assert submit.json["mode"] == "none" and submit.json["strength"] == 1.0
     if name == "04_generate_then_edit":
         edit = emu.requests_to("POST /v1/images/edits")[0]
         assert edit.form["strength"] == "0.35" and edit.form["guidance_scale"] == "6.5"

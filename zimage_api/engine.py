@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cancel import CancelToken
+from .catalog import V3_MODEL_PATHS
 from .clients import Clients
 from .deadline import Deadline
 from .errors import CancelledError, TaskFailedError, TaskTimeoutError, ZImageError
 from .limits import LIMITS, ProviderLimits
-from .orders import Edit, PictureOrder, QingboTasks
+from .orders import ControlNet, Edit, Inpaint, PictureOrder, QingboTasks
 from .parallel import JobOutcome, Once, run_jobs
 from .progress import BatchProgress
 from .receipts import Receipts, fingerprint
@@ -125,16 +126,34 @@ class Engine:
                 seed = order.seed + i
                 picture: dict[str, Any] = {}
                 if isinstance(order, Edit) and ref is not None:
-                    picture = {"reference": order.references[ref].digest, "strength": order.strength}
+                    picture = {"reference": order.references[ref].digest, "strength": order.sent_strength}
+                picture.update(self._v3_keys(order, ref))
                 key = fingerprint(order.kind, endpoint=endpoint, api=order.api, model=order.model,
-                                  prompt=order.prompt, negative_prompt=order.negative_prompt,
+                                  prompt=order.prompt, negative_prompt=order.sent_negative,
                                   guidance_scale=order.sent_guidance, width=order.width, height=order.height,
                                   seed=seed, output_format=order.output_format if order.api == "v3" else None,
                                   **picture)
                 units.append(Unit(len(units), seed, key, ref))
         return units
 
-    # -- pictures (Generate, Edit) ----------------------------------------------------------------------------------
+    @staticmethod
+    def _v3_keys(order: PictureOrder, ref: int | None) -> dict[str, Any]:
+        """What else tells a v3 request apart: a model other than the model name's own, the LoRAs, the mask, the
+        control mode (left out when absent, so that earlier receipts still match)."""
+        if order.api != "v3":
+            return {}
+        keys: dict[str, Any] = {}
+        if order.v3_model.id != V3_MODEL_PATHS.get(order.model):
+            keys["v3_model"] = order.v3_model.id
+        if order.loras:
+            keys["loras"] = [lora.as_json() for lora in order.loras]
+        if isinstance(order, Inpaint) and ref is not None:
+            keys["mask"] = order.pictures[ref].digest
+        if isinstance(order, ControlNet):
+            keys["mode"] = order.mode
+        return keys
+
+    # -- pictures (Generate, Edit, Inpaint, ControlNet) ---------------------------------------------------------------
 
     def pictures(self, order: PictureOrder) -> list[JobOutcome[GenerationResult]]:
         """Every picture of ``order``, one outcome per unit (served from its receipt, or bought).
@@ -147,6 +166,8 @@ class Engine:
         receipts = self._receipts()
         references = order.references if isinstance(order, Edit) else ()
         urls = Once(lambda ref, call: self.clients.v3().upload(*references[ref].upload, **call))
+        masks = Once(lambda ref, call: self.clients.v3().upload(*order.pictures[ref].mask, **call)) if isinstance(
+            order, Inpaint) else None
 
         def job(unit: Unit) -> Callable[[], GenerationResult]:
             def run() -> GenerationResult:
@@ -156,7 +177,7 @@ class Engine:
                     return saved
                 with self._slot("wavespeed", unit.index, progress):
                     if order.api == "v3":
-                        result = self._v3_picture(order, unit, receipts, urls, progress)
+                        result = self._v3_picture(order, unit, receipts, urls, masks, progress)
                     else:
                         result = self._v1_picture(order, unit, client, progress)
                 receipts.save(unit.key, result)
@@ -176,11 +197,11 @@ class Engine:
                        response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
         with self._paying_for("the image request"):
             if isinstance(order, Edit) and unit.reference is not None:
-                return client.edit(order.references[unit.reference].upload, order.prompt, strength=order.strength,
-                                   **options)
+                return client.edit(order.references[unit.reference].upload, order.prompt,
+                                   strength=order.sent_strength, **options)
             return client.generate(order.prompt, **options)
 
-    def _v3_picture(self, order: PictureOrder, unit: Unit, receipts: Receipts, urls: Once,
+    def _v3_picture(self, order: PictureOrder, unit: Unit, receipts: Receipts, urls: Once, masks: Once | None,
                     progress: BatchProgress) -> GenerationResult:
         """Collect the prediction bought earlier for this unit if there is one, else submit and collect it.
 
@@ -194,10 +215,16 @@ class Engine:
             reference: dict[str, Any] = {}
             if isinstance(order, Edit) and unit.reference is not None:
                 progress.update(unit.index, 0.0, "uploading")
-                reference = {"image_url": urls.get(unit.reference, call), "strength": order.strength}
+                reference = {"image_url": urls.get(unit.reference, call), "strength": order.sent_strength}
+                if masks is not None:
+                    reference["mask_url"] = masks.get(unit.reference, call)
+            if isinstance(order, ControlNet):
+                reference["mode"] = order.mode
+            if order.loras:
+                reference["loras"] = [lora.as_json() for lora in order.loras]
             progress.update(unit.index, 0.0, "requesting")
             with self._paying_for("the prediction request"):
-                first = client.submit(order.prompt, model=order.model, negative_prompt=order.negative_prompt,
+                first = client.submit(order.prompt, model=order.v3_model.id, negative_prompt=order.sent_negative,
                                       width=order.width, height=order.height, seed=unit.seed,
                                       output_format=order.output_format,
                                       base64_output=order.response_format == "b64_json", **reference, **call)

@@ -47,6 +47,8 @@ __all__ = [
     "validate_image_tensor",
     "prepare_upload",
     "tensor_to_upload",
+    "mask_batch_size",
+    "mask_to_pil",
 ]
 
 
@@ -517,6 +519,42 @@ def tensor_to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
     elif index not in (0, -1):
         raise ValidationError(f"The image input has 1 picture; picture {index} does not exist.", field="image")
     return Image.fromarray(_picture_to_uint8(picture))
+
+
+def mask_batch_size(mask: Any) -> int:
+    """How many masks a MASK input holds (``[B, H, W]``, or one ``[H, W]``).
+
+    Raises:
+        ValidationError: (``field="mask"``) not a float tensor of rank 2 or 3, empty, or containing NaN/inf.
+    """
+    import torch
+
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or not mask.is_floating_point():
+        shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValidationError(f"The mask input is {shape}; expected a MASK [batch, height, width] of numbers 0-1.",
+                              field="mask")
+    if mask.numel() == 0:
+        raise ValidationError("The mask input is empty.", field="mask")
+    if not bool(torch.isfinite(mask.detach()).all()):
+        raise ValidationError("The mask input contains NaN or infinite values.", field="mask")
+    return int(mask.shape[0]) if mask.ndim == 3 else 1
+
+
+def mask_to_pil(mask: torch.Tensor, index: int = 0) -> Image.Image:
+    """One mask of a MASK tensor as a PIL ``L`` picture: 255 where the mask is 1 (painted), 0 where it is 0.
+
+    Args:
+        mask: ``[B, H, W]`` or ``[H, W]`` float in 0..1 (clamped), any device. ComfyUI's MASK is 1 where the artist
+            painted in the mask editor, and where LoadImage's picture is transparent.
+        index: which mask of the batch.
+    """
+    import torch
+
+    count = mask_batch_size(mask)
+    if not 0 <= index < count:
+        raise ValidationError(f"The mask input has {count} mask(s); mask {index} does not exist.", field="mask")
+    plane = (mask[index] if mask.ndim == 3 else mask).detach().to("cpu", torch.float32).clamp(0.0, 1.0)
+    return Image.fromarray((plane * 255.0).round().to(torch.uint8).numpy(), "L")
 
 
 def prepare_upload(

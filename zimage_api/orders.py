@@ -13,7 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from .catalog import APIS, MODELS, RESPONSE_FORMATS, SEED_MAX, V3_OUTPUT_FORMATS
+from .catalog import (
+    APIS,
+    CONTROL_MODES,
+    LORA_MAX,
+    LORA_SCALE_MAX,
+    MODELS,
+    RESPONSE_FORMATS,
+    SEED_MAX,
+    V3_OUTPUT_FORMATS,
+    WAVESPEED_USD_PER_PICTURE,
+    V3Model,
+    v3_model_for,
+)
 from .errors import ValidationError
 from .sizes import check_size_for, size_from_reference, size_limits
 from .validation import (
@@ -22,6 +34,7 @@ from .validation import (
     RESOLUTIONS,
     check_choice,
     check_count,
+    check_lora_path,
     check_number,
     check_prompt,
     check_seed_range,
@@ -30,7 +43,8 @@ from .validation import (
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Reference", "TextToImage", "Edit", "QingboTasks", "PictureOrder", "MAX_PICTURES", "random_seed"]
+__all__ = ["Reference", "MaskedReference", "Lora", "TextToImage", "Edit", "Inpaint", "ControlNet", "QingboTasks",
+           "PictureOrder", "MAX_PICTURES", "random_seed", "check_loras", "pair_batches"]
 
 MAX_PICTURES = 64  # paid pictures per order: a guard against paying for a huge batch by mistake
 REFERENCE_MAX_SIDE = 1024  # the seed guide: resize references to 1024 on the long side before upload
@@ -68,6 +82,101 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class MaskedReference:
+    """A picture to inpaint and its mask, both encoded for upload: the mask is a PNG at exactly the uploaded
+    picture's size, white where the artist painted (repaint) and black elsewhere (keep).
+
+    ``scaled`` is True when the mask came at another size than its picture and was scaled to it.
+    """
+
+    reference: Reference
+    mask: tuple[bytes, str, str]
+    scaled: bool = False
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.mask[0]).hexdigest()[:32]
+
+    @classmethod
+    def from_images(cls, image: Image.Image, mask: Image.Image) -> MaskedReference:
+        """Pair a PIL picture with a mask picture (mode L, 255 where painted; other modes by their luminance)."""
+        import io
+
+        from PIL import Image as PILImage
+        from PIL import ImageOps
+
+        upright = ImageOps.exif_transpose(image) or image
+        reference = Reference.from_image(upright)
+        with PILImage.open(io.BytesIO(reference.upload[0])) as uploaded:
+            size = uploaded.size
+        painted = mask if mask.mode == "L" else mask.convert("L")
+        scaled = painted.size != upright.size
+        if painted.size != size:
+            painted = painted.resize(size, PILImage.Resampling.BILINEAR)
+        binary = painted.point(lambda value: 255 if value >= 128 else 0)
+        if binary.getbbox() is None:
+            raise ValidationError("The mask is empty: nothing is painted, so nothing would be repainted; paint the "
+                                  "area to repaint.", field="mask")
+        buffer = io.BytesIO()
+        binary.save(buffer, format="PNG", compress_level=1)
+        return cls(reference, (buffer.getvalue(), "mask.png", "image/png"), scaled)
+
+
+def pair_batches(images: int, masks: int) -> list[tuple[int, int]]:
+    """Which picture goes with which mask, broadcast as ComfyUI's core nodes do: one mask for every picture, one
+    picture for every mask, or one each."""
+    if images < 1 or masks < 1:
+        raise ValidationError("Inpainting needs at least one picture and one mask.", field="mask")
+    if images == masks:
+        return [(i, i) for i in range(images)]
+    if masks == 1:
+        return [(i, 0) for i in range(images)]
+    if images == 1:
+        return [(0, j) for j in range(masks)]
+    raise ValidationError(f"The image batch has {images} pictures and the mask batch {masks} masks; give one mask "
+                          "for all pictures, or one mask per picture.", field="mask")
+
+
+@dataclass(frozen=True)
+class Lora:
+    """One LoRA for the -lora models: a Hugging Face repo id (``owner/name``) or an https ``.safetensors`` URL,
+    with its scale 0-4."""
+
+    path: str
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", check_lora_path(self.path))
+        object.__setattr__(self, "scale", check_number(self.scale, "LoRA scale", 0.0, LORA_SCALE_MAX))
+
+    def as_json(self) -> dict[str, object]:
+        """The item as the v3 ``loras`` array holds it."""
+        return {"path": self.path, "scale": self.scale}
+
+
+def check_loras(loras: object) -> tuple[Lora, ...]:
+    """LoRAs from :class:`Lora` values, ``{"path", "scale"}`` mappings or ``(path, scale)`` pairs; at most 3."""
+    if loras is None:
+        return ()
+    if not isinstance(loras, (list, tuple)):
+        raise ValidationError("The loras must be a list of LoRAs (connect Z-Image LoRA nodes).", field="loras")
+    items: list[Lora] = []
+    for item in loras:
+        if isinstance(item, Lora):
+            items.append(item)
+        elif isinstance(item, dict):
+            items.append(Lora(item.get("path"), item.get("scale", 1.0)))  # type: ignore[arg-type]
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            items.append(Lora(item[0], item[1]))
+        else:
+            raise ValidationError(f"A LoRA must have a path and a scale, not {item!r}.", field="loras")
+    if len(items) > LORA_MAX:
+        raise ValidationError(f"{len(items)} LoRAs are chained; WaveSpeed takes at most {LORA_MAX} per picture. "
+                              "Remove a Z-Image LoRA node.", field="loras")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
 class TextToImage:
     """Text to image at WaveSpeed: ``count`` pictures, picture *i* with ``seed + i``, one paid request each."""
 
@@ -83,11 +192,13 @@ class TextToImage:
     response_format: str = "b64_json"
     output_format: str = "png"
     timeout: float = 120.0
+    loras: tuple[Lora, ...] = ()
 
     kind = "generate"
 
     def __post_init__(self) -> None:
         check_prompt(self.prompt)
+        object.__setattr__(self, "loras", check_loras(self.loras))
         if not isinstance(self.negative_prompt, str):
             raise ValidationError("The negative_prompt must be text.", field="negative_prompt")
         check_choice(self.model, "model", MODELS)
@@ -98,6 +209,9 @@ class TextToImage:
         object.__setattr__(self, "count", check_count(self.count))
         object.__setattr__(self, "timeout", check_number(self.timeout, "timeout", 0.001, 86400.0))
         check_seeds(self.seed, self.pictures_per_reference)
+        if self.loras and self.api != "v3":
+            raise ValidationError("LoRAs need the v3 api: /v1/images has no LoRA field. Set api to v3, or remove "
+                                  "the LoRAs.", field="loras")
         if self.kind == "generate":
             w, h = check_size_for(self.width, self.height, self.api)
             object.__setattr__(self, "width", w)
@@ -120,6 +234,38 @@ class TextToImage:
     @property
     def size(self) -> tuple[int, int]:
         return self.width, self.height
+
+    @property
+    def v3_model(self) -> V3Model:
+        """The v3 model this order goes to (with the v3 api)."""
+        return v3_model_for(self.kind, self.model, loras=bool(self.loras))
+
+    @property
+    def sent_negative(self) -> str:
+        """The negative prompt actually sent: empty where the model takes none."""
+        if self.api == "v3" and "negative_prompt" not in self.v3_model.fields:
+            return ""
+        return self.negative_prompt if self.negative_prompt.strip() else ""
+
+    @property
+    def sent_strength(self) -> float | None:
+        """The strength actually sent (None: no strength is sent)."""
+        return None
+
+    @property
+    def price(self) -> float:
+        """The price per picture, published or estimated (see :attr:`V3Model.price`)."""
+        return self.v3_model.price if self.api == "v3" else WAVESPEED_USD_PER_PICTURE
+
+    @property
+    def price_text(self) -> str:
+        """The price per picture as the status line and estimates say it."""
+        return self.v3_model.price_text if self.api == "v3" else f"about ${WAVESPEED_USD_PER_PICTURE:g}"
+
+    @property
+    def endpoint_name(self) -> str:
+        """Where the order goes, for the artist: the v3 model id, or the v1/images model."""
+        return self.v3_model.id if self.api == "v3" else f"{self.model} on /v1/images"
 
 
 @dataclass(frozen=True)
@@ -162,6 +308,74 @@ class Edit(TextToImage):
     @property
     def units(self) -> int:
         return len(self.references) * self.count
+
+    @property
+    def sent_strength(self) -> float | None:
+        """``strength`` follows the seed guide (higher keeps more of the reference); v3 takes the denoise, its
+        opposite, so it gets ``1 - strength``."""
+        return round(1.0 - self.strength, 6) if self.api == "v3" else self.strength
+
+
+@dataclass(frozen=True)
+class Inpaint(Edit):
+    """Inpainting with Z-Image-Turbo at WaveSpeed v3: each picture is repainted where its mask is white.
+
+    ``pictures`` pair each picture with its mask (see :func:`pair_batches`); ``references`` follow from them.
+    """
+
+    pictures: tuple[MaskedReference, ...] = field(default=())
+    model: str = "Z-Image-Turbo"
+    api: str = "v3"
+
+    kind = "inpaint"
+
+    def __post_init__(self) -> None:
+        if not self.pictures:
+            raise ValidationError("Inpainting needs a picture and a mask.", field="mask")
+        object.__setattr__(self, "pictures", tuple(self.pictures))
+        object.__setattr__(self, "references", tuple(p.reference for p in self.pictures))
+        if self.api != "v3" or self.model != "Z-Image-Turbo":
+            raise ValidationError("Inpainting runs on WaveSpeed v3 with Z-Image-Turbo only.", field="api")
+        if self.loras:
+            raise ValidationError(f"{self.v3_model.id} takes no LoRAs; remove them.", field="loras")
+        super().__post_init__()
+
+    @property
+    def sent_strength(self) -> float | None:
+        return None
+
+    @property
+    def scaled_masks(self) -> int:
+        """How many masks came at another size than their picture and were scaled to it."""
+        return sum(1 for p in self.pictures if p.scaled)
+
+
+@dataclass(frozen=True)
+class ControlNet(Edit):
+    """Z-Image-Turbo ControlNet at WaveSpeed v3: each control picture guides ``count`` pictures.
+
+    ``mode`` is depth, canny, pose (WaveSpeed makes the map) or none (the picture already is a control map).
+    ``strength`` (0-1) is how strictly the control is followed and is sent as it is.
+    """
+
+    mode: str = "depth"
+    strength: float = 1.0
+    model: str = "Z-Image-Turbo"
+    api: str = "v3"
+
+    kind = "controlnet"
+
+    def __post_init__(self) -> None:
+        check_choice(self.mode, "mode", CONTROL_MODES)
+        if self.api != "v3" or self.model != "Z-Image-Turbo":
+            raise ValidationError("ControlNet runs on WaveSpeed v3 with Z-Image-Turbo only.", field="api")
+        if self.loras:
+            raise ValidationError(f"{self.v3_model.id} takes no LoRAs; remove them.", field="loras")
+        super().__post_init__()
+
+    @property
+    def sent_strength(self) -> float | None:
+        return self.strength
 
 
 PictureOrder = Union[TextToImage, Edit]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import QUOTA_PER_USD
 from .results import GenerationResult
 
-__all__ = ["TURBO_NOTE", "V3_CFG_NOTE", "V1_FORMAT_NOTE", "model_notes", "format_cost", "pre_consumed_text",
+if TYPE_CHECKING:
+    from .orders import PictureOrder
+
+__all__ = ["TURBO_NOTE", "V3_CFG_NOTE", "V1_FORMAT_NOTE", "model_notes", "order_notes", "price_text", "usd",
+           "format_cost", "pre_consumed_text",
            "cost_text", "split_events", "info_json"]
 
 TURBO_NOTE = "Z-Image-Turbo is distilled to 8 steps: CFG (guidance_scale) and the negative prompt have no effect."
@@ -25,6 +29,31 @@ def model_notes(model: str, api: str, output_format: str) -> list[str]:
     elif output_format != "png":
         notes.append(V1_FORMAT_NOTE)
     return notes
+
+
+def order_notes(order: PictureOrder) -> list[str]:
+    """What the artist should know about an order: :func:`model_notes` for Generate and Edit, a negative prompt
+    that its model does not take, and masks scaled to their pictures."""
+    notes = model_notes(order.model, order.api, order.output_format) if order.kind in ("generate", "edit") else []
+    if order.negative_prompt.strip() and not order.sent_negative:
+        notes.append(f"{order.v3_model.id} takes no negative prompt: the negative prompt was not sent.")
+    scaled = int(getattr(order, "scaled_masks", 0))
+    if scaled:
+        notes.append(f"{scaled} mask(s) had another size than their picture and were scaled to it.")
+    return notes
+
+
+def usd(amount: float) -> str:
+    """Dollars with as many decimals as they need, up to four: $0.03, $0.005, $0.012."""
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text if len(text.partition(".")[2]) >= 2 else f"{amount:.2f}")
+
+
+def price_text(order: PictureOrder) -> str:
+    """What an order is about to cost, for the status line before a run and the CLI's estimate."""
+    where = f" · {order.v3_model.id}" if order.api == "v3" else ""
+    return (f"{order.units} picture(s) at {order.price_text} each (about {usd(order.price * order.units)})"
+            f"{where}")
 
 
 def format_cost(quota: float | None) -> str:

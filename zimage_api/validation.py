@@ -17,12 +17,14 @@ from .errors import ValidationError
 __all__ = [
     "SizeLimits", "IMAGES_SIZE", "V3_SIZE", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
     "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count",
-    "check_seed_range", "check_timeout",
+    "check_seed_range", "check_timeout", "check_lora_path",
 ]
 
 QINGBO_PROMPT_LIMIT = 800
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 RESOLUTIONS = ("1K", "2K")
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_LORA_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?/\S*\.safetensors(?:\?\S*)?", re.IGNORECASE)
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -154,3 +156,20 @@ def check_seed_range(seed: object, *, field: str = "seed") -> int:
 def check_timeout(timeout: object, *, field: str = "timeout") -> int:
     """A timeout widget value: 10..900 seconds."""
     return int(check_number(timeout, field, 10, 900))
+
+
+def check_lora_path(path: object, *, field: str = "path") -> str:
+    """A LoRA's path: a Hugging Face repo id (``owner/name``) or an https URL of a ``.safetensors`` file."""
+    if not isinstance(path, str):
+        raise ValidationError(f"The LoRA {field} must be text, not {type(path).__name__}.", field=field)
+    text = path.strip()
+    if not text:
+        raise ValidationError(f"The LoRA {field} is empty; give a Hugging Face repo id such as owner/name, or an "
+                              "https URL of a .safetensors file.", field=field)
+    if _HF_REPO.fullmatch(text) and ".." not in text:
+        return text
+    if _LORA_URL.fullmatch(text):
+        return text
+    shown = text.encode("unicode_escape").decode("ascii")[:60]
+    raise ValidationError(f"The LoRA {field} {shown!r} is neither a Hugging Face repo id (owner/name) nor an https "
+                          "URL of a .safetensors file.", field=field)

@@ -7,10 +7,11 @@ goes to the ledger the moment it is issued, so a paid result can always be colle
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, V3_MODELS, V3Model
 from .catalog import V3_MODEL_PATHS as MODEL_PATHS
 from .catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
 from .config import WAVESPEED
@@ -19,6 +20,7 @@ from .errors import (
     InvalidResponseError,
     NotFoundError,
     TaskFailedError,
+    ValidationError,
 )
 from .images import decode_base64
 from .logs import log_call
@@ -34,9 +36,37 @@ from .polling import (
 from .results import GenerationResult
 from .task_client import TaskClient
 from .transport import RetryCallback
-from .validation import V3_SIZE, check_choice, check_number, check_prompt, check_seed, check_size, check_task_id
+from .validation import (
+    V3_SIZE,
+    check_choice,
+    check_lora_path,
+    check_number,
+    check_prompt,
+    check_seed,
+    check_size,
+    check_task_id,
+)
 
-__all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS"]
+__all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS", "v3_model"]
+
+
+def v3_model(model: str) -> V3Model:
+    """The v3 model of a model name (Z-Image-Base, Z-Image-Turbo: text to image) or of a v3 model id."""
+    if model in MODEL_PATHS:
+        return V3_MODELS[MODEL_PATHS[model]]
+    return V3_MODELS[check_choice(model, "model", [*MODEL_PATHS, *V3_MODELS])]
+
+
+def _takes(spec: V3Model, name: str) -> None:
+    if name not in spec.fields:
+        raise ValidationError(f"{spec.id} takes no {name}.", field=name)
+
+
+def _lora_items(loras: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if len(loras) > LORA_MAX:
+        raise ValidationError(f"{len(loras)} LoRAs given; WaveSpeed takes at most {LORA_MAX}.", field="loras")
+    return [{"path": check_lora_path(item.get("path")),
+             "scale": check_number(item.get("scale", 1.0), "LoRA scale", 0.0, LORA_SCALE_MAX)} for item in loras]
 
 
 
@@ -116,18 +146,23 @@ class WaveSpeedClient(TaskClient):
         output_format: str = "png",
         sync: bool = False,
         base64_output: bool = False,
+        loras: Sequence[Mapping[str, Any]] = (),
+        mask_url: str | None = None,
+        mode: str | None = None,
         deadline: Deadline | None = None,
         on_retry: RetryCallback | None = None,
         cancel_check: CancelCheck | None = None,
     ) -> Prediction:
         """Submit a prediction and record its id in the ledger. Never retried after the request may have arrived.
 
-        ``deadline``, ``on_retry`` and ``cancel_check`` go to the transport (see :meth:`Transport.request`).
+        ``model`` is a model name (Z-Image-Base, Z-Image-Turbo) or a v3 model id; the body holds exactly the
+        fields that model takes. ``deadline``, ``on_retry`` and ``cancel_check`` go to the transport (see
+        :meth:`Transport.request`).
         """
         body = self.build_body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
-                          sync, base64_output)
+                               sync, base64_output, loras=loras, mask_url=mask_url, mode=mode)
         started = time.monotonic()
-        answer = self.transport.request_json("POST", f"/api/v3/{MODEL_PATHS[model]}", json=body,
+        answer = self.transport.request_json("POST", f"/api/v3/{v3_model(model).id}", json=body,
                                              what="the prediction request", deadline=deadline, on_retry=on_retry,
                                              cancel_check=cancel_check)
         data = answer.get("data") if isinstance(answer, dict) else None
@@ -275,19 +310,36 @@ class WaveSpeedClient(TaskClient):
 
     @staticmethod
     def build_body(prompt: str, model: str, negative_prompt: str, width: int, height: int, seed: int | None,
-              image_url: str | None, strength: float | None, output_format: str, sync: bool,
-              base64_output: bool) -> dict[str, Any]:
-        """The validated JSON body (raises :class:`ValidationError` before anything is sent)."""
-        check_choice(model, "model", MODEL_PATHS)
+                   image_url: str | None, strength: float | None, output_format: str, sync: bool,
+                   base64_output: bool, *, loras: Sequence[Mapping[str, Any]] = (), mask_url: str | None = None,
+                   mode: str | None = None) -> dict[str, Any]:
+        """The validated JSON body: the common fields and exactly the fields ``model`` takes (raises
+        :class:`ValidationError` before anything is sent). A negative prompt is left out where the model takes
+        none; an image, mask or LoRAs where it takes none are refused."""
+        spec = v3_model(model)
         w, h = check_size(width, height, V3_SIZE)
         body: dict[str, Any] = {"prompt": check_prompt(prompt), "size": f"{w}*{h}"}
-        if negative_prompt and negative_prompt.strip():
+        if negative_prompt and negative_prompt.strip() and "negative_prompt" in spec.fields:
             body["negative_prompt"] = negative_prompt
         fixed = check_seed(seed)
         body["seed"] = -1 if fixed is None else fixed
         if image_url:
+            _takes(spec, "image")
             body["image"] = image_url
-            body["strength"] = check_number(0.6 if strength is None else strength, "strength", 0.0, 1.0)
+            if "strength" in spec.fields:
+                default = 1.0 if "mode" in spec.fields else 0.6
+                body["strength"] = check_number(default if strength is None else strength, "strength", 0.0, 1.0)
+        if mask_url:
+            _takes(spec, "mask_image")
+            body["mask_image"] = mask_url
+        if "mode" in spec.fields:
+            body["mode"] = check_choice(mode or "depth", "mode", CONTROL_MODES)
+        if loras:
+            _takes(spec, "loras")
+            body["loras"] = _lora_items(loras)
+        missing = sorted(spec.required - set(body))
+        if missing:
+            raise ValidationError(f"{spec.id} needs {' and '.join(missing)}.", field=missing[0])
         body["output_format"] = check_choice(output_format, "output_format", OUTPUT_FORMATS)
         body["enable_sync_mode"] = bool(sync)
         body["enable_base64_output"] = bool(base64_output)

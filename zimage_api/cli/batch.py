@@ -33,7 +33,7 @@ from ..errors import (
     ValidationError,
     ZImageError,
 )
-from ..orders import QingboTasks
+from ..orders import QingboTasks, TextToImage
 from ..parallel import JobOutcome
 from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
 from .batch_rows import Job, estimate_cost, load_jobs, print_dry_run, row_order
@@ -226,12 +226,14 @@ class _Batch:
         return outcomes[0].value
 
     def _images(self, job: Job) -> _Outcome:
-        result = self._value(lambda: self._engine(job).pictures(row_order(job, timeout=self._timeout)))
+        order = row_order(job, timeout=self._timeout)
+        result = self._value(lambda: self._engine(job).pictures(order))
         tag = picture_tag("wavespeed", bool(job.params.get("reference")))
         ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
         paths, elsewhere = save_paid_pictures(self.rt, self.out, tag, ident, job.params["seed"], result.images,
                                               result.paths)
-        cost = round(WAVESPEED_USD_PER_PICTURE * len(result.images), 6)
+        cost = round((order.price if isinstance(order, TextToImage) else WAVESPEED_USD_PER_PICTURE)
+                     * len(result.images), 6)
         self.manifest.write(job, "done", paths=paths, cost_usd=cost, estimated=True)
         return _Outcome(job, "done", paths, cost, error=elsewhere)
 

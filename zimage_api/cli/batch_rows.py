@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
+from ..catalog import CONTROL_MODES, QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
 from ..errors import ValidationError, ZImageError
-from ..orders import Edit, PictureOrder, QingboTasks, TextToImage, random_seed
-from .commands import read_reference
+from ..orders import (
+    ControlNet,
+    Edit,
+    Inpaint,
+    Lora,
+    PictureOrder,
+    QingboTasks,
+    TextToImage,
+    check_loras,
+    random_seed,
+)
+from .commands import read_masked, read_picture, read_reference
 from .runtime import UsageError, one_line, to_stdout
 
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
@@ -37,21 +47,24 @@ PROVIDERS = ("wavespeed-images", "wavespeed-v3", "qingbo")
 _PROVIDER_ALIASES = {"images": "wavespeed-images", "v1/images": "wavespeed-images", "wavespeed": "wavespeed-images",
                      "v3": "wavespeed-v3"}
 FIELDS = ("prompt", "negative_prompt", "width", "height", "size", "seed", "provider", "reference", "cfg", "strength",
-          "aspect_ratio", "resolution", "prompt_extend", "model", "response_format", "output_format")
-_FIELD_ALIASES = {"negative": "negative_prompt", "guidance_scale": "cfg", "image": "reference"}
+          "aspect_ratio", "resolution", "prompt_extend", "model", "response_format", "output_format", "loras", "mask",
+          "control", "mode")
+_FIELD_ALIASES = {"negative": "negative_prompt", "guidance_scale": "cfg", "image": "reference", "lora": "loras",
+                  "mask_image": "mask", "control_image": "control"}
+_V3_ONLY = ("loras", "mask", "control", "mode")  # a row with one of them and no provider goes to wavespeed-v3
 PASSTHROUGH = ("id", "name", "note", "notes", "comment")  # kept in the manifest, not part of the row's key
 _NOT_FOR = {
     "qingbo": ("negative_prompt", "width", "height", "size", "reference", "cfg", "strength", "response_format",
-               "output_format"),
-    "wavespeed-images": ("aspect_ratio", "resolution", "prompt_extend", "output_format"),
+               "output_format", *_V3_ONLY),
+    "wavespeed-images": ("aspect_ratio", "resolution", "prompt_extend", "output_format", *_V3_ONLY),
     "wavespeed-v3": ("aspect_ratio", "resolution", "prompt_extend", "cfg"),
 }
 _TAKES = {
     "qingbo": "it takes prompt, aspect_ratio, resolution, prompt_extend and seed",
     "wavespeed-images": "it takes width and height (or size), cfg, model, response_format, and strength with a "
                         "reference",
-    "wavespeed-v3": "it takes width and height (or size), model, output_format, response_format, and strength with "
-                    "a reference (no cfg)",
+    "wavespeed-v3": "it takes width and height (or size), model, output_format, response_format, loras, strength "
+                    "with a reference, mask with a reference, and control with mode and strength (no cfg)",
 }
 
 
@@ -214,7 +227,6 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     from ..openai_images import ImagesClient
     from ..qingbo import QingboClient
     from ..validation import check_choice, check_number
-    from ..wavespeed_v3 import WaveSpeedClient
 
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
@@ -226,7 +238,8 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
             raise ValidationError(f"Unknown field {name!r}; the fields are {', '.join(FIELDS)}.", field=str(name))
         elif value is not None and value != "":
             fields[canonical] = value
-    provider = str(fields.get("provider") or default_provider).strip().lower()
+    implied = "wavespeed-v3" if any(name in fields for name in _V3_ONLY) else default_provider
+    provider = str(fields.get("provider") or implied).strip().lower()
     provider = _PROVIDER_ALIASES.get(provider, provider)
     if provider not in PROVIDERS:
         raise ValidationError(f"The provider {fields.get('provider')!r} is not one of {', '.join(PROVIDERS)}.",
@@ -249,27 +262,48 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
         return provider, params, extras
 
     width, height = _size(fields)
+    v3 = provider == "wavespeed-v3"
+    special = "mask" in fields or "control" in fields
     reference = None
-    params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Base")), "prompt": prompt,
-              "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
+    params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Turbo" if special else "Z-Image-Base")),
+              "prompt": prompt, "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
+    if "loras" in fields:
+        params["loras"] = [lora.as_json() for lora in _loras(fields["loras"])]
+    if "control" in fields:
+        if "reference" in fields or "mask" in fields:
+            raise ValidationError("A control row takes no reference or mask: the control picture is the source.",
+                                  field="control")
+        params.update(_file_param(fields["control"], base_dir, "control"))
+        params["mode"] = check_choice(str(fields.get("mode", "depth")), "mode", CONTROL_MODES)
+        params["strength"] = check_number(_float(fields.get("strength", 1.0), "strength"), "strength", 0.0, 1.0)
+    elif "mode" in fields:
+        raise ValidationError("The mode goes with a control picture (the control column).", field="mode")
+    if "mask" in fields and "reference" not in fields:
+        raise ValidationError("The mask needs a reference picture to inpaint.", field="mask")
     if "reference" in fields:
         reference = Path(str(fields["reference"])).expanduser()
         reference = reference if reference.is_absolute() else base_dir / reference
         ref = read_reference(reference)
         params["reference"] = str(reference.resolve())
         params["reference_sha256"] = hashlib.sha256(reference.read_bytes()).hexdigest()[:16]
-        strength = _float(fields.get("strength", 0.5), "strength")
-        params["strength"] = check_number(strength, "strength", 0.0, 1.0)
+        if "mask" in fields:
+            if "strength" in fields:
+                raise ValidationError("The strength does not apply to inpainting: the mask says what is kept.",
+                                      field="strength")
+            params.update(_file_param(fields["mask"], base_dir, "mask"))
+        else:
+            strength = _float(fields.get("strength", 0.5), "strength")
+            params["strength"] = check_number(strength, "strength", 0.0, 1.0)
         if width is None:
             # The output size an edit gets from its reference, as every entry point fits it.
             width, height = Edit(references=(ref,), prompt=prompt or "-", api="v1/images" if provider ==
                                  "wavespeed-images" else "v3").size
-    elif "strength" in fields:
+    elif "strength" in fields and "control" not in fields:
         raise ValidationError("The strength needs a reference picture.", field="strength")
-    if reference is None and width is None:
+    if reference is None and width is None and "control" not in fields:
         width, height = 1024, 1024
     params.update(width=width, height=height)
-    if provider == "wavespeed-images":
+    if not v3:
         cfg = _float(fields.get("cfg", 6.5 if reference else 7.5), "cfg")
         fmt = str(fields.get("response_format") or response_format or "b64_json")
         ImagesClient.build_body(prompt, params["negative_prompt"], cfg, width, height, seed, 1, params["model"], fmt)
@@ -278,11 +312,27 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
         fmt = str(fields.get("response_format") or response_format or "b64_json")
         out_fmt = str(fields.get("output_format") or output_format or "png")
         check_choice(fmt, "response_format", ("b64_json", "url"))
-        WaveSpeedClient.build_body(prompt, params["model"], params["negative_prompt"], width or 1024, height or 1024,
-                                   seed, "reference" if reference else None, params.get("strength"), out_fmt, False,
-                                   fmt == "b64_json")
         params.update(response_format=fmt, output_format=out_fmt)
+        order = row_order(Job(row=0, line=0, provider=provider, params=params))  # every check the order makes
+        if width is None and isinstance(order, TextToImage):
+            params.update(width=order.width, height=order.height)  # a control row: the control picture's size
     return provider, params, extras
+
+
+def _file_param(value: Any, base_dir: Path, name: str) -> dict[str, Any]:
+    """A picture file named in a row (relative to the batch file's folder): its resolved path and content hash."""
+    path = Path(str(value)).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    read_picture(path, name)  # readable, and a picture
+    return {name: str(path.resolve()), f"{name}_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
+def _loras(value: Any) -> tuple[Lora, ...]:
+    """LoRAs from a row: a list (of ``{"path", "scale"}`` or ``"PATH:SCALE"``), or text ``PATH:SCALE;PATH:SCALE``."""
+    from .parser import parse_lora
+
+    items = value if isinstance(value, list) else [part for part in str(value).split(";") if part.strip()]
+    return check_loras([parse_lora(item.strip()) if isinstance(item, str) else item for item in items])
 
 
 def params_digest(params: dict[str, Any]) -> str:
@@ -308,8 +358,9 @@ def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespe
         except ZImageError as err:
             job.error = in_column_terms(one_line(err))
             continue
-        # The reference counts by content (its hash), not by path; response_format only changes the transport.
-        digest = params_digest({k: v for k, v in job.params.items() if k not in ("reference", "response_format")})
+        # Pictures count by content (their hashes), not by path; response_format only changes the transport.
+        digest = params_digest({k: v for k, v in job.params.items()
+                                if k not in ("reference", "mask", "control", "response_format")})
         seen[digest] += 1
         job.key = digest if seen[digest] == 1 else f"{digest}#{seen[digest]}"
     return jobs
@@ -319,11 +370,19 @@ def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespe
 
 
 def estimate_cost(job: Job) -> float:
-    """The row's price in USD: about what Qingbo bills (without prompt_extend's unpublished extra), or an estimate
-    for WaveSpeed."""
+    """The row's price in USD: about what Qingbo bills (without prompt_extend's unpublished extra), or the price of
+    the WaveSpeed model the row goes to (published, or estimated where WaveSpeed publishes none)."""
     if job.provider == "qingbo":
         return QINGBO_USD_PER_IMAGE
-    return WAVESPEED_USD_PER_IMAGE_ESTIMATE
+    order = row_order(job)
+    return order.price if isinstance(order, TextToImage) else WAVESPEED_USD_PER_IMAGE_ESTIMATE
+
+
+def _endpoint(job: Job) -> tuple[str, str]:
+    """Where a WaveSpeed row goes and its price per picture, as the estimate prints them."""
+    order = row_order(job)
+    assert isinstance(order, TextToImage)
+    return order.endpoint_name, order.price_text
 
 
 def _rows(jobs: list[Job]) -> str:
@@ -368,16 +427,20 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
             to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, 5,313 "
                       f"quota{note})")
         else:
-            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (estimate: about "
-                      f"${WAVESPEED_USD_PER_IMAGE_ESTIMATE:.2f} each)")
+            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f}")
+            groups: dict[tuple[str, str], list[Job]] = {}
+            for job in rows:
+                groups.setdefault(_endpoint(job), []).append(job)
+            for (endpoint, each), group in groups.items():
+                to_stdout(f"    {endpoint}: {len(group)} x {each} = ~${sum(estimate_cost(j) for j in group):.4f}")
     if uncertain:
         to_stdout(f"  uncertain: {_rows(uncertain)}: the submit may have been charged without an answer; not sent "
                   "again (check the provider's dashboard; --retry-uncertain sends them anyway)")
     if missing:
         to_stdout(f"  missing pictures: {_rows(missing)}: done earlier with v1/images, which keeps no copy; not "
                   "sent again (--retry-missing pays for them again)")
-    to_stdout(f"estimated cost: about ${total:.4f} (Qingbo's price per picture, WaveSpeed estimated; nothing was "
-              "sent)")
+    to_stdout(f"estimated cost: about ${total:.4f} (each model's published price per picture, estimated where none "
+              "is published; nothing was sent)")
 
 
 def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks:
@@ -397,6 +460,14 @@ def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks
                                   output_format=p.get("output_format") or "png", timeout=timeout)
     if api == "v1/images":
         common["guidance_scale"] = p["cfg"]
+    if p.get("loras"):
+        common["loras"] = check_loras(p["loras"])
+    if p.get("control"):
+        common.update(width=p["width"] or 0, height=p["height"] or 0)
+        return ControlNet(references=(read_reference(p["control"]),), mode=p["mode"], strength=p["strength"],
+                          **common)
+    if p.get("mask"):
+        return Inpaint(pictures=(read_masked(p["reference"], p["mask"]),), **common)
     if p.get("reference"):
         return Edit(references=(read_reference(p["reference"]),), strength=p["strength"], **common)
     return TextToImage(**common)

@@ -14,12 +14,24 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import picture_extension
 from ..config import QINGBO, WAVESPEED
 from ..errors import ImageDecodeError, ZImageError
-from ..orders import Edit, PictureOrder, QingboTasks, Reference, TextToImage, check_seeds, random_seed
+from ..orders import (
+    ControlNet,
+    Edit,
+    Inpaint,
+    MaskedReference,
+    PictureOrder,
+    QingboTasks,
+    Reference,
+    TextToImage,
+    check_loras,
+    check_seeds,
+    random_seed,
+)
 from ..parallel import JobOutcome
 from ..results import GenerationResult
 from .runtime import (
@@ -33,6 +45,9 @@ from .runtime import (
     to_stderr,
     to_stdout,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
@@ -121,22 +136,30 @@ def save_paid_pictures(rt: Runtime, out: Path, tag: str, ident: str, seed: int |
                    f"{paths[0].parent} instead.")
 
 
-def read_reference(path: str | os.PathLike[str]) -> Reference:
-    """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
+def read_picture(path: str | os.PathLike[str], what: str = "reference") -> Image.Image:
+    """Open a picture file given on the command line or in a batch row (``what`` names it in errors)."""
     from ..images import open_image
 
     file = Path(path)
     try:
         data = file.read_bytes()
     except OSError as err:
-        raise UsageError(f"Cannot read the reference picture {file}: {err.strerror or err}.",
-                         field="reference") from None
+        raise UsageError(f"Cannot read the {what} picture {file}: {err.strerror or err}.", field=what) from None
     try:
-        image = open_image(data, source=f"the reference file {file}")
+        return open_image(data, source=f"the {what} file {file}")
     except ImageDecodeError:
-        raise UsageError(f"The reference {file} is not a picture that can be read ({len(data):,} bytes); give a "
-                         f"PNG, JPEG or WebP file.", field="reference") from None
-    return Reference.from_image(image)
+        raise UsageError(f"The {what} {file} is not a picture that can be read ({len(data):,} bytes); give a "
+                         f"PNG, JPEG or WebP file.", field=what) from None
+
+
+def read_reference(path: str | os.PathLike[str]) -> Reference:
+    """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
+    return Reference.from_image(read_picture(path))
+
+
+def read_masked(reference: str | os.PathLike[str], mask: str | os.PathLike[str]) -> MaskedReference:
+    """A picture and its mask file (white = repaint, black = keep), encoded as the inpaint model takes them."""
+    return MaskedReference.from_images(read_picture(reference), read_picture(mask, "mask"))
 
 
 def _seed_or_random(seed: int | None) -> int:
@@ -168,24 +191,48 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
                       model: str = "Z-Image-Base", negative: str = "", cfg: float | None = None,
                       strength: float | None = None, width: int | None = None, height: int | None = None,
                       seed: int | None = None, count: int = 1, response_format: str | None = None,
-                      output_format: str | None = None, timeout: float | None = None) -> list[Path]:
-    """Generate (or edit, with ``reference``) at WaveSpeed through the engine: one paid request per picture, picture
-    *i* with ``seed + i``, as the nodes do. The same inputs again are served from receipts. Write the pictures,
-    print and return their paths; a failed picture does not stop the others, its error is raised at the end.
+                      output_format: str | None = None, timeout: float | None = None,
+                      loras: Sequence[tuple[str, float]] | None = None, mask: str | None = None,
+                      control: str | None = None, mode: str | None = None) -> list[Path]:
+    """Generate (or edit, with ``reference``; inpaint, with ``mask`` too; ControlNet, with ``control``) at
+    WaveSpeed through the engine: one paid request per picture, picture *i* with ``seed + i``, as the nodes do. The
+    same inputs again are served from receipts. Write the pictures, print and return their paths; a failed picture
+    does not stop the others, its error is raised at the end.
     """
     if (width is None) != (height is None):
         raise UsageError("Give both --width and --height, or neither.", field="size")
+    if mode is not None and control is None:
+        raise UsageError("--mode goes with --control FILE.", field="mode")
+    special = mask is not None or control is not None
+    if special and api == "v1/images":
+        raise UsageError("--mask and --control run on WaveSpeed v3; leave out --api v1/images.", field="api")
+    if loras and api == "v1/images":
+        raise UsageError("--lora runs on WaveSpeed v3: /v1/images has no LoRA field; leave out --api v1/images.",
+                         field="lora")
+    api = api or ("v3" if special or loras else "v1/images")
+    model = model or ("Z-Image-Turbo" if special else "Z-Image-Base")
+    if mask is not None and strength is not None:
+        raise UsageError("--strength does not apply to inpainting (--mask): the mask says what is kept.",
+                         field="strength")
+    lora_values = check_loras(list(loras or ()))
     if api == "v3" and cfg is not None:
         raise UsageError("--cfg is not part of WaveSpeed's v3 API; use --api v1/images to set it.", field="cfg")
     if api != "v3" and output_format is not None:
         raise UsageError("--output-format applies to --api v3 only; v1/images answers PNG.", field="output_format")
-    ref = read_reference(reference) if reference else None
     common: dict[str, Any] = dict(
         prompt=prompt, negative_prompt=negative, model=model, api=api, count=count,
         response_format=response_format or "b64_json", output_format=output_format or "png",
-        timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+        timeout=DEFAULT_TIMEOUT if timeout is None else timeout, loras=lora_values)
     order: PictureOrder
-    if ref is not None:
+    ref = read_reference(reference) if reference and mask is None else None
+    if mask is not None and reference:
+        order = Inpaint(pictures=(read_masked(reference, mask),), width=width or 0, height=height or 0,
+                        seed=_checked_seed(seed, count), **common)
+    elif control is not None:
+        order = ControlNet(references=(read_reference(control),), mode=mode or "depth",
+                           strength=1.0 if strength is None else strength, width=width or 0, height=height or 0,
+                           seed=_checked_seed(seed, count), **common)
+    elif ref is not None:
         order = Edit(references=(ref,), strength=0.5 if strength is None else strength,
                      guidance_scale=6.5 if cfg is None else cfg, width=width or 0, height=height or 0,
                      seed=_checked_seed(seed, count), **common)
@@ -195,7 +242,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
     prepare_out(out)
     outcomes = rt.engine().pictures(order)
     errors = _outcome_errors(outcomes)
-    tag = picture_tag("wavespeed", ref is not None)
+    tag = picture_tag("wavespeed", order.kind in ("edit", "inpaint"))
     paths: list[Path] = []
     for outcome in outcomes:
         result = outcome.value

@@ -60,7 +60,8 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
                           cfg=args.cfg, strength=getattr(args, "strength", None), width=args.width,
                           height=args.height, seed=args.seed, count=args.count,
                           response_format=args.response_format, output_format=args.output_format,
-                          timeout=args.timeout)
+                          timeout=args.timeout, loras=args.lora, mask=getattr(args, "mask", None),
+                          control=getattr(args, "control", None), mode=getattr(args, "mode", None))
     elif command == "submit":
         submit_tasks(rt, prompt=args.prompt, aspect_ratio=args.aspect_ratio, resolution=args.resolution,
                      prompt_extend=args.prompt_extend, seed=args.seed, count=args.count)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..catalog import CONTROL_MODES
 from .batch_rows import PROVIDERS
 from .runtime import EXIT_USAGE, PROG
 
@@ -59,6 +60,17 @@ def _timeout(text: str) -> float:
     return seconds
 
 
+def parse_lora(text: str) -> tuple[str, float]:
+    """``PATH:SCALE`` (or just ``PATH``, scale 1); the path may be an https URL, so the scale is after the last ':'."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
 def _epilog(examples: Sequence[str], notes: str = "") -> str:
     """The ``--help`` epilog: each example as a full ``python -m zimage_api ...`` line, then ``notes``."""
     heading = "examples:" if len(examples) > 1 else "example:"
@@ -98,19 +110,36 @@ def _collect_wait() -> _Parser:
 
 
 def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> None:
-    parser.add_argument("--api", choices=("v1/images", "v3"), default="v1/images",
+    parser.add_argument("--api", choices=("v1/images", "v3"), default=None,
                         help="WaveSpeed protocol: the OpenAI-style v1/images (synchronous) or the native v3 "
-                             "predictions (submit + poll, recorded in the ledger) (default: v1/images)")
-    parser.add_argument("--model", choices=("Z-Image-Base", "Z-Image-Turbo"), default="Z-Image-Base",
-                        help="the model (default: Z-Image-Base; Turbo ignores CFG and negative prompt)")
+                             "predictions (submit + poll, recorded in the ledger) (default: v1/images; v3 with "
+                             "--lora, --mask or --control)")
+    parser.add_argument("--model", choices=("Z-Image-Base", "Z-Image-Turbo"), default=None,
+                        help="the model (default: Z-Image-Base; Z-Image-Turbo with --mask or --control; Turbo "
+                             "ignores CFG and negative prompt)")
+    parser.add_argument("--lora", metavar="PATH:SCALE", type=parse_lora, action="append", default=None,
+                        help="a LoRA (v3): a Hugging Face repo id owner/name or an https .safetensors URL, with its "
+                             "scale 0-4 after a colon (default 1); repeat for up to 3. Runs the -lora model")
     parser.add_argument("--negative", metavar="TEXT", default="", help="negative prompt: what to avoid")
     parser.add_argument("--cfg", metavar="SCALE", type=float, default=None,
                         help="guidance scale 0-20, v1/images only (default: %s)" % (
                             "6.5; 6-7 is dependable with a reference" if edit else "7.5; 7-8 is dependable"))
     if edit:
         parser.add_argument("--strength", metavar="S", type=float, default=None,
-                            help="how much of the reference survives, 0-1: 0.25-0.35 a light touch, 0.45-0.6 "
-                                 "solid, 0.7+ near copy (default: 0.5 on v1/images, 0.6 on v3)")
+                            help="how closely to follow the reference, 0-1, the same on both apis: 0.25-0.35 a "
+                                 "light touch, 0.45-0.6 solid, 0.7+ near copy (default: 0.5). v3 is sent the "
+                                 "denoise 1 - S")
+        parser.add_argument("--mask", metavar="FILE", default=None,
+                            help="inpaint (v3, Z-Image-Turbo): a black and white picture, white where the "
+                                 "reference is repainted; scaled to the reference if its size differs")
+    else:
+        parser.add_argument("--control", metavar="FILE", default=None,
+                            help="ControlNet (v3, Z-Image-Turbo): the control picture the result follows")
+        parser.add_argument("--mode", choices=CONTROL_MODES, default=None,
+                            help="with --control: the map WaveSpeed makes of it, or none when FILE already is a "
+                                 "control map (default: depth)")
+        parser.add_argument("--strength", metavar="S", type=float, default=None,
+                            help="with --control: how strictly the control is followed, 0-1 (default: 1)")
     parser.add_argument("--width", metavar="PX", type=int, default=None,
                         help="picture width: 256-2048 on v1/images (area up to 2048x2048), 256-1536 on v3 "
                              "(default: %s)" % ("the reference's size" if edit else "1024"))
@@ -200,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                    examples=['generate "a red fox in snow, film photo" --seed 42 --out pictures',
                              'generate "a red fox in snow" --negative "blurry" --cfg 7.5 --width 1024 --height 768 '
                              '--count 2',
-                             'generate "a red fox in snow" --api v3 --model Z-Image-Turbo --output-format jpeg'])
+                             'generate "a red fox in snow" --api v3 --model Z-Image-Turbo --output-format jpeg',
+                             'generate "a red fox in snow" --model Z-Image-Turbo --lora owner/film-grain:0.8',
+                             'generate "a glass house at dusk" --control edges.png --mode none --strength 0.8'])
     gen.add_argument("prompt", metavar="PROMPT", help="what to draw")
     _add_wavespeed_options(gen, edit=False)
 
@@ -210,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "wavespeed-edit_<prompt-hash|prediction-id>_<seed>_<i>.png|jpg.",
                     examples=['edit photo.jpg "the same street in winter, snow falling" --strength 0.5 --out pictures',
                               'edit sketch.png "a watercolor painting" --strength 0.3 --cfg 6.5 --seed 7',
-                              'edit photo.jpg "as a pencil drawing" --api v3 --strength 0.6'])
+                              'edit photo.jpg "as a pencil drawing" --api v3 --strength 0.6',
+                              'edit photo.jpg "a potted plant on the table" --mask plant-mask.png'])
     edit.add_argument("reference", metavar="REFERENCE_PATH", help="the reference picture (PNG, JPEG, WebP...)")
     edit.add_argument("prompt", metavar="PROMPT", help="what to make of it")
     _add_wavespeed_options(edit, edit=True)

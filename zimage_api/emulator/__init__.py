@@ -4,8 +4,9 @@ It is a real HTTP/1.1 server on 127.0.0.1 that speaks:
 
 * WaveSpeed, OpenAI style: ``POST /v1/images/generations`` (JSON) and ``POST /v1/images/edits`` (multipart, the
   reference picture in the field ``image``), answering PNG pictures as ``b64_json`` or ``url``;
-* WaveSpeed v3: ``POST /api/v3/wavespeed-ai/z-image/{base,turbo}``, ``GET /api/v3/predictions/{id}/result`` and
-  ``POST /api/v3/media/upload/binary``;
+* WaveSpeed v3: ``POST /api/v3/<model id>`` for every Z-Image model (turbo, base, their -lora models, Turbo
+  image-to-image with and without LoRAs, turbo-inpaint and Turbo controlnet), each taking only its own fields,
+  ``GET /api/v3/predictions/{id}/result`` and ``POST /api/v3/media/upload/binary``;
 * Qingbo tasks: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``POST /v1/tasks/{id}/cancel``;
 * result files: ``GET /files/{token}.{ext}`` (no key needed), until they expire.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from PIL import Image
 
 from .files import FileStore, StoredFile
-from .pictures import encode, render_card
+from .pictures import encode, keep_unmasked, render_card
 from .tasks import CANCELLED, COMPLETED, FAILED, QUEUED, EmulatedTask, assign_slots, phase_of
 from .wire import OPENAI, RecordedRequest, RouteError
 
@@ -154,6 +154,8 @@ class Backend:
             reference = Image.open(io.BytesIO(task.reference)) if task.reference else None
             card = render_card(task.prompt, task.width, task.height, seed=task.seed, params=task.card,
                                reference=reference, strength=task.strength)
+            if task.mask is not None and reference is not None:
+                card = keep_unmasked(card, reference, Image.open(io.BytesIO(task.mask)))
             data = encode(card, task.output_format)
             with self._lock:
                 stored = self._files.put(data, task.file_ext, task.ends_at + self.url_ttl)

@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from .fonts import Font, covers, font_for, latin_font
 
-__all__ = ["render_card", "encode", "card_caption", "MARK", "NOTE", "SOFTWARE"]
+__all__ = ["render_card", "encode", "card_caption", "keep_unmasked", "MARK", "NOTE", "SOFTWARE"]
 
 MARK = "emulator"
 """The small word in the top right corner of every card of 160 px and more."""
@@ -228,6 +228,15 @@ def render_card(
     _draw_panel(card, prompt, card_caption(params), alpha=_PANEL_ALPHA if reference is None else 1.0)
     _draw_mark(card)
     return card
+
+
+def keep_unmasked(card: Image.Image, reference: Image.Image, mask: Image.Image) -> Image.Image:
+    """Inpainting: the new ``card`` where ``mask`` is white, the ``reference`` where it is black (both scaled to the
+    card's size)."""
+    size = card.size
+    ref = ImageOps.exif_transpose(reference).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    alpha = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
+    return Image.composite(card, ref, alpha)
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

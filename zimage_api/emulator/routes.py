@@ -24,7 +24,8 @@ Handler = Callable[..., Response]
 ROUTES: list[tuple[frozenset[str], re.Pattern[str], str | None, Handler]] = [
     (frozenset({"POST"}), re.compile(r"/v1/images/generations"), "wavespeed", openai_images.generations),
     (frozenset({"POST"}), re.compile(r"/v1/images/edits"), "wavespeed", openai_images.edits),
-    (frozenset({"POST"}), re.compile(r"/api/v3/wavespeed-ai/z-image/(base|turbo)"), "wavespeed", wavespeed_v3.submit),
+    (frozenset({"POST"}), re.compile(r"/api/v3/(wavespeed-ai/z-image(?:-turbo)?/[a-z-]+)"), "wavespeed",
+     wavespeed_v3.submit),
     (frozenset({"GET"}), re.compile(r"/api/v3/predictions/([^/]+)/result"), "wavespeed", wavespeed_v3.result),
     (frozenset({"POST"}), re.compile(r"/api/v3/media/upload/binary"), "wavespeed", wavespeed_v3.upload),
     (frozenset({"POST"}), re.compile(r"/v1/tasks"), "qingbo", qingbo_tasks.submit),

@@ -53,6 +53,7 @@ class EmulatedTask:
     quota: int = 0
     reference: bytes | None = field(default=None, repr=False)
     strength: float = 0.5
+    mask: bytes | None = field(default=None, repr=False)  # inpainting: white = repaint, black = keep
     base64_output: bool = False
     stuck: bool = False
     fail_code: str | None = None

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
+from ..catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, SEED_MAX, V3_COMMON_FIELDS, V3_MODELS, V3Model
+from ..errors import ValidationError
+from ..validation import check_lora_path
 from .faults import TASK_FAILURE_CODES, Fault
 from .files import content_type_for
 from .tasks import COMPLETED, FAILED, FINAL, QUEUED, EmulatedTask
@@ -25,8 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["submit", "result", "upload", "prediction_view"]
 
-_FIELDS = frozenset({"prompt", "negative_prompt", "size", "seed", "image", "strength", "output_format",
-                     "enable_sync_mode", "enable_base64_output", "guidance_scale"})
 _SIZE = re.compile(r"(\d{1,5})\*(\d{1,5})")
 _MIN_SIDE, _MAX_SIDE = 256, 1536
 _DEFAULT_STRENGTH = 0.6
@@ -64,71 +65,132 @@ def _check_bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _reference(emu: Emulator, url: Any) -> bytes:
+def _reference(emu: Emulator, url: Any, name: str = "image") -> bytes:
     if not isinstance(url, str) or not url:
-        raise _bad("image must be the URL of a picture (upload it with /api/v3/media/upload/binary first).")
+        raise _bad(f"{name} must be the URL of a picture (upload it with /api/v3/media/upload/binary first).")
     stored = emu._file_from_url(url)
     if stored is None:
-        raise _bad("image URL could not be downloaded: upload the picture with /api/v3/media/upload/binary and "
+        raise _bad(f"{name} URL could not be downloaded: upload the picture with /api/v3/media/upload/binary and "
                    "pass its download_url.")
     if emu._now() >= stored.expires_at:
-        raise _bad("image URL has expired: upload the picture again.")
+        raise _bad(f"{name} URL has expired: upload the picture again.")
     try:
         with Image.open(io.BytesIO(stored.data)) as opened:
             opened.verify()
     except (UnidentifiedImageError, OSError, ValueError):
-        raise _bad("image URL does not point to a picture this service can read.") from None
+        raise _bad(f"{name} URL does not point to a picture this service can read.") from None
     return stored.data
 
 
-def submit(emu: Emulator, request: RecordedRequest, fault: Fault | None, variant: str) -> Response:
-    """``POST /api/v3/wavespeed-ai/z-image/{base|turbo}``: create a prediction (or answer it done in sync mode)."""
+def _picture(emu: Emulator, body: dict[str, Any], name: str) -> bytes | None:
+    return _reference(emu, body[name], name) if body.get(name) is not None else None
+
+
+def _loras(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise _bad("loras must be an array of {path, scale} objects.")
+    if len(value) > LORA_MAX:
+        raise _bad(f"loras has {len(value)} items; at most {LORA_MAX} are allowed.")
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"path", "scale"} or "path" not in item:
+            raise _bad("each item of loras must be an object with path and scale.")
+        try:
+            check_lora_path(item["path"])
+        except ValidationError:
+            raise _bad(f"loras path {str(item['path'])[:60]!r} is neither a Hugging Face repo id nor an https "
+                       "URL of a .safetensors file.") from None
+        scale = item.get("scale", 1.0)
+        if not is_number(scale) or not 0.0 <= scale <= LORA_SCALE_MAX:
+            raise _bad(f"loras scale must be a number between 0 and {LORA_SCALE_MAX:g}, got {scale!r}.")
+    return value
+
+
+def _checked(spec: V3Model, body: dict[str, Any]) -> None:
+    """Refuse what the model page does not list: unknown fields, missing required ones, wrong types and ranges."""
+    short = spec.id.removeprefix("wavespeed-ai/")
+    unknown = sorted(set(body) - spec.fields - V3_COMMON_FIELDS)
+    if unknown:
+        raise _bad(f"unsupported parameter for {short}: {unknown[0]}")
+    missing = sorted(name for name in spec.required if body.get(name) in (None, ""))
+    if missing:
+        raise _bad(f"{missing[0]} is required for {short}.")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _bad("prompt is required and must be a non-empty string.")
+    if body.get("negative_prompt") is not None and not isinstance(body["negative_prompt"], str):
+        raise _bad("negative_prompt must be a string.")
+    seed = body.get("seed", -1)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not -1 <= seed <= SEED_MAX:
+        raise _bad(f"seed must be an integer 0..{SEED_MAX}, or -1 for a random seed; got {seed!r}.")
+    strength = body.get("strength")
+    if strength is not None and (not is_number(strength) or not 0.0 <= strength <= 1.0):
+        raise _bad(f"strength must be a number between 0 and 1, got {strength!r}.")
+    if "mode" in body and body["mode"] not in CONTROL_MODES:
+        raise _bad(f"mode must be one of {', '.join(CONTROL_MODES)}, got {body['mode']!r}.")
+    if "loras" in body:
+        _loras(body["loras"])
+
+
+def submit(emu: Emulator, request: RecordedRequest, fault: Fault | None, model_id: str) -> Response:
+    """``POST /api/v3/wavespeed-ai/<model>``: create a prediction (or answer it done in sync mode).
+
+    Each model takes only the fields its model page lists. ``strength`` is the denoise (higher moves further from
+    ``image``); at ControlNet it is how strictly the control is followed. The inpaint model keeps ``image`` where
+    ``mask_image`` is black.
+    """
+    spec = V3_MODELS.get(model_id)
+    if spec is None:
+        raise RouteError(404, f"No model {model_id}.", "not_found")
     if request.content_type != "application/json":
         raise RouteError(415, "Send this request as JSON with 'Content-Type: application/json'.",
                          "unsupported_media_type")
     body = request.json
     if not isinstance(body, dict):
         raise _bad("The body must be a JSON object.")
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise _bad(f"Unknown parameter {unknown[0]!r}; accepted: {', '.join(sorted(_FIELDS))}.")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise _bad("prompt is required and must be a non-empty string.")
-    if body.get("negative_prompt") is not None and not isinstance(body["negative_prompt"], str):
-        raise _bad("negative_prompt must be a string.")
+    _checked(spec, body)
+    prompt = str(body["prompt"])
     width, height = _parse_size(body.get("size", "1024*1024"))
     seed = body.get("seed", -1)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < -1:
-        raise _bad(f"seed must be an integer >= 0, or -1 for a random seed; got {seed!r}.")
-    strength = body.get("strength", _DEFAULT_STRENGTH)
-    if not is_number(strength) or not 0.0 <= strength <= 1.0:
-        raise _bad(f"strength must be a number between 0 and 1, got {strength!r}.")
-    guidance = body.get("guidance_scale")
-    if guidance is not None and (not is_number(guidance) or not 0.0 <= guidance <= 20.0):
-        raise _bad(f"guidance_scale must be a number between 0 and 20, got {guidance!r}.")
     output_format = body.get("output_format", "jpeg")
     if output_format not in ("jpeg", "png"):
         raise _bad(f"output_format must be 'jpeg' or 'png', got {output_format!r}.")
     sync = _check_bool(body, "enable_sync_mode")
     base64_output = _check_bool(body, "enable_base64_output")
-    reference = _reference(emu, body["image"]) if body.get("image") is not None else None
+    image = _picture(emu, body, "image")
+    mask = _picture(emu, body, "mask_image")
+    if mask is not None and image is not None:
+        sizes = [Image.open(io.BytesIO(data)).size for data in (image, mask)]
+        if sizes[0] != sizes[1]:
+            raise _bad(f"mask_image is {sizes[1][0]}x{sizes[1][1]}, but image is {sizes[0][0]}x{sizes[0][1]}: "
+                       "the mask must have the picture's size.")
+    controlnet = "mode" in spec.fields
+    strength = float(body.get("strength", 1.0 if controlnet else _DEFAULT_STRENGTH))
+    if controlnet:
+        weight = 0.6 * strength  # the control map shows through as strongly as it is followed
+    elif mask is not None:
+        weight = 0.0  # outside the mask the picture is kept as it was, inside it is new
+    else:
+        weight = 1.0 - strength  # the denoise: 1 leaves nothing of the reference
+    loras = body.get("loras") or []
 
     out_w, out_h = emu._scaled(width, height)
-    model = f"wavespeed-ai/z-image/{variant}"
+    short = spec.id.removeprefix("wavespeed-ai/")
 
     def factory(now: float) -> EmulatedTask:
         serial = emu._next_serial()
         picture_seed = emu._effective_seed(seed, serial, "v3")
         queue_s, process_s = emu._durations(f"wavespeed:{serial}:{seed}")
-        card = {"model": f"z-image/{variant}", "size": f"{width}*{height}", "seed": picture_seed,
-                "cfg": guidance, "strength": strength if reference is not None else None}
+        card = {"model": short, "size": f"{width}*{height}", "seed": picture_seed,
+                "strength": strength if image is not None and mask is None else None,
+                "mode": body.get("mode"),
+                "lora": ", ".join(f"{item['path']}x{item.get('scale', 1.0):g}" for item in loras) or None}
         task = EmulatedTask(
-            id=uuid.uuid4().hex, provider="wavespeed", params=dict(body), created_at=now, model=model,
+            id=uuid.uuid4().hex, provider="wavespeed", params=dict(body), created_at=now, model=spec.id,
             prompt=prompt, width=out_w, height=out_h, seed=picture_seed, output_format=output_format,
             file_ext=output_format, card=card, queue_seconds=0.0 if sync else queue_s,
-            process_seconds=0.0 if sync else process_s, serial=serial, reference=reference,
-            strength=float(strength), base64_output=base64_output, inference_ms=round(process_s * 1000),
+            process_seconds=0.0 if sync else process_s, serial=serial,
+            reference=_control_map(image, str(body.get("mode", "depth"))) if controlnet and image else image,
+            strength=weight, base64_output=base64_output, inference_ms=round(process_s * 1000), mask=mask,
         )
         _apply_task_fault(task, fault)
         return task
@@ -140,6 +202,21 @@ def submit(emu: Emulator, request: RecordedRequest, fault: Fault | None, variant
         task, _ = emu._submit(factory, started=True)
         emu._sleep(emu.sync_latency)
         return _envelope(prediction_view(emu, task))
+
+
+def _control_map(data: bytes, mode: str) -> bytes:
+    """What the emulator's ControlNet follows: the control picture as a map of its mode (none: as it is)."""
+    from PIL import ImageFilter, ImageOps
+
+    with Image.open(io.BytesIO(data)) as opened:
+        grey = ImageOps.grayscale(opened.convert("RGB"))
+    if mode == "canny":
+        grey = ImageOps.autocontrast(grey.filter(ImageFilter.FIND_EDGES))
+    elif mode == "depth":
+        grey = grey.filter(ImageFilter.GaussianBlur(radius=max(1.0, min(grey.size) / 64)))
+    buffer = io.BytesIO()
+    grey.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _apply_task_fault(task: EmulatedTask, fault: Fault | None) -> None:
