@@ -115,8 +115,9 @@ class MaskedReference:
             painted = painted.resize(size, PILImage.Resampling.BILINEAR)
         binary = painted.point(lambda value: 255 if value >= 128 else 0)
         if binary.getbbox() is None:
-            raise ValidationError("The mask is empty: nothing is painted, so nothing would be repainted; paint the "
-                                  "area to repaint.", field="mask")
+            raise ValidationError("The mask is empty: nothing is painted, so the picture would be paid for unchanged; "
+                                  "paint the area to repaint (in ComfyUI: right-click LoadImage, Open in MaskEditor) "
+                                  "and run again. Nothing was sent.", field="mask")
         buffer = io.BytesIO()
         binary.save(buffer, format="PNG", compress_level=1)
         return cls(reference, (buffer.getvalue(), "mask.png", "image/png"), scaled)

@@ -232,11 +232,13 @@ def render_card(
 
 def keep_unmasked(card: Image.Image, reference: Image.Image, mask: Image.Image) -> Image.Image:
     """Inpainting: the new ``card`` where ``mask`` is white, the ``reference`` where it is black (both scaled to the
-    card's size)."""
+    card's size), marked like every card, wherever the mask is."""
     size = card.size
     ref = ImageOps.exif_transpose(reference).convert("RGB").resize(size, Image.Resampling.BILINEAR)
     alpha = mask.convert("L").resize(size, Image.Resampling.BILINEAR)
-    return Image.composite(card, ref, alpha)
+    result = Image.composite(card, ref, alpha)
+    _draw_mark(result)
+    return result
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
