@@ -272,7 +272,12 @@ class WaveSpeedClient(TaskClient):
 
     def edit(self, image: tuple[bytes, str, str], prompt: str, *, strength: float = 0.6,
              **options: Any) -> GenerationResult:
-        """Upload the reference ``(bytes, filename, content_type)``, then :meth:`generate` from it."""
+        """Upload the reference ``(bytes, filename, content_type)``, then :meth:`generate` from it.
+
+        ``strength`` is what v3 itself takes, the denoise: higher moves further from the reference. The nodes, the
+        command line and :class:`~zimage_api.orders.Edit` take the seed guide's meaning instead (higher follows the
+        reference more) and send ``1 - strength``.
+        """
         check_prompt(prompt)
         check_number(strength, "strength", 0.0, 1.0)
         url = self.upload(*image)
