@@ -173,3 +173,21 @@ def test_every_progress_shape_is_noticed_soon_at_about_a_request_a_second(shape,
             rate = 2.5 if blind or (attempt == 0 and shape == "stepped") else 1.0
             assert requests / (clock() - started) <= rate, (shape, requests)
         assert requests <= 8, (shape, requests)  # with a length known from the first task: a few requests
+
+
+def test_a_step_seen_late_does_not_push_the_end_past_what_earlier_tasks_said(clock) -> None:
+    """Earlier tasks took 10 s; this one jumps to 50 at 6 s (seen only at 10 s, after a long sleep) and ends at 12 s.
+    The late step would predict 20 s; the wait keeps looking from the earlier tasks' end instead."""
+    t0 = clock()
+
+    def stepped() -> TaskSnapshot[str]:
+        elapsed = clock() - t0
+        if elapsed >= 12.0:
+            return TaskSnapshot(TaskState.COMPLETED, 1.0, "done")
+        return TaskSnapshot(TaskState.PROCESSING, 0.5 if elapsed >= 6.0 else 0.0, "running")
+
+    calls = []
+    wait_for_task(lambda: calls.append(1) or stepped(), task_id="t", provider="p", sleep=clock.sleep, clock=clock,
+                  expected=10.0, expected_spread=0.2)
+    assert clock() - (t0 + 12.0) <= 0.5
+    assert len(calls) <= 15

@@ -137,6 +137,7 @@ class PollSchedule:
 
 
 STEP_SHIFT = 0.25
+SHARP_SECONDS = 1.0  # past the earlier tasks' end, a prediction from progress counts only if read this sharply
 
 
 @dataclass
@@ -150,7 +151,7 @@ class _EndEstimator:
 
     expected_end: float | None = None  # on the wait's clock, from earlier tasks; None when unknown
     window: float = 0.0  # how much later than ``expected_end`` the earlier tasks ended
-    samples: list[tuple[float, float]] = field(default_factory=list)
+    samples: list[tuple[float, float, float]] = field(default_factory=list)  # (when, progress, how unsure when)
 
     def add(self, when: float, state: TaskState, progress: float | None, since: float | None = None) -> None:
         """A reading at ``when``; ``since`` is the reading before it. A new value appeared somewhere between the
@@ -162,7 +163,7 @@ class _EndEstimator:
         if self.samples and progress <= self.samples[-1][1]:
             return
         at = when if since is None else when - min((when - since) / 2, STEP_SHIFT)
-        self.samples.append((at, progress))
+        self.samples.append((at, progress, 0.0 if since is None else when - since))
         del self.samples[:-4]
 
     def window_for(self, end: float) -> float:
@@ -172,23 +173,26 @@ class _EndEstimator:
     def end(self, now: float) -> float | None:
         """The predicted end on the wait's clock, or None.
 
-        Inside the window of earlier tasks, that is the prediction. Otherwise the earlier one still ahead wins: a
-        prediction that comes too early costs a few requests, one that comes too late costs lag (a progress that
-        jumps is seen late, so the rate read from it is low).
+        Before the end that earlier tasks predict, the earlier of the two predictions wins: one that comes too early
+        costs a few requests, one that comes too late costs lag. Once that end has passed, it stays the reference
+        (looked at closely inside the window of earlier tasks, less often the later it gets), unless the progress
+        predicts from a reading taken between two close answers: a jump (0, 50, 100) seen after a long sleep may
+        have happened any time in it, and predicts nothing sharp.
         """
-        expected = self.expected_end
-        if expected is not None and expected <= now <= expected + self.window:
-            return expected  # inside the time such tasks ended before: keep looking closely
-        ends = [end for end in (self._from_progress(), expected) if end is not None]
-        if not ends:
-            return None
-        ahead = [end for end in ends if end > now]
-        return min(ahead) if ahead else max(ends)
+        expected, progress = self.expected_end, self._from_progress()
+        if expected is None:
+            return progress
+        if now < expected:
+            return min(expected, progress) if progress is not None and progress > now else expected
+        sharp = progress is not None and progress > now and self.samples[-1][2] <= SHARP_SECONDS
+        if now <= expected + self.window or not sharp:
+            return expected
+        return progress
 
     def _from_progress(self) -> float | None:
         if len(self.samples) < 2:
             return None
-        (t0, p0), (t1, p1) = self.samples[0], self.samples[-1]
+        (t0, p0, _), (t1, p1, _) = self.samples[0], self.samples[-1]
         if t1 <= t0 or p1 <= p0:
             return None
         end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
