@@ -1,6 +1,6 @@
 """Benchmark of the pack against its floor (plain library code) and its peers (fixed 5 s polling, one at a time).
 
-    python bench/run.py            # the full run, about 2-3 minutes on 2 cores
+    python bench/run.py            # the full run, about 6 minutes on 2 cores (the polling section takes 3)
     python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
     python bench/run.py --only decode,lag
 
