@@ -335,10 +335,7 @@ class Inpaint(Edit):
             raise ValidationError("Inpainting needs a picture and a mask.", field="mask")
         object.__setattr__(self, "pictures", tuple(self.pictures))
         object.__setattr__(self, "references", tuple(p.reference for p in self.pictures))
-        if self.api != "v3" or self.model != "Z-Image-Turbo":
-            raise ValidationError("Inpainting runs on WaveSpeed v3 with Z-Image-Turbo only.", field="api")
-        if self.loras:
-            raise ValidationError(f"{self.v3_model.id} takes no LoRAs; remove them.", field="loras")
+        _turbo_v3_only(self, "Inpainting")
         super().__post_init__()
 
     @property
@@ -368,15 +365,20 @@ class ControlNet(Edit):
 
     def __post_init__(self) -> None:
         check_choice(self.mode, "mode", CONTROL_MODES)
-        if self.api != "v3" or self.model != "Z-Image-Turbo":
-            raise ValidationError("ControlNet runs on WaveSpeed v3 with Z-Image-Turbo only.", field="api")
-        if self.loras:
-            raise ValidationError(f"{self.v3_model.id} takes no LoRAs; remove them.", field="loras")
+        _turbo_v3_only(self, "ControlNet")
         super().__post_init__()
 
     @property
     def sent_strength(self) -> float | None:
         return self.strength
+
+
+def _turbo_v3_only(order: Edit, what: str) -> None:
+    """Inpaint and ControlNet exist only as Z-Image-Turbo models at v3, and take no LoRAs."""
+    if order.api != "v3" or order.model != "Z-Image-Turbo":
+        raise ValidationError(f"{what} runs on WaveSpeed v3 with Z-Image-Turbo only.", field="api")
+    if order.loras:
+        raise ValidationError(f"{order.v3_model.id} takes no LoRAs; remove them.", field="loras")
 
 
 PictureOrder = Union[TextToImage, Edit]
