@@ -7,8 +7,9 @@ goes to the ledger the moment it is issued, so a paid result can always be colle
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, V3_MODELS, V3Model
@@ -46,8 +47,18 @@ from .validation import (
     check_size,
     check_task_id,
 )
+from .wavespeed_account import (
+    HISTORY_PAGE_SIZE_MAX,
+    HISTORY_STATUSES,
+    ORPHAN_SKEW_SECONDS,
+    HistoryItem,
+    iso_utc,
+    parse_balance,
+    parse_history_page,
+    parse_unit_price,
+)
 
-__all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS", "v3_model"]
+__all__ = ["WaveSpeedClient", "Prediction", "MODEL_PATHS", "v3_model", "HistoryItem", "ORPHAN_SKEW_SECONDS"]
 
 
 def v3_model(model: str) -> V3Model:
@@ -309,6 +320,111 @@ class WaveSpeedClient(TaskClient):
             provider=WAVESPEED.name, protocol=self.protocol, model=self._model_name(task, entry), images=images,
             prompt_sha256=str(entry.get("prompt_sha256", "")), urls=urls, task_ids=[task_id],
             seeds=[seed] * len(images), size=size, elapsed=elapsed, paths=paths, notes=list(notes or []))
+
+    # -- account: history, balance, price -------------------------------------------------------------------------
+
+    def history(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime | float | None = None,
+        created_before: datetime | float | None = None,
+        page_size: int = HISTORY_PAGE_SIZE_MAX,
+        max_pages: int = 5,
+        deadline: Deadline | None = None,
+        cancel_check: CancelCheck | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> list[HistoryItem]:
+        """This key's predictions of the past 7 days, most recent first, read page by page until the last page or
+        ``max_pages``.
+
+        ``model`` is a model name (Z-Image-Base, Z-Image-Turbo) or any model id; ``status`` is completed, failed or
+        processing; ``created_after``/``created_before`` are datetimes (naive meaning UTC) or unix seconds, sent as
+        ISO 8601 UTC in whole seconds, widened outwards. Reading the history costs nothing, so its requests are
+        retried like status requests. An item without an id or a readable time is skipped.
+        """
+        if not isinstance(page_size, int) or not 1 <= page_size <= HISTORY_PAGE_SIZE_MAX:
+            raise ValidationError(f"page_size must be 1..{HISTORY_PAGE_SIZE_MAX}, got {page_size!r}.",
+                                  field="page_size")
+        if not isinstance(max_pages, int) or max_pages < 1:
+            raise ValidationError(f"max_pages must be 1 or more, got {max_pages!r}.", field="max_pages")
+        filters: dict[str, Any] = {}
+        if model:
+            filters["model"] = MODEL_PATHS.get(model, model)
+        if status is not None:
+            filters["status"] = check_choice(status, "status", HISTORY_STATUSES)
+        if created_after is not None:
+            filters["created_after"] = iso_utc(created_after)
+        if created_before is not None:
+            filters["created_before"] = iso_utc(created_before, round_up=True)
+        items: list[HistoryItem] = []
+        seen: set[str] = set()
+        for page in range(1, max_pages + 1):
+            answer = self.transport.request_json(
+                "POST", "/api/v3/predictions", json={"page": page, "page_size": page_size, **filters},
+                repeatable=True, what="the prediction history request", deadline=deadline, on_retry=on_retry,
+                cancel_check=cancel_check)
+            found, total, count = parse_history_page(answer)
+            # A prediction made while paging pushes the others down a place: one may be listed twice.
+            for item in found:
+                if item.id not in seen:
+                    seen.add(item.id)
+                    items.append(item)
+            if count < page_size or (total is not None and page * page_size >= total):
+                break
+        return items
+
+    def find_orphans(
+        self,
+        model: str,
+        since: float,
+        until: float,
+        known_ids: Collection[str],
+        *,
+        deadline: Deadline | None = None,
+        cancel_check: CancelCheck | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> list[HistoryItem]:
+        """The predictions of ``model`` created between ``since`` and ``until`` (unix seconds, each widened by
+        :data:`ORPHAN_SKEW_SECONDS`) whose id is not in ``known_ids``, most recent first.
+
+        After a submit whose answer never arrived, exactly one candidate is the paid prediction to collect; none
+        means WaveSpeed never created it; more than one cannot be told apart from here.
+        """
+        if not since <= until:
+            raise ValidationError(f"the search window starts ({since}) after it ends ({until}).", field="since")
+        model_id = v3_model(model).id
+        low, high = since - ORPHAN_SKEW_SECONDS, until + ORPHAN_SKEW_SECONDS
+        listed = self.history(model=model_id, created_after=low, created_before=high, deadline=deadline,
+                              cancel_check=cancel_check, on_retry=on_retry)
+        known = set(known_ids)
+        # Filtered again here: a server that ignores a filter must not turn someone else's prediction into ours.
+        return [item for item in listed
+                if item.model == model_id and low <= item.created_at <= high and item.id not in known]
+
+    def balance(self, *, deadline: Deadline | None = None, cancel_check: CancelCheck | None = None,
+                on_retry: RetryCallback | None = None) -> float:
+        """The account balance in USD (``GET /api/v3/balance``; the older ``/api/v3/account/balance`` where the
+        first is not found)."""
+        call: dict[str, Any] = dict(what="the balance request", deadline=deadline, cancel_check=cancel_check,
+                                    on_retry=on_retry)
+        try:
+            answer = self.transport.request_json("GET", "/api/v3/balance", **call)
+        except NotFoundError:
+            answer = self.transport.request_json("GET", "/api/v3/account/balance", **call)
+        return parse_balance(answer)
+
+    def price(self, model_id: str, inputs: Mapping[str, Any], *, deadline: Deadline | None = None,
+              cancel_check: CancelCheck | None = None, on_retry: RetryCallback | None = None) -> float:
+        """What one request of ``model_id`` (a v3 model id, or Z-Image-Base/Z-Image-Turbo) with the body ``inputs``
+        costs, in USD. Nothing runs and nothing is charged."""
+        answer = self.transport.request_json(
+            "POST", "/api/v3/model/pricing", json={"model_id": MODEL_PATHS.get(model_id, model_id),
+                                                   "inputs": dict(inputs)},
+            repeatable=True, what="the price request", deadline=deadline, cancel_check=cancel_check,
+            on_retry=on_retry)
+        return parse_unit_price(answer)
 
     # -- internals ------------------------------------------------------------------------------------------------
 

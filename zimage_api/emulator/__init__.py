@@ -6,7 +6,9 @@ It is a real HTTP/1.1 server on 127.0.0.1 that speaks:
   reference picture in the field ``image``), answering PNG pictures as ``b64_json`` or ``url``;
 * WaveSpeed v3: ``POST /api/v3/<model id>`` for every Z-Image model (turbo, base, their -lora models, Turbo
   image-to-image with and without LoRAs, turbo-inpaint and Turbo controlnet), each taking only its own fields,
-  ``GET /api/v3/predictions/{id}/result`` and ``POST /api/v3/media/upload/binary``;
+  ``GET /api/v3/predictions/{id}/result`` and ``POST /api/v3/media/upload/binary``, and the account routes: the
+  prediction history ``POST /api/v3/predictions``, ``GET /api/v3/balance`` (and the older
+  ``/api/v3/account/balance``) and ``POST /api/v3/model/pricing``;
 * Qingbo tasks: ``POST /v1/tasks``, ``GET /v1/tasks/{id}``, ``POST /v1/tasks/{id}/cancel``;
 * result files: ``GET /files/{token}.{ext}`` (no key needed), until they expire.
 

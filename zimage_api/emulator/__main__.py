@@ -1,5 +1,5 @@
 """Command line: ``python -m zimage_api.emulator [--port N] [--queue-seconds S] [--process-seconds S] [--latency S]
-[--progress SHAPE] [--verbose]``.
+[--progress SHAPE] [--balance USD] [--verbose]``.
 
 Serves the emulator on 127.0.0.1 until Ctrl-C; ``--verbose`` logs one line per request on stderr. Exit codes: 0
 after Ctrl-C, 2 when it cannot start (a busy port, a bad option).
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds a task takes to process, 0 or more (default 2)")
     parser.add_argument("--latency", type=_seconds, default=0.0, metavar="S",
                         help="seconds before answering a synchronous request, 0 or more (default 0)")
+    parser.add_argument("--balance", type=_usd, default=10.0, metavar="USD",
+                        help="the WaveSpeed balance /api/v3/balance reports, 0 or more; each completed v3 "
+                             "prediction is charged its catalog price (default 10)")
     parser.add_argument("--progress", choices=PROGRESS_STYLES, default="int",
                         help="how Qingbo's progress field reads: int (45), float (45.3), percent (\"45%%\"), stepped "
                              "(0, 50, 100), zero (0 until the end), empty (\"\" until the end) or absent")
@@ -63,6 +66,16 @@ def _seconds(text: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
     return seconds
+
+
+def _usd(text: str) -> float:
+    try:
+        amount = float(text)
+    except ValueError:
+        amount = math.nan
+    if not math.isfinite(amount) or amount < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of USD, 0 or more")
+    return amount
 
 
 def _key_note() -> str:
@@ -95,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         emulator = Emulator(args.port, queue_seconds=args.queue_seconds, process_seconds=args.process_seconds,
-                            sync_latency=args.latency, progress_style=args.progress).start()
+                            sync_latency=args.latency, progress_style=args.progress,
+                            balance=args.balance).start()
     except ValueError as err:
         print(f"error: cannot start the emulator: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 from PIL import Image
 
+from ..catalog import V3_MODELS
 from .files import FileStore, StoredFile
 from .pictures import encode, keep_unmasked, render_card
 from .tasks import CANCELLED, COMPLETED, FAILED, QUEUED, EmulatedTask, assign_slots, phase_of
@@ -39,6 +40,8 @@ class Backend:
     _serial: int
     _in_flight: int
     _peak_sync: int
+    _balance: float
+    _charged: set[str]
     queue_seconds: tuple[float, float]
     process_seconds: tuple[float, float]
     max_concurrent: int | None
@@ -81,6 +84,38 @@ class Backend:
 
     def _api_key(self, request: RecordedRequest) -> str:
         return request.headers.get("authorization", "").strip().partition(" ")[2].strip()
+
+    def _key_scope(self, request: RecordedRequest) -> str:
+        """Who made a request, without keeping the key: a hash of it."""
+        return hashlib.sha256(self._api_key(request).encode("utf-8", "replace")).hexdigest()
+
+    @property
+    def balance(self) -> float:
+        """The account balance in USD: what it was set to, less the price of each v3 prediction completed since.
+
+        Setting it (``emu.balance = 0.5``) sets the balance now; predictions that complete later are charged from it.
+        """
+        with self._lock:
+            self._settle()
+            return self._balance
+
+    @balance.setter
+    def balance(self, value: float) -> None:
+        with self._lock:
+            self._settle()
+            self._balance = float(value)
+
+    def _settle(self) -> None:
+        """Charge every v3 prediction that has completed and was not charged yet (its model's catalog price)."""
+        with self._lock:
+            now = self._now()
+            assign_slots(self._tasks.values(), now, self.max_concurrent)
+            for task in self._tasks.values():
+                spec = V3_MODELS.get(task.model) if task.provider == "wavespeed" else None
+                if spec is None or task.id in self._charged or phase_of(task, now)[0] != COMPLETED:
+                    continue
+                self._charged.add(task.id)
+                self._balance = round(self._balance - spec.price, 6)
 
     def _submit(
         self,

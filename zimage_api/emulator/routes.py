@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import openai_images, qingbo_tasks, wavespeed_v3
+from . import openai_images, qingbo_tasks, wavespeed_account, wavespeed_v3
 from .faults import Fault, corrupt_base64, immediate_answer
 from .files import FILE_ROUTE, serve_file
 from .wire import RecordedRequest, Response, RouteError, error_response, error_shape_for
@@ -28,6 +28,10 @@ ROUTES: list[tuple[frozenset[str], re.Pattern[str], str | None, Handler]] = [
      wavespeed_v3.submit),
     (frozenset({"GET"}), re.compile(r"/api/v3/predictions/([^/]+)/result"), "wavespeed", wavespeed_v3.result),
     (frozenset({"POST"}), re.compile(r"/api/v3/media/upload/binary"), "wavespeed", wavespeed_v3.upload),
+    (frozenset({"POST"}), re.compile(r"/api/v3/predictions"), "wavespeed", wavespeed_account.history),
+    (frozenset({"GET"}), re.compile(r"/api/v3/balance"), "wavespeed", wavespeed_account.balance),
+    (frozenset({"GET"}), re.compile(r"/api/v3/account/balance"), "wavespeed", wavespeed_account.account_balance),
+    (frozenset({"POST"}), re.compile(r"/api/v3/model/pricing"), "wavespeed", wavespeed_account.pricing),
     (frozenset({"POST"}), re.compile(r"/v1/tasks"), "qingbo", qingbo_tasks.submit),
     (frozenset({"GET"}), re.compile(r"/v1/tasks/([^/]+)"), "qingbo", qingbo_tasks.fetch),
     (frozenset({"POST"}), re.compile(r"/v1/tasks/([^/]+)/cancel"), "qingbo", qingbo_tasks.cancel),

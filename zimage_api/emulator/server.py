@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import logging
+import math
 import os
 import selectors
 import socket
@@ -102,6 +103,8 @@ class Emulator(Backend):
         created_at_unit: Qingbo ``created_at``/``completed_at`` in ``"ms"`` or ``"s"``.
         url_ttl: seconds result files stay downloadable.
         picture_scale: factor on v3 and Qingbo picture sizes (the short side stays at least 64 pixels).
+        balance: the WaveSpeed account balance in USD that ``/api/v3/balance`` reports; each completed v3
+            prediction is charged its model's catalog price (see :attr:`balance`, which tests may also set).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class Emulator(Backend):
         created_at_unit: str = "ms",
         url_ttl: float = 86400.0,
         picture_scale: float = 1.0,
+        balance: float = 10.0,
     ) -> None:
         if progress_style not in PROGRESS_STYLES:
             raise ValueError(f"progress_style must be one of {', '.join(PROGRESS_STYLES)}; got {progress_style!r}")
@@ -128,6 +132,8 @@ class Emulator(Backend):
             raise ValueError(f"max_concurrent must be None or a positive int, got {max_concurrent!r}")
         if sync_latency < 0 or url_ttl <= 0 or picture_scale <= 0:
             raise ValueError("sync_latency must be >= 0, url_ttl and picture_scale > 0")
+        if not math.isfinite(balance):
+            raise ValueError(f"balance must be a finite number of USD, got {balance!r}")
         self._port = int(port)
         self._clock: Callable[[], float] = clock or time.time
         self._wavespeed_keys = _keys(wavespeed_keys, ("WAVESPEED_API_KEY",))
@@ -152,6 +158,8 @@ class Emulator(Backend):
         self._serial = 0
         self._in_flight = 0
         self._peak_sync = 0
+        self._balance = float(balance)
+        self._charged: set[str] = set()
 
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -287,8 +295,9 @@ class Emulator(Backend):
         return sum(t.quota for t in qingbo if self._task_phase(t)[0] not in (FAILED, CANCELLED))
 
     def reset(self) -> None:
-        """Forget tasks, files, the request log and faults."""
+        """Forget tasks, files, the request log and faults (the balance stays as it is)."""
         with self._lock:
+            self._settle()
             self._tasks.clear()
             self._files.clear()
             self._faults.clear()
@@ -298,6 +307,7 @@ class Emulator(Backend):
             self._served.clear()
             self._serial = 0
             self._peak_sync = 0
+            self._charged.clear()
 
     # ----------------------------------------------------------------- request handling (called by the handler)
     def _register_connection(self, sock: socket.socket) -> bool:

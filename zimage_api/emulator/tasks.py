@@ -61,6 +61,7 @@ class EmulatedTask:
     cancelled_at: float | None = None
     started_at: float | None = None
     inference_ms: int = 0
+    scope: str = ""  # a hash of the key that created it: the history lists a key's own predictions only
     file_tokens: list[str] = field(default_factory=list, repr=False)
     _outputs: list[bytes] = field(default_factory=list, repr=False)
     _owner: Backend | None = field(default=None, repr=False)

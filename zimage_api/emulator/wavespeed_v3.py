@@ -191,6 +191,7 @@ def submit(emu: Emulator, request: RecordedRequest, fault: Fault | None, model_i
             process_seconds=0.0 if sync else process_s, serial=serial,
             reference=_control_map(image, str(body.get("mode", "depth"))) if controlnet and image else image,
             strength=weight, base64_output=base64_output, inference_ms=round(process_s * 1000), mask=mask,
+            scope=emu._key_scope(request),
         )
         _apply_task_fault(task, fault)
         return task
