@@ -376,3 +376,16 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (256, 256), (200, 200, 200)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_the_emulator_command_takes_a_balance(capsys: pytest.CaptureFixture[str]) -> None:
+    from zimage_api.emulator.__main__ import main as emulator_main
+
+    assert emulator_main(["--port", "0", "--balance", "2.5", "--serve-seconds", "0"]) == 0
+    with pytest.raises(SystemExit) as info:
+        emulator_main(["--port", "0", "--balance", "-1", "--serve-seconds", "0"])
+    assert info.value.code == 2
+    assert "'-1' is not an amount of USD, 0 or more" in capsys.readouterr().err
+    assert Emulator(balance=2.5).balance == 2.5
+    with pytest.raises(ValueError, match="balance must be a finite number of USD"):
+        Emulator(balance=float("inf"))

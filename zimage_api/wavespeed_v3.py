@@ -386,8 +386,9 @@ class WaveSpeedClient(TaskClient):
         cancel_check: CancelCheck | None = None,
         on_retry: RetryCallback | None = None,
     ) -> list[HistoryItem]:
-        """The predictions of ``model`` created between ``since`` and ``until`` (unix seconds, each widened by
-        :data:`ORPHAN_SKEW_SECONDS`) whose id is not in ``known_ids``, most recent first.
+        """The predictions of ``model`` created between ``since`` and ``until`` (unix seconds of the wall clock, as
+        ``time.time()``, each widened by :data:`ORPHAN_SKEW_SECONDS`) whose id is not in ``known_ids``, most recent
+        first. ``model`` is a model name (Z-Image-Base, Z-Image-Turbo) or a v3 model id.
 
         After a submit whose answer never arrived, exactly one candidate is the paid prediction to collect; none
         means WaveSpeed never created it; more than one cannot be told apart from here.
