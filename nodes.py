@@ -149,29 +149,32 @@ class ComfyHooks:
 class NodeContext:
     """What the nodes' runs use from outside: ComfyUI's services, and the clock and sleep of every wait.
 
-    ``user_dir_applied`` turns True once the task store has been pointed at ComfyUI's user folder.
+    ``store`` is the task store, opened on the first run (in ComfyUI's user folder).
     """
 
     hooks: ComfyHooks = field(default_factory=ComfyHooks)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
-    user_dir_applied: bool = False
+    store: Any = None
 
 
-def _use_comfy_user_dir(context: NodeContext) -> None:
-    """Keep the task store in ``<ComfyUI>/user/comfyui-zimage`` when running inside ComfyUI (once)."""
-    if context.user_dir_applied:
-        return
-    context.user_dir_applied = True
-    try:
-        user_dir = context.hooks.user_directory()
-    except Exception as err:
-        log.debug("no ComfyUI user folder: %s", err)
-        return
-    if user_dir:
-        from .zimage_api import ledger
+def _store(context: NodeContext) -> Any:
+    """The task store of the nodes' runs: in ``<ComfyUI>/user/comfyui-zimage`` inside ComfyUI (``$ZIMAGE_DATA_DIR``
+    wins), opened once per context and handed to every run."""
+    if context.store is None:
+        from .zimage_api.store import DATA_DIR_ENV, Store
 
-        ledger.set_default_dir(os.path.join(user_dir, "comfyui-zimage"))
+        directory = None
+        if not os.environ.get(DATA_DIR_ENV, "").strip():
+            try:
+                user_dir = context.hooks.user_directory()
+            except Exception as err:
+                log.debug("no ComfyUI user folder: %s", err)
+                user_dir = None
+            if user_dir:
+                directory = os.path.join(user_dir, "comfyui-zimage")
+        context.store = Store(directory)
+    return context.store
 
 
 class _Run:
@@ -182,7 +185,7 @@ class _Run:
 
     def __init__(self, context: NodeContext, node_id: str | None, units: int, notes: Sequence[str] = (),
                  start: str = "starting") -> None:
-        _use_comfy_user_dir(context)
+        self.store = _store(context)
         self.hooks = hooks = context.hooks
         self.node_id = node_id
         self.notes = list(notes)
@@ -241,8 +244,8 @@ class _Run:
         from .zimage_api.clients import Clients
         from .zimage_api.engine import Engine
 
-        return Engine(Clients(sleep=self.sleep), progress=self.progress, token=self.token, on_tick=self.tick,
-                      clock=self.clock, sleep=self.sleep, resume_hint=_resume_hint)
+        return Engine(Clients(store=self.store, sleep=self.sleep), progress=self.progress, token=self.token,
+                      on_tick=self.tick, clock=self.clock, sleep=self.sleep, resume_hint=_resume_hint)
 
     def drive(self, work: Callable[[Any], list[JobOutcome[T]]]) -> list[JobOutcome[T]]:
         """Run ``work(engine)``; on Cancel raise ComfyUI's interrupt once the waits have stopped."""

@@ -587,10 +587,11 @@ def _timed(call: Callable[[], Any]) -> float:
 def bench_store(cfg: Settings) -> list[Row]:
     import random
 
+    from zimage_api.receipts import Receipts, fingerprint
+
     from tests.data.zimage_api_0_1_0.ledger import Ledger as Ledger010
     from tests.data.zimage_api_0_1_0.receipts import Receipts as Receipts010
     from zimage_api.ledger import Ledger
-    from zimage_api.receipts import Receipts, fingerprint
 
     rows: list[Row] = []
     count = cfg.store_tasks

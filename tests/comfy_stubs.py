@@ -42,7 +42,7 @@ def pack_nodes() -> ModuleType:
 def patch_nodes(monkeypatch: pytest.MonkeyPatch, hooks: Any, clock: Any) -> ModuleType:
     """Point the pack's nodes at ``hooks`` (ComfyUI's UI) and the fake ``clock``; the data folder counts as ready."""
     module = pack_nodes()
-    context = module.NodeContext(hooks=hooks, clock=clock, sleep=clock.sleep, user_dir_applied=True)
+    context = module.NodeContext(hooks=hooks, clock=clock, sleep=clock.sleep)
     monkeypatch.setattr(module._Node, "context", context)
     return module
 

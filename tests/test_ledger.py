@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from zimage_api.ledger import Ledger, default_dir, set_default_dir
+from zimage_api.ledger import Ledger, default_dir
 
 
 def test_submitted_then_finished_folds_by_id(tmp_path: Path) -> None:
@@ -50,11 +50,6 @@ def test_missing_ledger_is_empty(tmp_path: Path) -> None:
 def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert default_dir() == tmp_path / "data"  # $ZIMAGE_DATA_DIR (set by the test fixture)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
-    set_default_dir(tmp_path / "comfy-user")
-    try:
-        assert default_dir() == tmp_path / "comfy-user"
-    finally:
-        set_default_dir(None)
     import zimage_api.store as store_module
 
     comfy = tmp_path / "ComfyUI"

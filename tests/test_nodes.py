@@ -503,8 +503,7 @@ def test_cancel_pressed_before_the_run_sends_nothing(nodes: ModuleType, emu: Emu
 def test_the_ledger_goes_to_comfyuis_user_folder(nodes: ModuleType, emu: Emulator, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     store = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.store"]
-    monkeypatch.setattr(store, "_configured_dir", None)
-    monkeypatch.setattr(nodes._Node.context, "user_dir_applied", False)
+    monkeypatch.setattr(nodes._Node.context, "store", None)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
     nodes._Node.context.hooks.user_dir = str(tmp_path / "user")
     task_ids = submit(nodes, count=1)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tests.comfy_stubs import MUG, call_node
-from zimage_api.receipts import Receipts, fingerprint
+from zimage_api.engine import fingerprint
 from zimage_api.results import GenerationResult
+from zimage_api.store import Store
 
 
 def generate(nodes, **overrides: Any):
@@ -79,21 +80,35 @@ def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) ->
 
 
 def test_receipt_round_trip_and_damage(tmp_path) -> None:
-    receipts = Receipts(tmp_path)
+    receipts = Store(tmp_path)
     key = fingerprint("generate", prompt="x", seed=1)
     assert key == fingerprint("generate", seed=1, prompt="x") and key != fingerprint("generate", prompt="x", seed=2)
-    result = GenerationResult(provider="WaveSpeed", protocol="images", model="Z-Image-Base", images=[b"\x89PNG..."],
+    png = _png()
+    result = GenerationResult(provider="WaveSpeed", protocol="images", model="Z-Image-Base", images=[png],
                               prompt_sha256="abc", seeds=[1], size=(256, 256))
-    receipts.save(key, result)
-    loaded = receipts.load(key)
-    assert loaded is not None and loaded.images == [b"\x89PNG..."] and loaded.size == (256, 256)
-    picture = tmp_path / f"{key}_0.png"
+    receipts.keep_result(key, result)
+    loaded = receipts.load_result(key)
+    assert loaded is not None and loaded.images == [png] and loaded.size == (256, 256)
+    picture = tmp_path / "receipts" / f"{key}_0.png"
     picture.unlink()  # a picture deleted by hand: the request is sent again
-    assert receipts.load(key) is None
-    receipts.save(key, result)
-    with sqlite3.connect(receipts.store.path) as db:  # a damaged receipt is ignored, not an error
+    assert receipts.load_result(key) is None
+    receipts.keep_result(key, result)
+    with sqlite3.connect(receipts.path) as db:  # a damaged receipt is ignored, not an error
         db.execute("UPDATE receipts SET result_json = '{broken' WHERE fingerprint = ?", (key,))
-    assert receipts.load(key) is None
+    assert receipts.load_result(key) is None
+    receipts.keep_result(key, result)
+    picture.write_bytes(b"<!doctype html><html><body>gone</body></html>")  # a kept file that is not a picture
+    assert receipts.load_result(key) is None and receipts.receipt(key) is None  # dropped: the next run buys it
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, clock, monkeypatch) -> None:

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-import zimage_api.store as store_module
 from tests.data.zimage_api_0_1_0 import ledger as old_ledger
 from tests.data.zimage_api_0_1_0 import receipts as old_receipts
+from zimage_api.engine import fingerprint
 from zimage_api.ledger import Ledger
-from zimage_api.receipts import Receipts, fingerprint
 from zimage_api.results import GenerationResult
 from zimage_api.store import (
     FINAL_STATUSES,
@@ -29,7 +28,17 @@ from zimage_api.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-JPEG = b"\xff\xd8\xff\xe0 a paid picture"
+def _jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+JPEG = _jpeg()  # a paid picture (a receipt is served only when its file is one)
 
 WRITER = """
 import sys, time
@@ -56,7 +65,7 @@ def _python(script: str, *args: str, **options: Any) -> subprocess.Popen[str]:
 
 
 def test_status_words_come_from_the_task_states() -> None:
-    assert FINAL_STATUSES == {"completed", "failed", "cancelled", "expired", "not_found"}
+    assert FINAL_STATUSES == {"completed", "failed", "cancelled", "expired", "not_found", "invalid_id"}
     assert UNFINISHED_STATUSES == {"submitted", "queued", "processing", "created", "timeout", "interrupted"}
     assert NO_PICTURE_STATUSES == FINAL_STATUSES - {"completed"} and not FINAL_STATUSES & UNFINISHED_STATUSES
 
@@ -142,13 +151,13 @@ def test_upgrade_from_0_1_0_loses_nothing(emu, clock, isolated_env: Path, monkey
     assert "ledger.jsonl" in before and not (isolated_env / "zimage.sqlite3").exists()
 
     ledger = Ledger.default()
-    receipts = Receipts(ledger=ledger)
+    receipts = ledger
     assert {k: _set(v) for k, v in ledger.entries().items()} == {k: _set(v) for k, v in old["entries"].items()}
     notes = ledger.store.imports()
     assert notes["ledger.jsonl"]["tasks"] == 3 and notes["ledger.jsonl"]["events"] == 6
     assert (notes["receipts"]["results"], notes["receipts"]["tasks"]) == (1, 2)
 
-    loaded = receipts.load(old["picture_key"])  # the same inputs find their receipt: nothing is sent
+    loaded = receipts.load_result(old["picture_key"])  # the same inputs find their receipt: nothing is sent
     assert loaded is not None and loaded.images == [JPEG] and loaded.size == (256, 256) and loaded.seeds == [42]
     assert receipts.task_receipt(old["waiting_key"]) == (issued.task_id, None)
     assert receipts.task_receipt(old["failed_key"]) == (None, "task-failed")
@@ -165,7 +174,6 @@ def test_upgrade_from_0_1_0_loses_nothing(emu, clock, isolated_env: Path, monkey
 
     after = _files(isolated_env)
     assert {name: after[name] for name in before} == before  # the old files are untouched
-    monkeypatch.setattr(store_module, "_ready", set())  # as a new process would: open the store again
     again = Ledger.default()
     assert again.store.imports() == notes and len(again.entries()) == 3
     assert [e["status"] for e in again.store.events("task-done")] == ["submitted", "completed"]  # not twice
@@ -195,17 +203,16 @@ def test_a_store_from_a_newer_version_is_refused_with_a_clear_error(tmp_path: Pa
     Store(tmp_path).record("t-1", {"status": "submitted"})
     with sqlite3.connect(tmp_path / "zimage.sqlite3") as db:
         db.execute("PRAGMA user_version = 99")
-    monkeypatch.setattr(store_module, "_ready", set())  # a new process
     with pytest.raises(OSError, match="newer version of comfyui-zimage"):
         Store(tmp_path).record("t-2", {"status": "submitted"})
 
 
 def test_idempotency_keys_are_kept_and_the_replaced_ones_marked_spent(tmp_path: Path) -> None:
-    receipts = Receipts(tmp_path / "receipts", ledger=Ledger(tmp_path))
+    receipts = Ledger(tmp_path)
     key = fingerprint("qingbo-submit", seed=3)
     first = receipts.idempotency_key(key)
     receipts.save_task(key, "t-1")
-    receipts.ledger.record_status("t-1", "failed")  # type: ignore[union-attr]
+    receipts.record_status("t-1", "failed")
     second = receipts.idempotency_key(key)
     assert first == f"zimage-{key}-first" and second == f"zimage-{key}-t-1"
     assert receipts.store.idempotency_keys(key) == [(first, True), (second, False)]

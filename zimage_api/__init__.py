@@ -17,12 +17,13 @@ from .errors import *  # noqa: F401,F403  (the error types are light and always 
 from .errors import __all__ as _error_names
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
     from .openai_images import ImagesClient
     from .polling import PollSchedule, TaskState
     from .qingbo import QingboClient, QingboTask
     from .results import GenerationResult
     from .retry import RetryPolicy
+    from .store import Store
+    from .store import Store as Ledger
     from .wavespeed_v3 import Prediction, WaveSpeedClient
 
 _LAZY = {
@@ -33,6 +34,7 @@ _LAZY = {
     "QingboTask": "qingbo",
     "GenerationResult": "results",
     "Ledger": "ledger",
+    "Store": "store",
     "RetryPolicy": "retry",
     "PollSchedule": "polling",
     "TaskState": "polling",

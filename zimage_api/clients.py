@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import QINGBO, WAVESPEED, Provider
+from .store import Store
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
     from .openai_images import ImagesClient
     from .qingbo import QingboClient
     from .wavespeed_v3 import WaveSpeedClient
@@ -18,16 +18,17 @@ __all__ = ["Clients"]
 
 
 class Clients:
-    """One client per protocol (and per read timeout for ``/v1/images``), recording task ids in ``ledger``.
+    """One client per protocol (and per read timeout for ``/v1/images``), recording task ids in ``store``.
 
-    ``ledger`` None uses the default ledger at each use. ``sleep``, ``now`` and ``session`` go to every transport;
+    ``store`` is the run's task store, opened once by the entry point (default: the data folder's). ``sleep``,
+    ``now`` and ``session`` go to every transport;
     ``api_keys``/``base_urls`` (by config section, ``"wavespeed"``/``"qingbo"``) override the user's configuration.
     """
 
-    def __init__(self, *, ledger: Ledger | None = None, sleep: Callable[[float], None] | None = None,
+    def __init__(self, *, store: Store | None = None, sleep: Callable[[float], None] | None = None,
                  now: Callable[[], float] | None = None, session: Any = None, api_keys: dict[str, str] | None = None,
                  base_urls: dict[str, str] | None = None) -> None:
-        self._ledger = ledger
+        self.store = store if store is not None else Store.default()
         self._sleep = sleep
         self._now = now
         self.session = session
@@ -37,10 +38,9 @@ class Clients:
         self._made: dict[tuple[str, float | None], Any] = {}
 
     @property
-    def ledger(self) -> Ledger:
-        from .ledger import Ledger
-
-        return self._ledger if self._ledger is not None else Ledger.default()
+    def ledger(self) -> Store:
+        """The run's store (its name in 0.2)."""
+        return self.store
 
     def transport_options(self, provider: Provider) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -76,13 +76,13 @@ class Clients:
         from .wavespeed_v3 import WaveSpeedClient
 
         return self._client("v3", None, lambda: WaveSpeedClient(
-            ledger=self._ledger, **self.transport_options(WAVESPEED)))
+            store=self.store, **self.transport_options(WAVESPEED)))
 
     def qingbo(self) -> QingboClient:
         from .qingbo import QingboClient
 
         return self._client("qingbo", None, lambda: QingboClient(
-            ledger=self._ledger, **self.transport_options(QINGBO)))
+            store=self.store, **self.transport_options(QINGBO)))
 
     def tasks(self, provider: str) -> Any:
         """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""

@@ -8,29 +8,49 @@ ComfyUI or argparse, and its messages speak of the library.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .cancel import CancelToken
 from .catalog import V3_MODEL_PATHS
 from .clients import Clients
 from .deadline import Deadline
-from .errors import CancelledError, TaskFailedError, TaskTimeoutError, ZImageError
+from .errors import (
+    APIError,
+    CancelledError,
+    ClaimWaitTimeoutError,
+    TaskFailedError,
+    TaskTimeoutError,
+    UncertainChargeError,
+    ZImageError,
+)
 from .limits import LIMITS, ProviderLimits
+from .logs import logger, prompt_hash
 from .orders import ControlNet, Edit, Inpaint, PictureOrder, QingboTasks
 from .parallel import JobOutcome, Once, run_jobs
 from .progress import BatchProgress
-from .receipts import Receipts, fingerprint
 from .results import GenerationResult
+from .store import Claim, LeaseKeeper, Receipt, Store, new_owner
 
-__all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error"]
+__all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "fingerprint"]
 
 RECEIPT_NOTE = "served from the local receipt"
 GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
+SUBMIT_WAIT_SECONDS = 120.0  # how long a Qingbo submit waits for another run submitting the same inputs
+HOLDER_POLL_SECONDS = 0.25  # how often a run waiting on another run's claim looks again (real time: another process)
+R = TypeVar("R")
+
+
+def fingerprint(kind: str, **params: Any) -> str:
+    """A stable id of a request: its kind and every parameter that changes the picture (never the key)."""
+    canonical = json.dumps({"kind": kind, **params}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 class RunCancelled(CancelledError):
@@ -69,6 +89,11 @@ class Engine:
         on_retry: told ``(unit index, notice)`` before each retry wait of a unit's requests (the notice is None once
             a retried request got its answer); the unit's progress state shows the notice meanwhile.
         resume_hint: ``resume_hint(task_id, provider)`` ends a timeout's message: how this caller collects it later.
+        retry_uncertain: send again a request that an earlier run may have been charged for with no way to tell
+            (otherwise such a unit fails with :class:`UncertainChargeError`).
+
+    Every paid unit goes through the store's claim (:meth:`Store.claim`): one run pays, the others with the same
+    inputs wait for its outcome and get the same picture; a run that died is taken over once its lease expires.
     """
 
     def __init__(self, clients: Clients, *, progress: BatchProgress | None = None,
@@ -79,8 +104,13 @@ class Engine:
                  on_task_id: Callable[[str, str], None] | None = None,
                  on_collected: Callable[[str], None] | None = None,
                  on_retry: Callable[[int, Any], None] | None = None,
-                 resume_hint: Callable[[str, str], str] | None = None, workers: int = 4) -> None:
+                 resume_hint: Callable[[str, str], str] | None = None, workers: int = 4,
+                 retry_uncertain: bool = False) -> None:
         self.clients = clients
+        self.store: Store = clients.store
+        self.owner = new_owner()
+        self.keeper = LeaseKeeper(self.store, self.owner)
+        self.retry_uncertain = retry_uncertain
         self.progress = progress
         self.token = token if token is not None else CancelToken()
         # run_jobs abandons the jobs in flight once its event is set: the token's own, or one that is never set.
@@ -153,6 +183,80 @@ class Engine:
             keys["mode"] = order.mode
         return keys
 
+    # -- buying one unit through the store's claim ------------------------------------------------------------------
+
+    def _buy(self, unit: Unit, progress: BatchProgress, timeout: float, *,
+             serve: Callable[[Receipt], R | None], pay: Callable[[], R],
+             recover: Callable[[Claim], R]) -> R:
+        """One paid unit: serve what was bought under its fingerprint, else wait for the run paying for it, else
+        claim it and pay (or, taking over a run that died while sending, recover that request)."""
+        deadline = Deadline.after(float(timeout), time.monotonic)  # another process's pace: real time
+        while True:
+            self.token.raise_if_cancelled("The run was cancelled before this unit started.")
+            outcome = self.store.claim(unit.key, self.owner, retry_uncertain=self.retry_uncertain)
+            if outcome.kind == "receipt" and outcome.receipt is not None:
+                served = serve(outcome.receipt)
+                if served is not None:
+                    return served
+                continue  # an unusable receipt was dropped: decide again
+            if outcome.kind == "uncertain" and outcome.previous is not None:
+                raise _uncertain(outcome.previous)
+            if outcome.kind == "held" and outcome.previous is not None:
+                self._wait_for_holder(unit, progress, outcome.previous, deadline)
+                continue
+            self.keeper.hold(unit.key)
+            try:
+                if outcome.previous is not None:
+                    return recover(outcome.previous)
+                return pay()
+            except BaseException as err:
+                self._unclaim(unit.key, err)
+                raise
+            finally:
+                self.keeper.drop(unit.key)
+
+    def _wait_for_holder(self, unit: Unit, progress: BatchProgress, holder: Claim, deadline: Deadline) -> None:
+        since = time.strftime("%H:%M:%S", time.localtime(holder.claimed_at))
+        progress.update(unit.index, None, f"waiting for another run with the same inputs (since {since})")
+        left = deadline.left()
+        if left <= 0:
+            raise ClaimWaitTimeoutError(
+                f"Another run with the same inputs has been paying for this picture since {since} and had not "
+                f"finished within the timeout ({deadline.seconds:g} s). Nothing was sent twice: queue the same "
+                "inputs again once it ends to get its picture at no cost.")
+        if self.token.event.wait(min(HOLDER_POLL_SECONDS, left)) or self.token.cancelled():
+            raise CancelledError("The run was cancelled while another run with the same inputs was paying.")
+
+    def _unclaim(self, key: str, err: BaseException) -> None:
+        """After a failed unit: release its claim when nothing can have been charged, else leave it to the next run
+        to recover (expired at once). The paid request's state is the claim's: ``sending`` means it may have gone."""
+        try:
+            claim = self.store.claim_of(key)
+            if claim is None or claim.owner != self.owner:
+                return
+            if claim.state == "sending" and _may_have_charged(err):
+                self.store.expire(key, self.owner)
+            else:
+                self.store.release(key, self.owner)
+        except OSError:
+            pass  # the claim lapses with its lease; the next run recovers it
+
+    @contextmanager
+    def _sending(self, key: str, what: str) -> Iterator[None]:
+        """Held while a paid request is sent: noted in the store first (no note, no request)."""
+        self.store.mark_sending(key, self.owner, detail={"what": what})
+        with self._paying_for(what):
+            yield
+
+    def _recorded(self, key: str, record: Callable[[], None], what: str) -> None:
+        """Record what a paid request bought; if the store fails now, say what was paid and keep going."""
+        try:
+            record()
+        except OSError as err:
+            raise ZImageError(f"{what} was paid, but the task store could not record it ({err}). Keep this "
+                              "message: the picture or task id above is the only record.") from err
+        self.store.release(key, self.owner)
+
     # -- pictures (Generate, Edit, Inpaint, ControlNet) ---------------------------------------------------------------
 
     def pictures(self, order: PictureOrder) -> list[JobOutcome[GenerationResult]]:
@@ -162,8 +266,6 @@ class Engine:
         """
         units = self.plan(order)
         progress = self._progress(len(units))
-        client = self._picture_client(order)
-        receipts = self._receipts()
         references = order.references if isinstance(order, Edit) else ()
         urls = Once(lambda ref, call: self.clients.v3().upload(*references[ref].upload, **call))
         masks = Once(lambda ref, call: self.clients.v3().upload(*order.pictures[ref].mask, **call)) if isinstance(
@@ -171,47 +273,91 @@ class Engine:
 
         def job(unit: Unit) -> Callable[[], GenerationResult]:
             def run() -> GenerationResult:
-                saved = receipts.load(unit.key)
-                if saved is not None:
-                    progress.update(unit.index, 1.0, "done (receipt)")
-                    return saved
+                served = self._served(unit, progress)
+                if served is not None:
+                    return served
                 with self._slot("wavespeed", unit.index, progress):
                     if order.api == "v3":
-                        result = self._v3_picture(order, unit, receipts, urls, masks, progress)
-                    else:
-                        result = self._v1_picture(order, unit, client, progress)
-                receipts.save(unit.key, result)
-                progress.update(unit.index, 1.0, "done")
-                return result
+                        return self._v3_picture(order, unit, urls, masks, progress)
+                    return self._v1_picture(order, unit, progress)
             return run
 
         return self._run([job(unit) for unit in units], progress)
 
+    def _served(self, unit: Unit, progress: BatchProgress) -> GenerationResult | None:
+        """The unit's kept picture, before any claim (the common repeat costs one indexed read)."""
+        saved = self.store.load_result(unit.key)
+        if saved is not None:
+            progress.update(unit.index, 1.0, "done (receipt)")
+        return saved
+
     def _picture_client(self, order: PictureOrder) -> Any:
         return self.clients.v3() if order.api == "v3" else self.clients.images(order.timeout)
 
-    def _v1_picture(self, order: PictureOrder, unit: Unit, client: Any, progress: BatchProgress) -> GenerationResult:
-        progress.update(unit.index, 0.0, "requesting")
-        options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
-                       width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
-                       response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
-        with self._paying_for("the image request"):
-            if isinstance(order, Edit) and unit.reference is not None:
-                return client.edit(order.references[unit.reference].upload, order.prompt,
-                                   strength=order.sent_strength, **options)
-            return client.generate(order.prompt, **options)
+    def _v1_picture(self, order: PictureOrder, unit: Unit, progress: BatchProgress) -> GenerationResult:
+        """A ``/v1/images`` picture: the answer is the picture, so a run that died while sending leaves it
+        uncertain (the API keeps no history to look it up)."""
+        client = self.clients.images(order.timeout)
 
-    def _v3_picture(self, order: PictureOrder, unit: Unit, receipts: Receipts, urls: Once, masks: Once | None,
+        def serve(receipt: Receipt) -> GenerationResult | None:
+            saved = self.store.load_result(unit.key)
+            if saved is not None:
+                progress.update(unit.index, 1.0, "done (receipt)")
+            return saved
+
+        def pay() -> GenerationResult:
+            progress.update(unit.index, 0.0, "requesting")
+            options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
+                           width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
+                           response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
+            with self._sending(unit.key, "the image request"):
+                if isinstance(order, Edit) and unit.reference is not None:
+                    strength = order.sent_strength
+                    result = client.edit(order.references[unit.reference].upload, order.prompt,
+                                         strength=0.5 if strength is None else strength, **options)
+                else:
+                    result = client.generate(order.prompt, **options)
+            self._recorded(unit.key, lambda: self.store.keep_result(unit.key, result), "The picture")
+            progress.update(unit.index, 1.0, "done")
+            return result
+
+        def recover(previous: Claim) -> GenerationResult:
+            self.store.mark_uncertain(unit.key, self.owner, previous.detail)
+            raise _uncertain(previous)
+
+        return self._buy(unit, progress, order.timeout, serve=serve, pay=pay, recover=recover)
+
+    def _v3_picture(self, order: PictureOrder, unit: Unit, urls: Once, masks: Once | None,
                     progress: BatchProgress) -> GenerationResult:
         """Collect the prediction bought earlier for this unit if there is one, else submit and collect it.
 
         A timeout or Cancel leaves the prediction running; the same order again collects it without paying twice.
+        A run that died between sending and the answer is recovered from WaveSpeed's prediction history.
         """
         client = self.clients.v3()
         call = self._call(unit.index, progress, order.timeout)
-        earlier, _spent = receipts.task_receipt(unit.key)
-        first = None
-        if earlier is None:
+
+        def collect(task_id: str, first: Any = None) -> GenerationResult:
+            if first is None:
+                progress.update(unit.index, 0.0, "collecting an earlier prediction")
+            result = self._collect_one(client, "wavespeed", task_id, unit.index, progress, call["deadline"],
+                                       first=first, seed=unit.seed, size=order.size)
+            try:
+                self.store.keep_result(unit.key, result)
+            except OSError as err:  # the task and its pictures are recorded by id: collectable later
+                logger.warning("could not keep a receipt: %s", err)
+            progress.update(unit.index, 1.0, "done")
+            return result
+
+        def serve(receipt: Receipt) -> GenerationResult | None:
+            saved = self.store.load_result(unit.key)
+            if saved is not None:
+                progress.update(unit.index, 1.0, "done (receipt)")
+                return saved
+            usable, _spent = self.store.task_receipt(unit.key)
+            return collect(usable) if usable is not None else None
+
+        def pay() -> GenerationResult:
             reference: dict[str, Any] = {}
             if isinstance(order, Edit) and unit.reference is not None:
                 progress.update(unit.index, 0.0, "uploading")
@@ -223,17 +369,42 @@ class Engine:
             if order.loras:
                 reference["loras"] = [lora.as_json() for lora in order.loras]
             progress.update(unit.index, 0.0, "requesting")
-            with self._paying_for("the prediction request"):
+            with self._sending(unit.key, "the prediction request"):
                 first = client.submit(order.prompt, model=order.v3_model.id, negative_prompt=order.sent_negative,
                                       width=order.width, height=order.height, seed=unit.seed,
                                       output_format=order.output_format,
                                       base64_output=order.response_format == "b64_json", **reference, **call)
-            receipts.save_task(unit.key, first.id)
-            earlier = first.id
-        else:
-            progress.update(unit.index, 0.0, "collecting an earlier prediction")
-        return self._collect_one(client, "wavespeed", earlier, unit.index, progress, call["deadline"],
-                                 first=first, seed=unit.seed, size=order.size)
+            self._recorded(unit.key, lambda: self.store.save_task(unit.key, first.id), "The prediction")
+            return collect(first.id, first)
+
+        def recover(previous: Claim) -> GenerationResult:
+            since = previous.sending_at or previous.claimed_at
+            progress.update(unit.index, 0.0, "looking for the prediction of a run that stopped")
+            try:
+                found = client.find_orphans(order.v3_model.id, since=since, until=time.time(),
+                                            known_ids=_StoredIds(self.store), deadline=call["deadline"],
+                                            cancel_check=self.token)
+            except APIError as err:
+                self.store.mark_uncertain(unit.key, self.owner, {**previous.detail, "history": str(err)})
+                raise _uncertain(previous, provider="WaveSpeed", reason=str(err)) from err
+            if not found:
+                return pay()  # the request never reached WaveSpeed: nothing was charged
+            if len(found) > 1:
+                self.store.mark_uncertain(unit.key, self.owner, {**previous.detail, "candidates": len(found)})
+                raise _uncertain(previous, provider="WaveSpeed", candidates=len(found))
+            task_id = found[0].id
+            self._recorded(unit.key, lambda: self._adopt(unit.key, task_id, order), "The prediction")
+            self._on_task_id(task_id, "wavespeed")
+            return collect(task_id)
+
+        return self._buy(unit, progress, order.timeout, serve=serve, pay=pay, recover=recover)
+
+    def _adopt(self, key: str, task_id: str, order: PictureOrder) -> None:
+        """Record a prediction found in the provider's history as the one this unit paid for."""
+        self.store.record_submitted(task_id, provider="wavespeed", model=order.v3_model.id,
+                                    prompt_sha256=prompt_hash(order.prompt), params={"recovered": True},
+                                    base_url=self.clients.v3().transport.base_url)
+        self.store.save_task(key, task_id)
 
     # -- Qingbo tasks ---------------------------------------------------------------------------------------------
 
@@ -242,7 +413,7 @@ class Engine:
 
         Each outcome's value is a :class:`~zimage_api.qingbo.QingboTask` (``raw["receipt"]`` when it was earlier).
         The same Idempotency-Key goes with every retry and re-run until the task is spent, so a submit whose answer
-        was lost is never paid twice.
+        was lost, or whose run died, is never paid twice.
         """
         from .polling import TaskState
         from .qingbo import QingboTask
@@ -250,24 +421,36 @@ class Engine:
         units = self.plan(order)
         progress = self._progress(len(units))
         client = self.clients.qingbo()
-        receipts = self._receipts()
 
         def job(unit: Unit) -> Callable[[], Any]:
-            def run() -> Any:
-                progress.update(unit.index, 0.0, "submitting")
-                earlier, _spent = receipts.task_receipt(unit.key)
-                if earlier is not None:
-                    progress.update(unit.index, 1.0, "accepted earlier")
-                    self._on_task_id(earlier, "qingbo")
-                    return QingboTask(task_id=earlier, state=TaskState.QUEUED, raw={"receipt": True})
-                with self._slot("qingbo", unit.index, progress), self._paying_for("the task request"):
-                    task = client.submit(order.prompt, seed=unit.seed, idempotency_key=receipts.idempotency_key(
-                        unit.key), on_retry=self._retry_reporter(unit.index, progress),
-                        cancel_check=self.token, **order.options())  # type: ignore[arg-type]
-                receipts.save_task(unit.key, task.task_id)
+            def earlier(task_id: str) -> Any:
+                progress.update(unit.index, 1.0, "accepted earlier")
+                self._on_task_id(task_id, "qingbo")
+                return QingboTask(task_id=task_id, state=TaskState.QUEUED, raw={"receipt": True})
+
+            def serve(receipt: Receipt) -> Any:
+                usable, _spent = self.store.task_receipt(unit.key)
+                return earlier(usable) if usable is not None else None
+
+            def pay() -> Any:
+                key = self.store.idempotency_key(unit.key)
+                with self._slot("qingbo", unit.index, progress), self._sending(unit.key, "the task request"):
+                    task = client.submit(order.prompt, seed=unit.seed, idempotency_key=key,
+                                         on_retry=self._retry_reporter(unit.index, progress),
+                                         cancel_check=self.token, **order.options())  # type: ignore[arg-type]
+                self._recorded(unit.key, lambda: self.store.save_task(unit.key, task.task_id), "The task")
                 self._on_task_id(task.task_id, "qingbo")
                 progress.update(unit.index, 1.0, "accepted")
                 return task
+
+            def run() -> Any:
+                progress.update(unit.index, 0.0, "submitting")
+                usable, _spent = self.store.task_receipt(unit.key)
+                if usable is not None:
+                    return earlier(usable)
+                # A run that died while sending is recovered by sending again under the same Idempotency-Key.
+                return self._buy(unit, progress, SUBMIT_WAIT_SECONDS, serve=serve, pay=pay,
+                                 recover=lambda _claim: pay())
             return run
 
         return self._run([job(unit) for unit in units], progress)
@@ -334,11 +517,6 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------------------------------
 
-    def _receipts(self) -> Receipts:
-        """The receipts kept beside the ledger in use, so that a run with its own ledger keeps its own receipts."""
-        ledger = self.clients.ledger
-        return Receipts(ledger.directory / "receipts", ledger=ledger)
-
     def _progress(self, units: int) -> BatchProgress:
         if self.progress is None or len(self.progress) != max(units, 1):
             self.progress = BatchProgress(units)
@@ -376,6 +554,49 @@ class Engine:
 
     def _paying_for(self, what: str) -> AbstractContextManager[Any]:
         return self._paying(what) if self._paying is not None else nullcontext()
+
+
+class _StoredIds(Collection[str]):
+    """The task ids the store knows, asked one at a time (an indexed lookup each)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __contains__(self, task_id: object) -> bool:
+        return isinstance(task_id, str) and self._store.task(task_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _may_have_charged(err: BaseException) -> bool:
+    """Whether a paid request that ended in ``err`` may have been processed (and charged) by the provider."""
+    if isinstance(err, APIError):
+        return False  # the provider answered with an error: nothing was bought
+    if isinstance(err, ZImageError) and not isinstance(err, CancelledError):
+        return bool(getattr(err, "may_have_processed", True))
+    return True  # cut short (Cancel, Ctrl-C, a crash of the caller): it may have gone out
+
+
+def _uncertain(claim: Claim, *, provider: str = "", candidates: int | None = None,
+               reason: str | None = None) -> UncertainChargeError:
+    """The error for a unit whose earlier run may have been charged with no way to tell."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(claim.sending_at or claim.claimed_at))
+    what = str(claim.detail.get("what") or "its paid request")
+    if candidates is not None:
+        found = (f"WaveSpeed's history shows {candidates} predictions of this model from that time that are not "
+                 "recorded here, so it cannot tell which one was this picture")
+    elif reason is not None:
+        found = f"its prediction history could not be read ({reason})"
+    else:
+        found = "that API keeps no history to check"
+    return UncertainChargeError(
+        f"An earlier run with the same inputs sent {what} at {when} and stopped before the answer; it may have "
+        f"been charged, and {found}. Nothing was sent now. Change the seed to pay for a new picture (or send it "
+        "again on purpose with --retry-uncertain).", provider=provider, candidates=candidates)
 
 
 def submit_error(error: BaseException, accepted: Sequence[str], count: int) -> BaseException:

@@ -32,6 +32,8 @@ __all__ = [
     "TaskFailedError",
     "TaskTimeoutError",
     "TaskCancelledError",
+    "UncertainChargeError",
+    "ClaimWaitTimeoutError",
 ]
 
 
@@ -210,3 +212,19 @@ class TaskCancelledError(TaskError, CancelledError):
     def __init__(self, message: str, *, task_id: str, provider: str = "", remote_cancelled: bool = False) -> None:
         super().__init__(message, task_id=task_id, provider=provider)
         self.remote_cancelled = remote_cancelled
+
+
+class UncertainChargeError(ZImageError):
+    """An earlier run with the same inputs sent its paid request and no answer was kept: it may have been charged,
+    and nothing can tell. The same inputs are not sent again unless asked; ``candidates`` is how many predictions the
+    provider's history showed in that run's window (None where the provider keeps no history)."""
+
+    def __init__(self, message: str, *, provider: str = "", candidates: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.candidates = candidates
+
+
+class ClaimWaitTimeoutError(ZImageError):
+    """Another run with the same inputs was still paying for the picture when this run's timeout ended. Its
+    picture becomes a receipt: the same inputs queued again get it without paying."""

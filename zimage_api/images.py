@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "check_picture",
+    "picture_extension",
     "decode_base64",
     "open_image",
     "image_to_array",
@@ -144,6 +146,42 @@ def _invalid_base64(length: int, reason: str) -> ImageDecodeError:
         f"The provider returned invalid base64 image data ({length} characters): {reason}; "
         "try the request again."
     )
+
+
+def picture_extension(data: bytes) -> str:
+    """The file extension for encoded picture bytes, from their first bytes: ``png``, ``jpg``, ``webp``, else
+    ``bin``."""
+    head = bytes(data[:12])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> None:
+    """Raise :class:`ImageDecodeError` unless ``data`` is a picture within ``max_pixels`` (header and structure
+    checked, pixels not decoded)."""
+    if not data:
+        raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty).")
+    looks_like = _describe_non_image(bytes(data[:2048]), data, len(data))
+    if looks_like is not None:
+        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
+    try:
+        with Image.open(io.BytesIO(data), formats=_readable_formats()) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise _too_large(source, (width, height), max_pixels, None)
+            img.verify()
+    except Image.DecompressionBombError as err:
+        raise _too_large(source, _header_size(bytes(data[:32])), max_pixels, err) from err
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as err:
+        raise ImageDecodeError(f"Expected a picture from {source} but got data that is not a readable picture "
+                               f"({len(data):,} bytes).") from err
 
 
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> Image.Image:

@@ -8,11 +8,18 @@ indexed.
 Where the data folder is (first match wins):
 
 1. ``$ZIMAGE_DATA_DIR``;
-2. the folder set with :func:`set_default_dir` (inside ComfyUI: ``<ComfyUI>/user/comfyui-zimage``);
+2. the folder the caller names (the nodes name ComfyUI's ``<ComfyUI>/user/comfyui-zimage``);
 3. when the pack is installed in ``<ComfyUI>/custom_nodes/``, ComfyUI's ``user/comfyui-zimage``, so the command
    line outside ComfyUI sees the same store as the nodes;
 4. the per-user data folder: ``%LOCALAPPDATA%\\comfyui-zimage`` on Windows, ``~/Library/Application Support/
    comfyui-zimage`` on macOS, ``$XDG_DATA_HOME/comfyui-zimage`` (``~/.local/share/comfyui-zimage``) elsewhere.
+
+The store decides who pays. Before a paid request, its fingerprint is *claimed* (:meth:`Store.claim`): one
+transaction that finds the receipt if there is one, else takes the claim, else says who holds it. A claim has an
+owner and a lease its holder renews while it works; a claim whose holder died is taken over once its lease expires,
+and the state it was left in (``sending``: the paid request may have gone out) tells the next owner how to recover.
+Nothing is paid unless the claim, and then the task id, can be written: a store that cannot record raises
+:class:`StoreError` before any request.
 
 The first open of a folder that holds the files of version 0.1.0 (``ledger.jsonl``, ``receipts/``) imports them
 once, in the same transaction that creates the schema, and leaves them untouched.
@@ -20,43 +27,53 @@ once, in the same transaction that creates the schema, and leaves them untouched
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from .errors import ImageDecodeError
 from .logs import logger
 from .polling import FINAL_STATES, TaskState
 
 if TYPE_CHECKING:
     import sqlite3  # imported on first use: the pack's import stays cheap
 
+    from .results import GenerationResult
+
 __all__ = [
-    "Store", "StoreError", "Receipt", "STORE_NAME", "SCHEMA_VERSION", "DATA_DIR_ENV", "default_dir",
-    "set_default_dir", "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES", "SQL_TASK_BY_ID",
-    "SQL_RECEIPT_BY_FINGERPRINT",
+    "Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
+    "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner", "FINAL_STATUSES",
+    "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES", "SQL_TASK_BY_ID", "SQL_RECEIPT_BY_FINGERPRINT", "SQL_CLAIM",
 ]
 
 DATA_DIR_ENV = "ZIMAGE_DATA_DIR"
+LEASE_ENV = "ZIMAGE_CLAIM_LEASE_SECONDS"
+REUSE_ENV = "ZIMAGE_REUSE_RESULTS"
 STORE_NAME = "zimage.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 15_000  # a 100,000-task import holds the write lock for a few seconds
+DEFAULT_LEASE_SECONDS = 30.0  # how long a claim of a process that died keeps others waiting
 
 # The pack's own words beside the provider states: ``submitted`` (id issued, nothing polled yet), ``created``,
-# ``timeout``/``interrupted`` (our wait stopped, the task goes on), ``not_found`` (its server forgot it).
-FINAL_STATUSES = frozenset({state.value for state in FINAL_STATES} | {"not_found"})
+# ``timeout``/``interrupted`` (our wait stopped, the task goes on), ``not_found`` (its server forgot it),
+# ``invalid_id`` (its server answered an id that cannot be asked about).
+FINAL_STATUSES = frozenset({state.value for state in FINAL_STATES} | {"not_found", "invalid_id"})
 UNFINISHED_STATUSES = frozenset({state.value for state in TaskState if not state.is_final}
                                 | {"submitted", "created", "timeout", "interrupted"})
 NO_PICTURE_STATUSES = FINAL_STATUSES - {TaskState.COMPLETED.value}  # a task in these can never give a picture
 
 _COLUMNS = ("provider", "base_url", "model", "prompt_sha256", "status", "submitted_at", "batch_row")
-_configured_dir: Path | None = None
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -78,6 +95,14 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Schema 2: claims, and the URLs of a paid result whose download failed (fetched again without paying).
+_TABLES_2 = """
+CREATE TABLE IF NOT EXISTS claims (
+    fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, claimed_at REAL NOT NULL,
+    lease_until REAL NOT NULL, sending_at REAL, detail_json TEXT NOT NULL DEFAULT '{}'
+);
+ALTER TABLE receipts ADD COLUMN urls_json TEXT;
+"""
 # Made after the import: filling indexed tables row by row is several times slower.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
@@ -94,26 +119,24 @@ SQL_TASK_BY_ID = _TASK_SELECT + " WHERE task_id = ?"
 SQL_DURATIONS = ("SELECT json_extract(extra_json, '$.took') FROM tasks WHERE status = 'completed' AND provider = ? "
                  "AND model = ? AND base_url = ? AND json_extract(extra_json, '$.took') IS NOT NULL "
                  "ORDER BY rowid DESC LIMIT ?")
-SQL_RECEIPT_BY_FINGERPRINT = "SELECT task_id, result_json, created_at FROM receipts WHERE fingerprint = ?"
+SQL_RECEIPT_BY_FINGERPRINT = "SELECT task_id, result_json, created_at, urls_json FROM receipts WHERE fingerprint = ?"
+SQL_CLAIM = ("SELECT fingerprint, owner, state, claimed_at, lease_until, sending_at, detail_json FROM claims "
+             "WHERE fingerprint = ?")
 
 
 class StoreError(OSError):
-    """The store could not be read or written (a locked, damaged or newer file). An ``OSError``, like a full disk."""
+    """The store could not be read or written (a locked, damaged or newer file, a folder that cannot be written).
 
-
-def set_default_dir(path: str | os.PathLike[str] | None) -> None:
-    """Use ``path`` when ``$ZIMAGE_DATA_DIR`` is not set (the nodes point it at ComfyUI's user folder)."""
-    global _configured_dir
-    _configured_dir = Path(path) if path else None
+    An ``OSError``, like a full disk. Raised before anything is paid: no record, no payment.
+    """
 
 
 def default_dir() -> Path:
-    """The data folder in force now (see the module docstring)."""
+    """The data folder when the caller names none: ``$ZIMAGE_DATA_DIR``, ComfyUI's user folder when the pack is
+    installed in ``custom_nodes``, else the per-user data folder (see the module docstring)."""
     override = os.environ.get(DATA_DIR_ENV, "").strip()
     if override:
         return Path(override).expanduser()
-    if _configured_dir is not None:
-        return _configured_dir
     pack = Path(__file__).resolve().parent.parent
     if pack.parent.name == "custom_nodes" and (pack.parent.parent / "user").is_dir():
         return pack.parent.parent / "user" / "comfyui-zimage"
@@ -126,18 +149,68 @@ def default_dir() -> Path:
     return base / "comfyui-zimage"
 
 
+def claim_lease() -> float:
+    """Seconds a claim lasts without renewal: ``$ZIMAGE_CLAIM_LEASE_SECONDS`` (1-3600), else 30."""
+    try:
+        value = float(os.environ.get(LEASE_ENV, "") or DEFAULT_LEASE_SECONDS)
+    except ValueError:
+        return DEFAULT_LEASE_SECONDS
+    return min(max(value, 1.0), 3600.0) if math.isfinite(value) else DEFAULT_LEASE_SECONDS
+
+
+def new_owner() -> str:
+    """A claim owner unique to this run: host, process and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def reuse_enabled() -> bool:
+    """Whether receipts are used (``ZIMAGE_REUSE_RESULTS=0`` sends every request)."""
+    return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Receipt:
-    """What was bought under one request fingerprint: a task id, a kept result, or both."""
+    """What was bought under one request fingerprint: a task id, a kept result, the URLs of a paid result whose
+    download failed, or several of these."""
 
     fingerprint: str
     task_id: str | None
     result: dict[str, Any] | None
     created_at: float
+    urls: dict[str, Any] | None = None
 
 
-_ready: set[tuple[int, str]] = set()  # (pid, path) whose schema this process has checked
-_ready_guard = threading.Lock()
+@dataclass(frozen=True)
+class Claim:
+    """Who is paying for one fingerprint: ``state`` is ``claimed`` (deciding), ``sending`` (the paid request may
+    have gone out since ``sending_at``) or ``uncertain`` (it may have been charged, with no way to tell)."""
+
+    fingerprint: str
+    owner: str
+    state: str
+    claimed_at: float
+    lease_until: float
+    sending_at: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def expired(self, now: float) -> bool:
+        return self.lease_until <= now
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What :meth:`Store.claim` found.
+
+    * ``receipt``: something was bought under this fingerprint already (``receipt``); serve it, pay nothing.
+    * ``claimed``: the caller owns the claim and may pay. ``previous`` is the expired claim it took over, if any:
+      when that one was ``sending``, the paid request may have gone out and must be recovered, not re-sent.
+    * ``held``: another run holds a live claim (``previous``); wait for its outcome.
+    * ``uncertain``: an earlier run may have been charged and nothing can tell (``previous``).
+    """
+
+    kind: Literal["receipt", "claimed", "held", "uncertain"]
+    receipt: Receipt | None = None
+    previous: Claim | None = None
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
@@ -147,16 +220,35 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+_READY_GUARD = threading.Lock()
+
+
 class Store:
-    """The store in one data folder. Cheap to create; safe to share between threads and processes."""
+    """The store in one data folder: tasks, receipts, claims. Safe to share between threads and processes.
+
+    Open it once at the entry point and hand it to the engine and the clients. Creating it touches no file; the
+    first write creates the folder and the schema, the first read of an absent store reads as empty.
+    """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_dir()
         self.path = self.directory / STORE_NAME
+        self.results_dir = self.directory / "results"
+        self.receipts_dir = self.directory / "receipts"
+        self._ready = False  # this object has checked (and if needed migrated) the schema
+        self._damaged_kept: Path | None = None
 
     @classmethod
     def default(cls) -> "Store":
         return cls(default_dir())
+
+    @property
+    def store(self) -> "Store":
+        """The store itself (scripts written for 0.2 reached it as ``Ledger(...).store``)."""
+        return self
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.directory)!r})"
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -165,56 +257,135 @@ class Store:
         return self.path.exists() or (self.directory / "ledger.jsonl").exists() or \
             (self.directory / "receipts").is_dir()
 
-    def _connect(self) -> sqlite3.Connection:
-        """A new connection (one per operation: safe in any thread and across fork, and it holds no file open)."""
+    def _unusable(self, what: str, reason: object) -> StoreError:
+        return StoreError(
+            f"The task store {self.path} {what} ({reason}), so nothing was sent: a paid request is made only once "
+            f"its record can be kept. Fix the folder's permissions or free some disk space, or set {DATA_DIR_ENV} "
+            "to a folder you can write.")
+
+    def _connect(self, *, write: bool = True) -> sqlite3.Connection:
+        """A new connection (one per operation: safe in any thread and across fork, and it holds no file open).
+
+        ``write=False`` opens an intact store for reading even where the folder cannot be written.
+        """
         import sqlite3
 
-        key = str(self.path)
+        if self.path.is_dir():
+            raise StoreError(f"The task store {self.path} is a folder, not a store file, so nothing was sent. "
+                             f"Move it away, or set {DATA_DIR_ENV} to another folder.")
+        if write:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise self._unusable("cannot be created", err.strerror or type(err).__name__) from err
+            if not self.directory.is_dir():
+                raise self._unusable("cannot be created", "its folder's path is a file")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as err:
-            raise StoreError(f"the task store {self.path} cannot be opened ({err})") from err
+            if not write:
+                return self._connect_read_only(err)
+            raise self._unusable("cannot be opened", err) from err
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous = FULL")  # a committed task id is on disk, as the old ledger's fsync
-            if (os.getpid(), key) not in _ready:
-                # One thread sets the store up; the others wait here rather than meet its write lock.
-                with _ready_guard:
-                    if (os.getpid(), key) not in _ready:
-                        self._migrate(conn)
-                        try:  # kept in the file; set after the import, which is faster with the rollback journal
-                            conn.execute("PRAGMA journal_mode = WAL")
-                        except sqlite3.OperationalError as err:  # another process holds a lock: the next open sets it
-                            logger.debug("task store %s stays in its journal mode for now (%s)", self.path, err)
-                        _ready.add((os.getpid(), key))
+            if not self._ready:
+                self._set_up(conn, write=write)
         except BaseException as err:
             conn.close()
+            if isinstance(err, sqlite3.DatabaseError) and _damaged(err):
+                if write:
+                    self._keep_damaged(err)
+                    return self._connect(write=True)
+                raise StoreError(f"The task store {self.path} is damaged ({err}). The next paid run moves it aside "
+                                 "(it is kept) and starts a new store.") from err
             if isinstance(err, sqlite3.Error):
-                raise StoreError(f"the task store {self.path} cannot be opened ({err})") from err
+                if not write and _read_only(err):
+                    return self._connect_read_only(err)
+                raise self._unusable("cannot be written" if write else "cannot be read", err) from err
             raise
         return conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
+    def _connect_read_only(self, cause: BaseException) -> sqlite3.Connection:
+        """An intact store in a folder this process cannot write: opened as an immutable file."""
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                   isolation_level=None)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as err:
+            raise StoreError(f"The task store {self.path} cannot be read ({err}).") from cause
         if version > SCHEMA_VERSION:
-            raise StoreError(f"the task store {self.path} was written by a newer version of comfyui-zimage "
-                             f"(schema {version}, this one knows {SCHEMA_VERSION}); update the pack")
+            conn.close()
+            raise self._newer(version)
+        return conn
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(f"The task store {self.path} was written by a newer version of comfyui-zimage "
+                          f"(schema {version}, this one knows {SCHEMA_VERSION}), so nothing was sent; update the "
+                          "pack.")
+
+    def _set_up(self, conn: sqlite3.Connection, *, write: bool) -> None:
+        import sqlite3
+
+        # One thread sets the store up; the others wait here rather than meet its write lock.
+        with _READY_GUARD:
+            if self._ready:
+                return
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._newer(version)
+            if version < SCHEMA_VERSION:
+                if not write:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # damaged? say so on reading
+                    return  # an older store reads as it is; the first write migrates it
+                self._migrate(conn)
+            if write:
+                try:  # kept in the file; set after the import, which is faster with the rollback journal
+                    conn.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError as err:  # another process holds a lock: the next open sets it
+                    logger.debug("task store %s stays in its journal mode for now (%s)", self.path, err)
+                self._ready = True
+
+    def _keep_damaged(self, err: BaseException) -> None:
+        """Move a damaged store aside (kept beside, named in the log) so that a new one starts."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{STORE_NAME}.damaged-{stamp}")
+        if self._damaged_kept is not None and not self.path.exists():
+            return
+        try:
+            os.replace(self.path, kept)
+            for suffix in ("-wal", "-shm"):
+                side = Path(str(self.path) + suffix)
+                if side.exists():
+                    os.replace(side, Path(str(kept) + suffix))
+        except OSError as move:
+            raise StoreError(f"The task store {self.path} is damaged ({err}) and could not be moved aside "
+                             f"({move.strerror}), so nothing was sent; move it away by hand.") from err
+        self._damaged_kept = kept
+        logger.warning("The task store %s was damaged (%s). It was kept as %s and a new store was started; "
+                       "the tasks recorded in it are not listed any more.", self.path, err, kept)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB for this connection: a large import stays in memory
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won the race
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won the race
+            if version == 0:
                 for statement in filter(str.strip, _TABLES.split(";")):
                     conn.execute(statement)
-                from .store_import import import_legacy  # here: the import needs this module's helpers
+                from .store_import import import_legacy
 
                 notes = import_legacy(conn, self.directory)
                 for statement in filter(str.strip, _INDEXES.split(";")):
                     conn.execute(statement)
                 for name, value in notes.items():
                     conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, _dumps(value)))
+            if version < 2:
+                for statement in filter(str.strip, _TABLES_2.split(";")):
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -236,25 +407,40 @@ class Store:
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as err:
-            raise StoreError(f"the task store {self.path} cannot be written ({err})") from err
+            raise self._unusable("cannot be written", err) from err
         finally:
             conn.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query; an absent store reads as empty, an unreadable one as empty with a warning."""
+        """Rows of a query; an absent store reads as empty. An unreadable one raises :class:`StoreError`: a listing
+        of a store that could not be read must never look empty."""
         import sqlite3
 
         if not self.exists():
             return []
-        try:
-            conn = self._connect()
+        if not self.path.exists():  # only 0.1.0 files: import them now, or read them as empty where we cannot
             try:
-                return conn.execute(sql, args).fetchall()
-            finally:
-                conn.close()
-        except (sqlite3.Error, OSError) as err:
-            logger.warning("task store %s cannot be read (%s)", self.path, err)
-            return []
+                conn = self._connect()
+            except StoreError as err:
+                logger.warning("%s", err)
+                return []
+        else:
+            conn = self._connect(write=False)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err) or "no such column" in str(err):
+                return []  # an older schema without what is asked for: nothing of it was recorded
+            raise StoreError(f"The task store {self.path} cannot be read ({err}).") from err
+        except sqlite3.Error as err:
+            raise StoreError(f"The task store {self.path} cannot be read ({err}).") from err
+        finally:
+            conn.close()
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` unless a record can be written now (done before a run pays anything)."""
+        with self._write():
+            pass
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
@@ -354,22 +540,29 @@ class Store:
     def receipt(self, fingerprint: str) -> Receipt | None:
         """What was bought under ``fingerprint``, or None."""
         rows = self._read(SQL_RECEIPT_BY_FINGERPRINT, (fingerprint,))
-        if not rows:
-            return None
-        task_id, result, created = rows[0]
-        try:
-            parsed = json.loads(result) if result else None
-        except ValueError:
-            logger.warning("receipt %s is damaged and was ignored", fingerprint)
-            parsed = None
-        return Receipt(fingerprint, task_id, parsed if isinstance(parsed, dict) else None, float(created))
+        return _receipt(fingerprint, rows[0]) if rows else None
 
     def save_result(self, fingerprint: str, result: Mapping[str, Any]) -> None:
-        """Keep a bought result (JSON-able, pictures as paths) under ``fingerprint``."""
+        """Keep a bought result (JSON-able, pictures as paths) under ``fingerprint``; its URLs to fetch are done."""
         with self._write() as conn:
             conn.execute("INSERT INTO receipts (fingerprint, result_json, created_at) VALUES (?, ?, ?) "
-                         "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json",
+                         "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json, urls_json = NULL",
                          (fingerprint, _dumps(dict(result)), time.time()))
+
+    def save_urls(self, fingerprint: str, urls: Mapping[str, Any]) -> None:
+        """Keep the URLs of a paid result whose download failed (with what the result needs beside its pictures):
+        the next run with the same inputs downloads them again instead of paying."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO receipts (fingerprint, urls_json, created_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (fingerprint) DO UPDATE SET urls_json = excluded.urls_json",
+                         (fingerprint, _dumps(dict(urls)), time.time()))
+
+    def drop_result(self, fingerprint: str) -> None:
+        """Forget a kept result that turned out unusable (its files gone or not pictures); a task id stays."""
+        with self._write() as conn:
+            conn.execute("UPDATE receipts SET result_json = NULL, urls_json = NULL WHERE fingerprint = ?",
+                         (fingerprint,))
+            conn.execute("DELETE FROM receipts WHERE fingerprint = ? AND task_id IS NULL", (fingerprint,))
 
     def save_task(self, fingerprint: str, task_id: str) -> None:
         """Remember that ``fingerprint`` was submitted as ``task_id``."""
@@ -389,6 +582,235 @@ class Store:
         """Every ``(key, spent)`` issued for ``fingerprint``, oldest first."""
         rows = self._read("SELECT key, spent FROM idempotency WHERE fingerprint = ? ORDER BY rowid", (fingerprint,))
         return [(str(key), bool(spent)) for key, spent in rows]
+
+    # -- the ledger's words ------------------------------------------------------------------------------------------
+
+    def append(self, task_id: str, **fields: Any) -> None:
+        """Record one event for ``task_id``; returns after it is committed to disk."""
+        self.record(task_id, {"time": round(time.time(), 3), **fields})
+
+    def record_submitted(self, task_id: str, *, provider: str, model: str, prompt_sha256: str,
+                         params: dict[str, Any], status: str = "submitted", base_url: str | None = None,
+                         **fields: Any) -> None:
+        """Note a task the moment its id is known. ``params`` must not contain the key (it never does here).
+
+        ``base_url`` is the server that issued the id (ids of an emulator or a gateway mean nothing elsewhere).
+        """
+        self.append(task_id, event="submitted", provider=provider, model=model, prompt_sha256=prompt_sha256,
+                    params=params, submitted_at=round(time.time(), 3), status=status, base_url=base_url, **fields)
+
+    def record_status(self, task_id: str, status: str, **fields: Any) -> None:
+        """Note a new status (``completed`` with ``urls``/``paths``, ``failed`` with ``error``, ``timeout``...)."""
+        self.append(task_id, event="status", status=status, **fields)
+
+    def save_pictures(self, task_id: str, images: Iterable[bytes]) -> list[str]:
+        """Keep a local copy of a task's pictures in ``results/``, note them in the store, and return their paths."""
+        from .images import picture_extension
+
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task_id)[:120]
+        paths: list[str] = []
+        digests: list[str | None] = []
+        for index, data in enumerate(images):
+            path = self.results_dir / f"{safe}_{index}.{picture_extension(data)}"
+            _write_file(path, data)
+            paths.append(str(path))
+            digests.append(hashlib.sha256(data).hexdigest())
+        self.keep_pictures(task_id, paths, digests)
+        return paths
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Every task by id, in the order first recorded (a listing: it reads the whole store)."""
+        return {entry["task_id"]: entry for entry in self.tasks()}
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        """One task's folded fields, or None (an indexed lookup)."""
+        return self.task(task_id)
+
+    def batch_tasks(self, prefix: str) -> list[dict[str, Any]]:
+        """Tasks tagged with a ``batch_row`` that starts with ``prefix`` (one batch's rows)."""
+        return self.tasks_of_batch(prefix)
+
+    def local_pictures(self, task_id: str) -> list[bytes] | None:
+        """The saved pictures of a completed task, or None when there are none (or a file went missing)."""
+        entry = self.get(task_id)
+        if not entry or entry.get("status") != "completed" or not entry.get("paths"):
+            return None
+        try:
+            return [Path(p).read_bytes() for p in entry["paths"]]
+        except OSError:
+            return None
+
+    # -- receipts: what the same inputs get without paying ---------------------------------------------------------
+
+    def load_result(self, key: str) -> GenerationResult | None:
+        """The result bought under ``key``, pictures read back from disk and checked; None when there is none.
+
+        A kept result whose files are gone or are not pictures is dropped, so the caller buys it again.
+        """
+        from .results import GenerationResult
+
+        if not reuse_enabled():
+            return None
+        receipt = self.receipt(key)
+        if receipt is None or receipt.result is None:
+            return None
+        record = receipt.result
+        try:
+            images = [_read_picture(Path(p)) for p in record["paths"]]
+        except (OSError, KeyError, TypeError, ValueError, ImageDecodeError) as err:
+            logger.warning("receipt %s is unusable (%s); it was dropped and the request will be sent", key,
+                           type(err).__name__)
+            self.drop_result(key)
+            return None
+        known = {f.name for f in fields(GenerationResult)}
+        values = {k: v for k, v in record.items() if k in known and k != "images"}
+        if isinstance(values.get("size"), list):
+            values["size"] = tuple(values["size"])
+        saved_at = record.get("saved_at", "")
+        values["notes"] = [*values.get("notes", []),
+                           f"served from the local receipt of {saved_at} (no request sent, nothing charged); "
+                           "change the seed for a new picture"]
+        return GenerationResult(images=images, **values)
+
+    def keep_result(self, key: str, result: GenerationResult) -> None:
+        """Keep ``result`` under ``key``. Pictures already on disk (a task's copies) are not copied again.
+
+        Raises :class:`StoreError` when it cannot be kept: the caller says the picture was paid and where it is.
+        """
+        from .images import picture_extension
+
+        if not reuse_enabled():
+            return
+        paths = list(result.paths) if len(result.paths) == len(result.images) else []
+        if not paths:
+            try:
+                self.receipts_dir.mkdir(parents=True, exist_ok=True)
+                for index, data in enumerate(result.images):
+                    path = self.receipts_dir / f"{key}_{index}.{picture_extension(data)}"
+                    _write_file(path, data)
+                    paths.append(str(path))
+            except OSError as err:
+                raise self._unusable("cannot keep a picture", err.strerror or err) from err
+        record = {k: v for k, v in asdict(result).items() if k not in ("images", "notes")}
+        record["paths"] = paths
+        record["saved_at"] = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+        self.save_result(key, record)
+
+    def task_receipt(self, key: str) -> tuple[str | None, str | None]:
+        """``(usable, spent)`` for the task submitted earlier under ``key``.
+
+        ``usable`` is its id while it can still give a picture; ``spent`` is its id when the store says it failed,
+        was cancelled, expired or is unknown to its server, so the caller submits a new one (under a new
+        idempotency key). Both are None when nothing was submitted under ``key``, or reuse is switched off.
+        """
+        if not reuse_enabled():
+            return None, None
+        receipt = self.receipt(key)
+        if receipt is None or not receipt.task_id:
+            return None, None
+        return _usable_task(self, receipt.task_id)
+
+    def idempotency_key(self, key: str) -> str:
+        """The ``Idempotency-Key`` for submitting ``key`` now: the same on every retry and re-run until the task it
+        bought is spent, so a submit whose answer was lost is never paid twice. Noted in the store before use."""
+        if not reuse_enabled():
+            return f"zimage-{uuid.uuid4().hex}"  # reuse switched off: every run is a new request
+        _usable, spent = self.task_receipt(key)
+        idempotency = f"zimage-{key}-{spent or 'first'}"
+        self.note_idempotency_key(key, idempotency)
+        return idempotency
+
+    # -- claims: the store decides who pays ------------------------------------------------------------------------
+
+    def claim(self, key: str, owner: str, *, lease: float | None = None, now: float | None = None,
+              retry_uncertain: bool = False) -> ClaimOutcome:
+        """Decide, in one transaction, what a run that would pay for ``key`` does (see :class:`ClaimOutcome`).
+
+        Raises :class:`StoreError` when the claim cannot be written: then nothing may be paid.
+        """
+        at = time.time() if now is None else now
+        until = at + (claim_lease() if lease is None else lease)
+        reuse = reuse_enabled()
+        with self._write() as conn:
+            if reuse:
+                row = conn.execute(SQL_RECEIPT_BY_FINGERPRINT, (key,)).fetchone()
+                if row is not None:
+                    receipt = _receipt(key, row)
+                    if receipt.result is not None or receipt.urls is not None:
+                        return ClaimOutcome("receipt", receipt=receipt)
+                    if receipt.task_id and _task_usable(conn, receipt.task_id):
+                        return ClaimOutcome("receipt", receipt=receipt)
+            held = conn.execute(SQL_CLAIM, (key,)).fetchone()
+            if held is None:
+                conn.execute("INSERT INTO claims VALUES (?, ?, 'claimed', ?, ?, NULL, '{}')", (key, owner, at, until))
+                return ClaimOutcome("claimed")
+            previous = _claim(held)
+            if previous.owner == owner:
+                conn.execute("UPDATE claims SET lease_until = ? WHERE fingerprint = ?", (until, key))
+                return ClaimOutcome("claimed")
+            if previous.state == "uncertain" and not retry_uncertain:
+                return ClaimOutcome("uncertain", previous=previous)
+            if previous.state != "uncertain" and not previous.expired(at):
+                return ClaimOutcome("held", previous=previous)
+            conn.execute("UPDATE claims SET owner = ?, state = 'claimed', claimed_at = ?, lease_until = ?, "
+                         "sending_at = NULL, detail_json = '{}' WHERE fingerprint = ?", (owner, at, until, key))
+            return ClaimOutcome("claimed", previous=None if previous.state == "claimed" else previous)
+
+    def claim_of(self, key: str) -> Claim | None:
+        """The claim on ``key`` now, or None."""
+        rows = self._read(SQL_CLAIM, (key,))
+        return _claim(rows[0]) if rows else None
+
+    def mark_sending(self, key: str, owner: str, *, detail: Mapping[str, Any] | None = None,
+                     now: float | None = None) -> None:
+        """Note that the paid request for ``key`` goes out now. Raises :class:`StoreError` when the note cannot be
+        written or the claim is no longer the caller's: then the request must not be sent."""
+        at = time.time() if now is None else now
+        with self._write() as conn:
+            changed = conn.execute(
+                "UPDATE claims SET state = 'sending', sending_at = ?, lease_until = max(lease_until, ?), "
+                "detail_json = ? WHERE fingerprint = ? AND owner = ?",
+                (at, at + claim_lease(), _dumps(dict(detail or {})), key, owner)).rowcount
+        if not changed:
+            raise StoreError(f"The claim on this picture in {self.path} was taken over by another run (this run "
+                             "was paused past its lease), so nothing was sent; queue it again to get that run's "
+                             "picture.")
+
+    def renew(self, keys: Sequence[str], owner: str, *, lease: float | None = None) -> int:
+        """Extend the caller's live claims on ``keys``; the number still held."""
+        if not keys:
+            return 0
+        until = time.time() + (claim_lease() if lease is None else lease)
+        marks = ", ".join("?" * len(keys))
+        with self._write() as conn:
+            return int(conn.execute(
+                f"UPDATE claims SET lease_until = ? WHERE owner = ? AND state != 'uncertain' AND fingerprint IN "
+                f"({marks})", (until, owner, *keys)).rowcount)
+
+    def release(self, key: str, owner: str) -> None:
+        """Give up the caller's claim on ``key`` (its outcome is recorded, or nothing was paid)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
+
+    def expire(self, key: str, owner: str) -> None:
+        """End the caller's claim on ``key`` at once but keep its state: a request that may have been charged is
+        recovered by the next run (from the provider's history or its Idempotency-Key) instead of being re-sent."""
+        with self._write() as conn:
+            conn.execute("UPDATE claims SET lease_until = 0 WHERE fingerprint = ? AND owner = ?", (key, owner))
+
+    def mark_uncertain(self, key: str, owner: str, detail: Mapping[str, Any]) -> None:
+        """Note that the request for ``key`` may have been charged and nothing can tell: the same inputs are not
+        sent again unless the caller asks (``retry_uncertain``)."""
+        with self._write() as conn:
+            conn.execute("UPDATE claims SET state = 'uncertain', lease_until = 0, detail_json = ? "
+                         "WHERE fingerprint = ? AND owner = ?", (_dumps(dict(detail)), key, owner))
+
+    def uncertain_claims(self) -> list[Claim]:
+        """Requests that may have been charged without a known outcome, oldest first."""
+        return [_claim(row) for row in self._read(
+            "SELECT fingerprint, owner, state, claimed_at, lease_until, sending_at, detail_json FROM claims "
+            "WHERE state = 'uncertain' ORDER BY claimed_at")]
 
     # -- the store itself ------------------------------------------------------------------------------------------
 
@@ -431,3 +853,112 @@ def _replace_pictures(conn: sqlite3.Connection, task_id: str, paths: list[str],
     conn.execute("DELETE FROM pictures WHERE task_id = ?", (task_id,))
     conn.executemany("INSERT INTO pictures VALUES (?, ?, ?, ?)", [
         (task_id, index, path, sha256s[index] if sha256s else known.get(path)) for index, path in enumerate(paths)])
+
+
+def _receipt(key: str, row: Sequence[Any]) -> Receipt:
+    task_id, result, created, urls = row
+    return Receipt(key, task_id, _json_object(result, key), float(created), _json_object(urls, key))
+
+
+def _json_object(text: str | None, key: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        logger.warning("receipt %s is damaged and was ignored", key)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _claim(row: Sequence[Any]) -> Claim:
+    key, owner, state, claimed_at, lease_until, sending_at, detail = row
+    parsed = _json_object(detail, key) or {}
+    return Claim(key, owner, state, float(claimed_at), float(lease_until),
+                 None if sending_at is None else float(sending_at), parsed)
+
+
+def _task_usable(conn: sqlite3.Connection, task_id: str) -> bool:
+    row = conn.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return str((row[0] if row else None) or "submitted") not in NO_PICTURE_STATUSES
+
+
+def _usable_task(store: Store, task_id: str) -> tuple[str | None, str | None]:
+    entry = store.task(task_id)
+    if str((entry or {}).get("status") or "submitted") in NO_PICTURE_STATUSES:
+        return None, task_id
+    return task_id, None
+
+
+def _damaged(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "not a database" in text or "malformed" in text or "file is encrypted" in text
+
+
+def _read_only(err: BaseException) -> bool:
+    text = str(err).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text or "disk i/o" in text
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name unique to this writer, so two writers never mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_picture(path: Path) -> bytes:
+    """A kept picture's bytes, checked to be a picture (a receipt of anything else is dropped)."""
+    from .images import check_picture
+
+    data = path.read_bytes()
+    check_picture(data, source=f"the receipt {path.name}")
+    return data
+
+
+class LeaseKeeper:
+    """Renews the claims one run holds, from a daemon thread, until each is dropped.
+
+    A claim lasts ``lease`` seconds without renewal; it is renewed every third of that, so only a holder that died
+    (or froze) loses it, and then another run takes over within one lease.
+    """
+
+    def __init__(self, store: Store, owner: str, lease: float | None = None) -> None:
+        self.store = store
+        self.owner = owner
+        self.lease = claim_lease() if lease is None else lease
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, key: str) -> None:
+        with self._lock:
+            self._held.add(key)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="zimage-lease", daemon=True)
+                self._thread.start()
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._held.discard(key)
+            if not self._held:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.lease / 3)
+            with self._lock:
+                self._wake.clear()
+                keys = sorted(self._held)
+                if not keys:
+                    self._thread = None
+                    return
+            try:
+                self.store.renew(keys, self.owner, lease=self.lease)
+            except OSError as err:  # the store went away: the claims lapse, and the next run recovers them
+                logger.warning("could not renew the claims of this run: %s", err)

@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Protocol
 
 from .config import Provider
 from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
-from .ledger import Ledger
 from .logs import logger, prompt_hash
 from .polling import TaskState
 from .results import GenerationResult
+from .store import Store
 from .transport import Transport
 from .validation import check_task_id
 
@@ -42,25 +42,24 @@ class TaskProvider(Protocol):
 class TaskClient:
     """Base of a client whose paid work has an id.
 
-    ``ledger`` is where the ids are recorded (default: :meth:`Ledger.default`, resolved at each use; ``False``
-    disables it). Other keyword arguments go to :class:`~zimage_api.transport.Transport` (``api_key``,
+    ``store`` is where the ids are recorded (default: the data folder's store, opened once here; ``False``
+    records nothing). Other keyword arguments go to :class:`~zimage_api.transport.Transport` (``api_key``,
     ``base_url``, ``timeout``, ``retry``, ``sleep``, ``now``...).
     """
 
     provider: ClassVar[Provider]
 
-    def __init__(self, *, transport: Transport | None = None, ledger: Ledger | bool | None = None,
-                 **transport_options: Any) -> None:
+    def __init__(self, *, transport: Transport | None = None, store: Store | bool | None = None,
+                 ledger: Store | bool | None = None, **transport_options: Any) -> None:
         self.transport = transport or Transport(self.provider, **transport_options)
-        self._ledger = ledger
+        chosen = store if store is not None else ledger  # ``ledger=``: its name in 0.2
+        self.store: Store | None = None if chosen is False else (
+            chosen if isinstance(chosen, Store) else Store.default())
 
     @property
-    def ledger(self) -> Ledger | None:
-        if self._ledger is False:
-            return None
-        if isinstance(self._ledger, Ledger):
-            return self._ledger
-        return Ledger.default()
+    def ledger(self) -> Store | None:
+        """The store the ids are recorded in (its name in 0.2)."""
+        return self.store
 
     # -- what each client says ------------------------------------------------------------------------------------
 

@@ -399,10 +399,10 @@ class WaveSpeedClient(TaskClient):
         low, high = since - ORPHAN_SKEW_SECONDS, until + ORPHAN_SKEW_SECONDS
         listed = self.history(model=model_id, created_after=low, created_before=high, deadline=deadline,
                               cancel_check=cancel_check, on_retry=on_retry)
-        known = set(known_ids)
         # Filtered again here: a server that ignores a filter must not turn someone else's prediction into ours.
+        # ``known_ids`` is asked by membership only (the store answers each id with an indexed lookup).
         return [item for item in listed
-                if item.model == model_id and low <= item.created_at <= high and item.id not in known]
+                if item.model == model_id and low <= item.created_at <= high and item.id not in known_ids]
 
     def balance(self, *, deadline: Deadline | None = None, cancel_check: CancelCheck | None = None,
                 on_retry: RetryCallback | None = None) -> float:

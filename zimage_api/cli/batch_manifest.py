@@ -21,9 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..ledger import Ledger
 from ..logs import logger, prompt_hash
-from ..store import NO_PICTURE_STATUSES
+from ..store import NO_PICTURE_STATUSES, Store
 from .batch_rows import Job
 
 __all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]
@@ -125,7 +124,7 @@ class Plan:
     missing: list[Job] = field(default_factory=list)
 
 
-def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Ledger, *, retry_uncertain: bool = False,
+def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Store, *, retry_uncertain: bool = False,
               retry_missing: bool = False) -> Plan:
     """Sort the rows into done, to run (collect or submit), uncertain and missing (see :class:`Plan`)."""
     ledger_tasks: dict[str, str] = {}

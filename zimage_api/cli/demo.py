@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..ledger import Ledger
+from ..store import Store
 from .commands import collect_tasks, generate_pictures, prepare_out
 from .runtime import Runtime
 
@@ -43,7 +43,7 @@ def run_demo(out: Path | str) -> list[Path]:
                   qingbo_keys={DEMO_KEY}) as emu:
         session = requests.Session()
         session.trust_env = False  # a proxy configured for the internet must not capture 127.0.0.1
-        rt = Runtime(ledger=Ledger(out / ".ledger"), api_keys={"wavespeed": DEMO_KEY, "qingbo": DEMO_KEY},
+        rt = Runtime(ledger=Store(out / ".ledger"), api_keys={"wavespeed": DEMO_KEY, "qingbo": DEMO_KEY},
                      base_urls={"wavespeed": emu.url, "qingbo": emu.url}, session=session)
         _step(f"emulator on {emu.url}: it draws placeholder pictures marked \"emulator\", so the whole path (keys, "
               "requests, polling, download, decoding) can be seen without an account; nothing is charged")

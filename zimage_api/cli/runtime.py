@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from ..cancel import CancelToken
 from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
-from ..ledger import Ledger
+from ..store import Store
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "NotCollected", "PROG", "EXIT_OK",
            "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr",
@@ -116,19 +116,20 @@ class Runtime:
     """
 
     def __init__(self, *, sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None,
-                 ledger: Ledger | None = None, api_keys: dict[str, str] | None = None,
+                 ledger: Store | None = None, api_keys: dict[str, str] | None = None,
                  base_urls: dict[str, str] | None = None, session: Any = None) -> None:
         self._injected_sleep = sleep
         self.session = session
         self.clock = clock or time.monotonic
         self.now = clock or time.time
-        self.ledger = ledger or Ledger.default()
+        self.store = ledger or Store.default()  # opened once here, handed to the engine and the clients
+        self.ledger = self.store
         self.api_keys = dict(api_keys or {})
         self.base_urls = dict(base_urls or {})
         self.token = CancelToken()
         self.stop = self.token.event  # set at Ctrl-C
         self._lock = threading.Lock()
-        self.clients = Clients(ledger=self.ledger, sleep=self.sleep, now=self.now, session=session,
+        self.clients = Clients(store=self.store, sleep=self.sleep, now=self.now, session=session,
                                api_keys=api_keys, base_urls=base_urls)
         self._in_flight: dict[str, str] = {}
         self._paying: dict[int, str] = {}
