@@ -178,7 +178,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str
         raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty); try again.")
     looks_like = _describe_non_image(bytes(view[:2048]), data, size)
     if looks_like is not None:
-        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
+        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
 
     try:
         img = Image.open(io.BytesIO(data), formats=_readable_formats())
@@ -299,7 +299,8 @@ MAX_PICTURE_FILE_BYTES = 50 * 1024 * 1024
 # Formats a provider's result may be in, by Pillow format name; MPO is a multi-picture JPEG (the jpg extension).
 _RESULT_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
 _JPEG_END = b"\xff\xd9"
-_JPEG_TAIL = 4096  # the end-of-image marker is looked for in this many last bytes (encoders may pad after it)
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: no data, a fixed CRC
+_TAIL = 4096  # the end of a PNG or JPEG is looked for in this many last bytes (some writers pad after it)
 _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a pipe"), (stat.S_ISCHR, "a device"),
                (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 _SPECIAL_FILE = "a special file"
@@ -342,7 +343,7 @@ def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: 
     if extension == "bin":
         looks_like = _describe_non_image(bytes(view[:2048]), data, size)
         if looks_like is not None:
-            raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
+            raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
     try:
         img = Image.open(io.BytesIO(data), formats=_readable_formats())
     except Image.DecompressionBombError as err:
@@ -382,9 +383,9 @@ def _structure_is_whole(img: Image.Image, view: memoryview) -> bool:
     """Whether the encoded structure reaches its end: raises on a damaged PNG chunk, False when the end is cut."""
     if img.format == "PNG":
         img.verify()  # every chunk up to IEND, with its CRC; raises when one is damaged or missing
-        return True
+        return bytes(view[-_TAIL:]).rfind(_PNG_END) >= 0  # verify() does not read IEND's own CRC
     if img.format in ("JPEG", "MPO"):
-        return bytes(view[-_JPEG_TAIL:]).rfind(_JPEG_END) >= 0
+        return bytes(view[-_TAIL:]).rfind(_JPEG_END) >= 0
     declared = struct.unpack("<I", bytes(view[4:8]))[0] + 8  # WebP: the RIFF size plus its 8-byte header
     return view.nbytes >= declared
 
@@ -445,13 +446,12 @@ def _read_at_most(stream: io.RawIOBase, limit: int) -> bytes:
 
 def _file_too_large(file: Path, what: str, size: int, max_bytes: int) -> ValidationError:
     return ValidationError(
-        f"The {what} {file} is {_mebibytes(size)}, more than the {_mebibytes(max_bytes)} a picture file may be; "
-        "give a smaller PNG, JPEG or WebP file.", field=what)
+        f"The {what} {file} is {size:,} bytes, more than the {max_bytes:,} bytes ({_mebibytes(max_bytes)}) a picture "
+        "file may be; give a smaller PNG, JPEG or WebP file.", field=what)
 
 
 def _mebibytes(size: int) -> str:
-    value = size / (1024 * 1024)
-    return f"{value:.0f} MiB" if value >= 10 or value.is_integer() else f"{value:.1f} MiB"
+    return f"{size / (1024 * 1024):.3g} MiB"
 
 
 # --------------------------------------------------------------------------------------------------------------

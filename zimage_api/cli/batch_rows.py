@@ -465,7 +465,7 @@ def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks
         common["loras"] = check_loras(p["loras"])
     if p.get("control"):
         common.update(width=p["width"] or 0, height=p["height"] or 0)
-        return ControlNet(references=(read_reference(p["control"]),), mode=p["mode"], strength=p["strength"],
+        return ControlNet(references=(read_reference(p["control"], "control"),), mode=p["mode"], strength=p["strength"],
                           **common)
     if p.get("mask"):
         return Inpaint(pictures=(read_masked(p["reference"], p["mask"]),), **common)

@@ -165,9 +165,10 @@ def read_picture_bytes(path: str | os.PathLike[str], what: str = "reference") ->
         raise UsageError(str(err), field=what) from None
 
 
-def read_reference(path: str | os.PathLike[str]) -> Reference:
-    """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
-    return Reference.from_image(read_picture(path))
+def read_reference(path: str | os.PathLike[str], what: str = "reference") -> Reference:
+    """Open a reference (or control) picture as the engine takes it: encoded for upload, at most 1024 px on the long
+    side."""
+    return Reference.from_image(read_picture(path, what))
 
 
 def read_masked(reference: str | os.PathLike[str], mask: str | os.PathLike[str]) -> MaskedReference:
@@ -242,7 +243,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         order = Inpaint(pictures=(read_masked(reference, mask),), width=width or 0, height=height or 0,
                         seed=_checked_seed(seed, count), **common)
     elif control is not None:
-        order = ControlNet(references=(read_reference(control),), mode=mode or "depth",
+        order = ControlNet(references=(read_reference(control, "control"),), mode=mode or "depth",
                            strength=1.0 if strength is None else strength, width=width or 0, height=height or 0,
                            seed=_checked_seed(seed, count), **common)
     elif ref is not None:
