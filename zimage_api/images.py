@@ -19,16 +19,21 @@ import binascii
 import io
 import json
 import math
+import os
 import re
+import stat
 import struct
 import sys
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .catalog import picture_extension  # the one sniffer of file types, light enough for the CLI's start
 from .errors import ImageDecodeError, ValidationError
 from .logs import logger
 from .packages import import_torch
@@ -38,8 +43,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_PICTURE_FILE_BYTES",
+    "PictureInfo",
     "check_picture",
     "picture_extension",
+    "read_picture_file",
     "decode_base64",
     "open_image",
     "image_to_array",
@@ -148,42 +156,6 @@ def _invalid_base64(length: int, reason: str) -> ImageDecodeError:
     )
 
 
-def picture_extension(data: bytes) -> str:
-    """The file extension for encoded picture bytes, from their first bytes: ``png``, ``jpg``, ``webp``, else
-    ``bin``."""
-    head = bytes(data[:12])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return "bin"
-
-
-def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> None:
-    """Raise :class:`ImageDecodeError` unless ``data`` is a picture within ``max_pixels`` (header and structure
-    checked, pixels not decoded)."""
-    if not data:
-        raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty).")
-    looks_like = _describe_non_image(bytes(data[:2048]), data, len(data))
-    if looks_like is not None:
-        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
-    try:
-        with Image.open(io.BytesIO(data), formats=_readable_formats()) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise _too_large(source, (width, height), max_pixels, None)
-            img.verify()
-    except Image.DecompressionBombError as err:
-        raise _too_large(source, _header_size(bytes(data[:32])), max_pixels, err) from err
-    except ImageDecodeError:
-        raise
-    except (UnidentifiedImageError, *_DECODE_ERRORS) as err:
-        raise ImageDecodeError(f"Expected a picture from {source} but got data that is not a readable picture "
-                               f"({len(data):,} bytes).") from err
-
-
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> Image.Image:
     """Open encoded picture bytes as a fully loaded, upright PIL image.
 
@@ -206,7 +178,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str
         raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty); try again.")
     looks_like = _describe_non_image(bytes(view[:2048]), data, size)
     if looks_like is not None:
-        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like}.")
+        raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
 
     try:
         img = Image.open(io.BytesIO(data), formats=_readable_formats())
@@ -314,6 +286,172 @@ def _upright(img: Image.Image, *, in_place: bool) -> Image.Image:
         return img
     transposed = ImageOps.exif_transpose(img)
     return img if transposed is None else transposed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checking bytes before they count as a picture; reading local picture files
+# --------------------------------------------------------------------------------------------------------------
+
+MAX_PICTURE_FILE_BYTES = 50 * 1024 * 1024
+"""The largest local picture file (reference, mask, control) read: 50 MiB, ample for a picture that is sent at
+1024 px at most."""
+
+# Formats a provider's result may be in, by Pillow format name; MPO is a multi-picture JPEG (the jpg extension).
+_RESULT_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp"}
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole IEND chunk: no data, a fixed CRC
+_TAIL = 4096  # the end of a PNG or JPEG is looked for in this many last bytes (some writers pad after it)
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a pipe"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+_SPECIAL_FILE = "a special file"
+
+
+@dataclass(frozen=True)
+class PictureInfo:
+    """What :func:`check_picture` found: the file extension (``png``, ``jpg`` or ``webp``), the size in pixels
+    and the length of the encoded bytes."""
+
+    extension: str
+    width: int
+    height: int
+    nbytes: int
+
+
+def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str) -> PictureInfo:
+    """Check that bytes are a whole PNG, JPEG or WebP picture within ``max_pixels``, without decoding its pixels.
+
+    Cheap enough for every answer and every receipt read (about 1 ms for a 1024x1024 PNG, mostly its checksums,
+    and far less for JPEG and WebP): the header gives the format and size, a PNG's chunks are read to their end
+    with their checksums, a JPEG must end with its end-of-image marker and a WebP must be as long as its header
+    says. Damage inside the compressed pixels is found only by :func:`open_image`.
+
+    Args:
+        data: the encoded bytes, as received or as read from disk.
+        max_pixels: the largest ``width * height`` accepted (a decompression bomb is refused before any decoding).
+        source: where the bytes came from, for the message ("WaveSpeed's result URL of prediction 1a2b").
+
+    Raises:
+        ImageDecodeError: one sentence naming ``source`` and what came instead: nothing, an HTML page, JSON (with
+            the sender's own error sentence), other text, another kind of file or picture, a truncated or damaged
+            picture, or one larger than ``max_pixels``.
+    """
+    view = memoryview(data)
+    size = view.nbytes
+    if size == 0:
+        raise ImageDecodeError(f"Expected a picture from {source} but got nothing (0 bytes, empty); try again.")
+    extension = picture_extension(data)
+    if extension == "bin":
+        looks_like = _describe_non_image(bytes(view[:2048]), data, size)
+        if looks_like is not None:
+            raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
+    try:
+        img = Image.open(io.BytesIO(data), formats=_readable_formats())
+    except Image.DecompressionBombError as err:
+        raise _too_large(source, _header_size(bytes(view[:32])), max_pixels, err) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError(
+            f"Expected a picture from {source} but got data that is not a readable picture ({size:,} bytes); "
+            "try again, or choose PNG or JPEG output."
+        ) from err
+    except _DECODE_ERRORS as err:
+        raise ImageDecodeError(f"The picture from {source} is damaged ({size:,} bytes: {err}); try again.") from err
+    with img:
+        if _RESULT_FORMATS.get(str(img.format)) != extension:
+            raise ImageDecodeError(
+                f"Expected a PNG, JPEG or WebP picture from {source} but got a {img.format} picture ({size:,} bytes); "
+                "choose PNG or JPEG output."
+            )
+        width, height = img.size
+        if width * height > max_pixels:
+            raise _too_large(source, (width, height), max_pixels, None)
+        if width <= 0 or height <= 0:
+            raise ImageDecodeError(f"The picture from {source} is {width}x{height} pixels, which is empty.")
+        try:
+            whole = _structure_is_whole(img, view)
+        except _DECODE_ERRORS as err:
+            raise ImageDecodeError(
+                f"The picture from {source} is truncated or damaged ({img.format}, {size:,} bytes: {err}); try again."
+            ) from err
+    if not whole:
+        raise ImageDecodeError(
+            f"The picture from {source} is truncated ({img.format}, {size:,} bytes, its end is missing); try again."
+        )
+    return PictureInfo(extension, width, height, size)
+
+
+def _structure_is_whole(img: Image.Image, view: memoryview) -> bool:
+    """Whether the encoded structure reaches its end: raises on a damaged PNG chunk, False when the end is cut."""
+    if img.format == "PNG":
+        img.verify()  # every chunk up to IEND, with its CRC; raises when one is damaged or missing
+        return bytes(view[-_TAIL:]).rfind(_PNG_END) >= 0  # verify() does not read IEND's own CRC
+    if img.format in ("JPEG", "MPO"):
+        return bytes(view[-_TAIL:]).rfind(_JPEG_END) >= 0
+    declared = struct.unpack("<I", bytes(view[4:8]))[0] + 8  # WebP: the RIFF size plus its 8-byte header
+    return view.nbytes >= declared
+
+
+def read_picture_file(path: str | os.PathLike[str], *, what: str = "reference",
+                      max_bytes: int = MAX_PICTURE_FILE_BYTES) -> bytes:
+    """The bytes of a local picture file (a reference, mask or control picture), read with a bound.
+
+    Anything but a regular file (a folder, a pipe, a device such as ``/dev/zero``, a socket) is refused before it
+    is read, and so is a file over ``max_bytes``; a file that grows while it is read is cut at ``max_bytes + 1``
+    bytes and refused. The bytes are not checked to be a picture: :func:`open_image` does that.
+
+    Raises:
+        ValidationError: (``field=what``) the file is missing or unreadable, not a regular file, or too large; the
+            message names the file.
+    """
+    file = Path(path)
+    try:
+        kind = _not_regular(os.stat(file).st_mode)  # refused before it is opened: opening a device can act
+        if kind is None:
+            # O_NONBLOCK: if a pipe takes the file's place meanwhile, opening it does not wait for a writer.
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            with os.fdopen(fd, "rb", buffering=0) as stream:
+                info = os.fstat(stream.fileno())
+                kind = _not_regular(info.st_mode)
+                if kind is None:
+                    if info.st_size > max_bytes:
+                        raise _file_too_large(file, what, info.st_size, max_bytes)
+                    data = _read_at_most(stream, min(info.st_size, max_bytes) + 1)
+                    if len(data) > max_bytes:
+                        raise _file_too_large(file, what, len(data), max_bytes)
+                    return data
+    except OSError as err:
+        raise ValidationError(f"Cannot read the {what} picture {file}: {err.strerror or err}.", field=what) from None
+    raise ValidationError(f"The {what} {file} is {kind}, not a picture file; give a PNG, JPEG or WebP file.",
+                          field=what)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file is when it is not a regular file ("a folder", "a pipe"...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _FILE_KINDS if test(mode)), _SPECIAL_FILE)
+
+
+def _read_at_most(stream: io.RawIOBase, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream``, fewer at its end."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _file_too_large(file: Path, what: str, size: int, max_bytes: int) -> ValidationError:
+    return ValidationError(
+        f"The {what} {file} is {size:,} bytes, more than the {max_bytes:,} bytes ({_mebibytes(max_bytes)}) a picture "
+        "file may be; give a smaller PNG, JPEG or WebP file.", field=what)
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g} MiB"
 
 
 # --------------------------------------------------------------------------------------------------------------

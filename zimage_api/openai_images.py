@@ -1,7 +1,8 @@
 """Z-Image at WaveSpeed through the OpenAI-images style API: ``/v1/images/generations`` and ``/v1/images/edits``.
 
 Both calls are synchronous: the answer carries the pictures (``b64_json``) or short-lived URLs, which are
-downloaded at once. A submit is paid work, so it is retried only when the server certainly did nothing.
+downloaded at once. Each picture is checked to be one before it counts, and no more are kept (or downloaded) than
+``n`` asked for. A submit is paid work, so it is retried only when the server certainly did nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 from .catalog import MODELS, RESPONSE_FORMATS
 from .config import WAVESPEED
 from .errors import InvalidResponseError
-from .images import decode_base64
-from .logs import log_call, prompt_hash
+from .images import check_picture, decode_base64
+from .logs import log_call, logger, prompt_hash
 from .results import GenerationResult
 from .transport import Transport
 from .validation import IMAGES_SIZE, check_choice, check_count, check_number, check_prompt, check_seed, check_size
@@ -131,18 +132,29 @@ class ImagesClient:
             raise InvalidResponseError(
                 "WaveSpeed answered without any picture (no 'data' list); nothing was decoded.",
                 provider=WAVESPEED.name, status=200, body=answer)
+        asked = body["n"]
+        if len(items) > asked:
+            # Never more than was asked for: the extras are neither decoded nor downloaded.
+            logger.warning("WaveSpeed answered %d pictures for the %d asked; keeping the first %d", len(items),
+                           asked, asked)
+            items = items[:asked]
         images: list[bytes] = []
-        urls: list[str] = []
-        for item in items:
+        urls: list[tuple[int, str]] = []
+        for index, item in enumerate(items, 1):
             if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
-                images.append(decode_base64(item["b64_json"]))
+                data = decode_base64(item["b64_json"])
+                check_picture(data, source=f"WaveSpeed's answer (picture {index} of {len(items)})")
+                images.append(data)
             elif isinstance(item, dict) and isinstance(item.get("url"), str):
-                urls.append(item["url"])
+                urls.append((index, item["url"]))
             else:
                 raise InvalidResponseError(
                     "WaveSpeed answered a picture entry with neither 'b64_json' nor 'url'.",
                     provider=WAVESPEED.name, status=200, body=answer)
-        images.extend(self.transport.download(url) for url in urls)
+        for index, url in urls:
+            data = self.transport.download(url)
+            check_picture(data, source=f"WaveSpeed's result URL (picture {index} of {len(items)})")
+            images.append(data)
         elapsed = time.monotonic() - started
         size = body.get("size")
         log_call(f"images.{call}", model=body["model"], guidance_scale=body["guidance_scale"], size=size,
@@ -150,7 +162,8 @@ class ImagesClient:
         dims = tuple(int(v) for v in size.split("x")) if size else None
         return GenerationResult(
             provider=WAVESPEED.name, protocol=self.protocol, model=body["model"], images=images,
-            prompt_sha256=prompt_hash(body["prompt"]), urls=urls, seeds=[body.get("seed")] * len(images),
+            prompt_sha256=prompt_hash(body["prompt"]), urls=[url for _, url in urls],
+            seeds=[body.get("seed")] * len(images),
             size=dims,  # type: ignore[arg-type]
             elapsed=elapsed,
         )

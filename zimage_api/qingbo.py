@@ -21,6 +21,7 @@ from .errors import (
     NotFoundError,
     TaskFailedError,
 )
+from .images import check_picture
 from .logs import log_call, logger, prompt_hash
 from .polling import (
     DEFAULT_TIMEOUT,
@@ -47,6 +48,7 @@ from .validation import (
 __all__ = ["QingboClient", "QingboTask", "MODEL", "PRICE_QUOTA", "parse_progress", "parse_timestamp", "output_size"]
 
 MODEL = "z-image-turbo"
+PICTURES_PER_TASK = 1  # a z-image-turbo task makes one picture (its request has no count)
 FAILURE_ADVICE = {
     "upstream_unavailable": "the upstream service is temporarily unavailable; this is retryable, run again",
     "upstream_bad_request": "the upstream model rejected the request (often the prompt); change it and run again",
@@ -352,11 +354,21 @@ class QingboClient(TaskClient):
                 "again).")
 
     def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
+        """The picture of a completed task, downloaded at once and checked to be one, and its URL. A task makes one
+        picture: more URLs are dropped with a warning, never downloaded."""
         if not task.urls:
             raise InvalidResponseError(f"Qingbo task {task.task_id} completed without a result URL.",
                                        provider=QINGBO.name, status=200, body=task.raw)
-        images = [self.transport.download(url, what=f"the picture of task {task.task_id}") for url in task.urls]
-        return images, list(task.urls)
+        urls = list(task.urls[:PICTURES_PER_TASK])
+        if len(task.urls) > PICTURES_PER_TASK:
+            logger.warning("Qingbo task %s lists %d result URLs for the %d asked; keeping the first %d",
+                           task.task_id, len(task.urls), PICTURES_PER_TASK, PICTURES_PER_TASK)
+        images: list[bytes] = []
+        for url in urls:
+            data = self.transport.download(url, what=f"the picture of task {task.task_id}")
+            check_picture(data, source=f"Qingbo's result URL of task {task.task_id}")
+            images.append(data)
+        return images, urls
 
     def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:
         log_call("qingbo.collect", model=MODEL, task_id=task_id, status="completed",

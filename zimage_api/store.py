@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .catalog import picture_extension
 from .errors import ImageDecodeError
 from .logs import logger
 from .polling import FINAL_STATES, TaskState
@@ -605,8 +606,6 @@ class Store:
 
     def save_pictures(self, task_id: str, images: Iterable[bytes]) -> list[str]:
         """Keep a local copy of a task's pictures in ``results/``, note them in the store, and return their paths."""
-        from .images import picture_extension
-
         self.results_dir.mkdir(parents=True, exist_ok=True)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in task_id)[:120]
         paths: list[str] = []
@@ -678,8 +677,6 @@ class Store:
 
         Raises :class:`StoreError` when it cannot be kept: the caller says the picture was paid and where it is.
         """
-        from .images import picture_extension
-
         if not reuse_enabled():
             return
         paths = list(result.paths) if len(result.paths) == len(result.images) else []

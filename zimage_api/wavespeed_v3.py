@@ -23,8 +23,8 @@ from .errors import (
     TaskFailedError,
     ValidationError,
 )
-from .images import decode_base64
-from .logs import log_call
+from .images import check_picture, decode_base64
+from .logs import log_call, logger
 from .polling import (
     DEFAULT_TIMEOUT,
     CancelCheck,
@@ -82,6 +82,7 @@ def _lora_items(loras: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 DEFAULT_SCHEDULE = PollSchedule()
+OUTPUTS_PER_PREDICTION = 1  # every Z-Image model at v3 makes one picture per prediction
 
 
 @dataclass(frozen=True)
@@ -250,16 +251,33 @@ class WaveSpeedClient(TaskClient):
         raise TaskFailedError(f"WaveSpeed prediction {pid} {prediction.state.value}: {reason}.", task_id=pid,
                               provider=WAVESPEED.name, code=prediction.state.value)
 
-    def fetch_outputs(self, prediction: Prediction) -> tuple[list[bytes], list[str]]:
-        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once) and its URLs."""
+    def fetch_outputs(self, prediction: Prediction, *, keep: int = OUTPUTS_PER_PREDICTION,
+                      ) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once) and its URLs.
+
+        At most ``keep`` outputs count (a prediction makes one picture): more are dropped with a warning, never
+        downloaded. Each is checked to be a picture before it counts.
+
+        Raises:
+            ImageDecodeError: an output is not a picture (an HTML page at its URL, base64 of other bytes...).
+            InvalidResponseError: the prediction completed without any output.
+        """
+        outputs = prediction.outputs
+        if len(outputs) > keep:
+            logger.warning("WaveSpeed prediction %s lists %d outputs for the %d asked; keeping the first %d",
+                           prediction.id, len(outputs), keep, keep)
+            outputs = outputs[:keep]
         images: list[bytes] = []
         urls: list[str] = []
-        for output in prediction.outputs:
+        for output in outputs:
             if output.startswith(("http://", "https://")):
                 urls.append(output)
-                images.append(self.transport.download(output))
+                data = self.transport.download(output, what=f"the picture of prediction {prediction.id}")
+                check_picture(data, source=f"WaveSpeed's result URL of prediction {prediction.id}")
             else:
-                images.append(decode_base64(output))
+                data = decode_base64(output)
+                check_picture(data, source=f"WaveSpeed's base64 output of prediction {prediction.id}")
+            images.append(data)
         if not images:
             raise InvalidResponseError(f"WaveSpeed prediction {prediction.id} completed without any output.",
                                        provider=WAVESPEED.name, status=200, body=prediction.raw)

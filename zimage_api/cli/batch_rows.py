@@ -32,7 +32,7 @@ from ..orders import (
     check_loras,
     random_seed,
 )
-from .commands import read_masked, read_picture, read_reference
+from .commands import read_masked, read_picture, read_picture_bytes, read_reference
 from .runtime import UsageError, one_line, to_stdout
 
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
@@ -285,7 +285,7 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
         reference = reference if reference.is_absolute() else base_dir / reference
         ref = read_reference(reference)
         params["reference"] = str(reference.resolve())
-        params["reference_sha256"] = hashlib.sha256(reference.read_bytes()).hexdigest()[:16]
+        params["reference_sha256"] = hashlib.sha256(read_picture_bytes(reference)).hexdigest()[:16]
         if "mask" in fields:
             if "strength" in fields:
                 raise ValidationError("The strength does not apply to inpainting: the mask says what is kept.",
@@ -324,7 +324,8 @@ def _file_param(value: Any, base_dir: Path, name: str) -> dict[str, Any]:
     path = Path(str(value)).expanduser()
     path = path if path.is_absolute() else base_dir / path
     read_picture(path, name)  # readable, and a picture
-    return {name: str(path.resolve()), f"{name}_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    digest = hashlib.sha256(read_picture_bytes(path, name)).hexdigest()[:16]
+    return {name: str(path.resolve()), f"{name}_sha256": digest}
 
 
 def _loras(value: Any) -> tuple[Lora, ...]:
@@ -464,7 +465,7 @@ def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks
         common["loras"] = check_loras(p["loras"])
     if p.get("control"):
         common.update(width=p["width"] or 0, height=p["height"] or 0)
-        return ControlNet(references=(read_reference(p["control"]),), mode=p["mode"], strength=p["strength"],
+        return ControlNet(references=(read_reference(p["control"], "control"),), mode=p["mode"], strength=p["strength"],
                           **common)
     if p.get("mask"):
         return Inpaint(pictures=(read_masked(p["reference"], p["mask"]),), **common)

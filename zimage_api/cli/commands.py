@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..catalog import picture_extension
 from ..config import QINGBO, WAVESPEED
-from ..errors import ImageDecodeError, ZImageError
+from ..errors import ImageDecodeError, ValidationError, ZImageError
 from ..orders import (
     ControlNet,
     Edit,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "task_json", "resume_tasks",
            "read_task_ids",
            "save_pictures", "save_paid_pictures", "prepare_out", "picture_extension", "picture_tag", "read_reference",
+           "read_picture_bytes",
            "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 120.0  # seconds to wait for pictures when --timeout is not given, as the nodes' default
@@ -137,14 +138,15 @@ def save_paid_pictures(rt: Runtime, out: Path, tag: str, ident: str, seed: int |
 
 
 def read_picture(path: str | os.PathLike[str], what: str = "reference") -> Image.Image:
-    """Open a picture file given on the command line or in a batch row (``what`` names it in errors)."""
+    """Open a picture file given on the command line or in a batch row (``what`` names it in errors).
+
+    Only a regular file of at most :data:`~zimage_api.images.MAX_PICTURE_FILE_BYTES` is read (never a pipe or a
+    device such as ``/dev/zero``), before anything is sent.
+    """
+    data = read_picture_bytes(path, what)
     from ..images import open_image
 
     file = Path(path)
-    try:
-        data = file.read_bytes()
-    except OSError as err:
-        raise UsageError(f"Cannot read the {what} picture {file}: {err.strerror or err}.", field=what) from None
     try:
         return open_image(data, source=f"the {what} file {file}")
     except ImageDecodeError:
@@ -152,9 +154,21 @@ def read_picture(path: str | os.PathLike[str], what: str = "reference") -> Image
                          f"PNG, JPEG or WebP file.", field=what) from None
 
 
-def read_reference(path: str | os.PathLike[str]) -> Reference:
-    """Open a reference picture as the engine takes it: encoded for upload, at most 1024 px on the long side."""
-    return Reference.from_image(read_picture(path))
+def read_picture_bytes(path: str | os.PathLike[str], what: str = "reference") -> bytes:
+    """The bytes of a picture file named on the command line or in a batch row, read with a bound (see
+    :func:`~zimage_api.images.read_picture_file`); its errors are usage errors."""
+    from ..images import read_picture_file
+
+    try:
+        return read_picture_file(path, what=what)
+    except ValidationError as err:
+        raise UsageError(str(err), field=what) from None
+
+
+def read_reference(path: str | os.PathLike[str], what: str = "reference") -> Reference:
+    """Open a reference (or control) picture as the engine takes it: encoded for upload, at most 1024 px on the long
+    side."""
+    return Reference.from_image(read_picture(path, what))
 
 
 def read_masked(reference: str | os.PathLike[str], mask: str | os.PathLike[str]) -> MaskedReference:
@@ -229,7 +243,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         order = Inpaint(pictures=(read_masked(reference, mask),), width=width or 0, height=height or 0,
                         seed=_checked_seed(seed, count), **common)
     elif control is not None:
-        order = ControlNet(references=(read_reference(control),), mode=mode or "depth",
+        order = ControlNet(references=(read_reference(control, "control"),), mode=mode or "depth",
                            strength=1.0 if strength is None else strength, width=width or 0, height=height or 0,
                            seed=_checked_seed(seed, count), **common)
     elif ref is not None:

@@ -8,6 +8,8 @@ Kinds answered instead of processing: ``status``, ``rate_limit``, ``quota``, ``o
 ``reset_after`` (process, then reset the connection), ``invalid_base64`` (corrupt base64 in the answer),
 ``truncated`` (send half the body), ``task_failed`` and ``stuck`` (the created task fails or never ends),
 ``status_word`` (a status answer reports ``word`` as the task's status, as a server with words of its own would).
+
+Faults in the pictures themselves (``extra_pictures``, ``not_a_picture``, ``html_page``) are in ``picture_faults``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .picture_faults import PICTURE_FAULT_PARAMS, check_picture_fault
 from .wire import OPENAI, QINGBO, V3, Response, error_response, json_response
 
 __all__ = ["Fault", "FaultQueue", "FAULT_KINDS", "TASK_FAILURE_CODES", "immediate_answer", "corrupt_base64"]
@@ -30,6 +33,7 @@ TASK_FAILURE_CODES = {
 
 # kind -> (required params, optional params)
 _PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    **PICTURE_FAULT_PARAMS,
     "status": (frozenset({"status"}), frozenset({"body", "headers"})),
     "rate_limit": (frozenset(), frozenset({"retry_after"})),
     "quota": (frozenset(), frozenset({"reset_in"})),
@@ -91,6 +95,7 @@ def _check(kind: str, times: int, params: dict[str, Any]) -> None:
     if missing or unknown:
         raise TypeError(f"fault {kind!r} takes {sorted(required | optional)}; missing {sorted(missing)}, "
                         f"unexpected {sorted(unknown)}")
+    check_picture_fault(kind, params)
     if kind == "status" and not (isinstance(params["status"], int) and 200 <= params["status"] <= 599):
         raise ValueError(f"status must be an int in 200..599, got {params['status']!r}")
     if kind == "delay" and not (isinstance(params["seconds"], (int, float)) and params["seconds"] >= 0):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from . import openai_images, qingbo_tasks, wavespeed_account, wavespeed_v3
 from .faults import Fault, corrupt_base64, immediate_answer
 from .files import FILE_ROUTE, serve_file
+from .picture_faults import html_page_answer, rewrite_pictures
 from .wire import RecordedRequest, Response, RouteError, error_response, error_shape_for
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def respond(emu: Emulator, request: RecordedRequest, fault: Fault | None) -> Res
     shape = error_shape_for(request.path)
     if fault is not None:
         answer = immediate_answer(fault, shape, emu._now())
+        if answer is None:
+            answer = html_page_answer(fault)
         if answer is not None:
             return answer
     allowed: set[str] = set()
@@ -69,6 +72,8 @@ def respond(emu: Emulator, request: RecordedRequest, fault: Fault | None) -> Res
             return error_response(shape, 500, "The emulator failed on this request.", "internal_error")
         if fault is not None and fault.kind == "invalid_base64":
             response = corrupt_base64(response)
+        if fault is not None:
+            response = rewrite_pictures(emu, response, fault)
         return response
     if allowed:
         return error_response(shape, 405, f"{request.method} is not allowed on {request.path}.",
