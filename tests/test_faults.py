@@ -273,17 +273,19 @@ def test_the_key_never_goes_to_a_plain_http_url_of_an_https_api(clock, monkeypat
         assert [r.headers.get("authorization") for r in files.requests] == [None]
 
 
-def test_an_unwritable_ledger_never_costs_the_paid_task(emu, clock, monkeypatch, tmp_path, caplog) -> None:
-    import logging
+def test_a_store_that_cannot_record_pays_nothing(emu, clock, monkeypatch, tmp_path) -> None:
+    from zimage_api.store import StoreError
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x", encoding="utf-8")
     monkeypatch.setenv("ZIMAGE_DATA_DIR", str(blocker))
-    with caplog.at_level(logging.WARNING, logger="zimage_api"):
-        result = qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
-    task_id = result.task_ids[0]
-    assert result.images == [emu.served_images[-1]]
-    assert f"could not write Qingbo task {task_id} to the ledger" in caplog.text and "keep this id" in caplog.text
+    with pytest.raises(StoreError) as caught:
+        qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
+    assert str(caught.value) == (
+        f"The task store {blocker}/zimage.sqlite3 cannot be created ({blocker} is a file, not a folder), so nothing "
+        "was sent: a paid request is made only once its record can be kept. Fix the folder's permissions or free "
+        "some disk space, or set ZIMAGE_DATA_DIR to a folder you can write.")
+    assert emu.requests_to("POST /v1/tasks") == []
 
 
 def test_an_unknown_status_in_the_submit_answer_keeps_the_id(emu, clock) -> None:

@@ -248,14 +248,14 @@ class Engine:
         with self._paying_for(what):
             yield
 
-    def _recorded(self, key: str, record: Callable[[], None], what: str) -> None:
-        """Record what a paid request bought; if the store fails now, say what was paid and keep going."""
+    @staticmethod
+    def _recorded(record: Callable[[], None], what: str) -> None:
+        """Record what a paid request bought (and release its claim); if the store fails now, say what was paid."""
         try:
             record()
         except OSError as err:
             raise ZImageError(f"{what} was paid, but the task store could not record it ({err}). Keep this "
-                              "message: the picture or task id above is the only record.") from err
-        self.store.release(key, self.owner)
+                              "message: it is the only record.") from err
 
     # -- pictures (Generate, Edit, Inpaint, ControlNet) ---------------------------------------------------------------
 
@@ -266,6 +266,7 @@ class Engine:
         """
         units = self.plan(order)
         progress = self._progress(len(units))
+        self.store.check_writable()  # no record, no payment: before any upload or request
         references = order.references if isinstance(order, Edit) else ()
         urls = Once(lambda ref, call: self.clients.v3().upload(*references[ref].upload, **call))
         masks = Once(lambda ref, call: self.clients.v3().upload(*order.pictures[ref].mask, **call)) if isinstance(
@@ -317,7 +318,7 @@ class Engine:
                                          strength=0.5 if strength is None else strength, **options)
                 else:
                     result = client.generate(order.prompt, **options)
-            self._recorded(unit.key, lambda: self.store.keep_result(unit.key, result), "The picture")
+            self._recorded(lambda: self.store.keep_result(unit.key, result, owner=self.owner), "The picture")
             progress.update(unit.index, 1.0, "done")
             return result
 
@@ -374,7 +375,8 @@ class Engine:
                                       width=order.width, height=order.height, seed=unit.seed,
                                       output_format=order.output_format,
                                       base64_output=order.response_format == "b64_json", **reference, **call)
-            self._recorded(unit.key, lambda: self.store.save_task(unit.key, first.id), "The prediction")
+            self._recorded(lambda: self.store.finish(unit.key, self.owner, task_id=first.id),
+                           f"The prediction {first.id}")
             return collect(first.id, first)
 
         def recover(previous: Claim) -> GenerationResult:
@@ -393,7 +395,7 @@ class Engine:
                 self.store.mark_uncertain(unit.key, self.owner, {**previous.detail, "candidates": len(found)})
                 raise _uncertain(previous, provider="WaveSpeed", candidates=len(found))
             task_id = found[0].id
-            self._recorded(unit.key, lambda: self._adopt(unit.key, task_id, order), "The prediction")
+            self._recorded(lambda: self._adopt(unit.key, task_id, order), f"The prediction {task_id}")
             self._on_task_id(task_id, "wavespeed")
             return collect(task_id)
 
@@ -404,7 +406,7 @@ class Engine:
         self.store.record_submitted(task_id, provider="wavespeed", model=order.v3_model.id,
                                     prompt_sha256=prompt_hash(order.prompt), params={"recovered": True},
                                     base_url=self.clients.v3().transport.base_url)
-        self.store.save_task(key, task_id)
+        self.store.finish(key, self.owner, task_id=task_id)
 
     # -- Qingbo tasks ---------------------------------------------------------------------------------------------
 
@@ -420,6 +422,7 @@ class Engine:
 
         units = self.plan(order)
         progress = self._progress(len(units))
+        self.store.check_writable()  # no record, no payment: before any request
         client = self.clients.qingbo()
 
         def job(unit: Unit) -> Callable[[], Any]:
@@ -438,7 +441,8 @@ class Engine:
                     task = client.submit(order.prompt, seed=unit.seed, idempotency_key=key,
                                          on_retry=self._retry_reporter(unit.index, progress),
                                          cancel_check=self.token, **order.options())  # type: ignore[arg-type]
-                self._recorded(unit.key, lambda: self.store.save_task(unit.key, task.task_id), "The task")
+                self._recorded(lambda: self.store.finish(unit.key, self.owner, task_id=task.task_id),
+                               f"The task {task.task_id}")
                 self._on_task_id(task.task_id, "qingbo")
                 progress.update(unit.index, 1.0, "accepted")
                 return task

@@ -208,6 +208,7 @@ class QingboClient(TaskClient):
         if prefer_wait:
             headers["Prefer"] = f"wait={max(1, min(int(prefer_wait), 60))}"
         started = time.monotonic()
+        self._check_store()  # no record, no payment
         answer = self.transport.request_json("POST", "/v1/tasks", json=body, headers=headers,
                                              what="the task request", deadline=deadline, on_retry=on_retry,
                                              cancel_check=cancel_check)

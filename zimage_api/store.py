@@ -238,6 +238,7 @@ class Store:
         self.receipts_dir = self.directory / "receipts"
         self._ready = False  # this object has checked (and if needed migrated) the schema
         self._damaged_kept: Path | None = None
+        self._local = threading.local()  # each thread's write connection, reused: opening one costs more than a claim
 
     @classmethod
     def default(cls) -> "Store":
@@ -275,12 +276,13 @@ class Store:
             raise StoreError(f"The task store {self.path} is a folder, not a store file, so nothing was sent. "
                              f"Move it away, or set {DATA_DIR_ENV} to another folder.")
         if write:
+            blocker = next((p for p in (self.directory, *self.directory.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                raise self._unusable("cannot be created", f"{blocker} is a file, not a folder")
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise self._unusable("cannot be created", err.strerror or type(err).__name__) from err
-            if not self.directory.is_dir():
-                raise self._unusable("cannot be created", "its folder's path is a file")
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as err:
@@ -351,6 +353,7 @@ class Store:
 
     def _keep_damaged(self, err: BaseException) -> None:
         """Move a damaged store aside (kept beside, named in the log) so that a new one starts."""
+        self._local.conn = None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         kept = self.path.with_name(f"{STORE_NAME}.damaged-{stamp}")
         if self._damaged_kept is not None and not self.path.exists():
@@ -393,13 +396,32 @@ class Store:
             conn.execute("ROLLBACK")
             raise
 
+    def _writer(self) -> sqlite3.Connection:
+        """This thread's write connection to the store (made on first use, and again after a fork or an error)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._connect()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _drop_writer(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, committed before the block's caller goes on."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, committed before the block's caller goes on.
+
+        ``durable`` (task ids, receipts) syncs the commit to disk; a claim's bookkeeping survives a killed process
+        without it (WAL), and the next durable commit syncs it too.
+        """
         import sqlite3
 
-        conn = self._connect()
+        conn = self._writer()
         try:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -408,9 +430,11 @@ class Store:
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as err:
+            self._drop_writer()
+            if isinstance(err, sqlite3.DatabaseError) and _damaged(err):
+                raise StoreError(f"The task store {self.path} is damaged ({err}), so nothing was sent; the next "
+                                 "run moves it aside (it is kept) and starts a new store.") from err
             raise self._unusable("cannot be written", err) from err
-        finally:
-            conn.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; an absent store reads as empty. An unreadable one raises :class:`StoreError`: a listing
@@ -418,7 +442,11 @@ class Store:
         import sqlite3
 
         if not self.exists():
-            return []
+            blocker = next((p for p in (self.directory, *self.directory.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():
+                raise StoreError(f"The task store {self.path} cannot be read: {blocker} is a file, not a folder. "
+                                 f"Set {DATA_DIR_ENV} to the folder that holds zimage.sqlite3.")
+            return []  # nothing was ever recorded here
         if not self.path.exists():  # only 0.1.0 files: import them now, or read them as empty where we cannot
             try:
                 conn = self._connect()
@@ -440,8 +468,8 @@ class Store:
 
     def check_writable(self) -> None:
         """Raise :class:`StoreError` unless a record can be written now (done before a run pays anything)."""
-        with self._write():
-            pass
+        with self._write(durable=False) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_at', ?)", (_dumps(round(time.time(), 3)),))
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
@@ -574,7 +602,7 @@ class Store:
 
     def note_idempotency_key(self, fingerprint: str, key: str) -> None:
         """Record ``key`` as the one in force for ``fingerprint``; the keys it replaces are marked spent."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, 0, ?)", (fingerprint, key, time.time()))
             conn.execute("UPDATE idempotency SET spent = 1 WHERE fingerprint = ? AND key != ? AND spent = 0",
                          (fingerprint, key))
@@ -672,12 +700,15 @@ class Store:
                            "change the seed for a new picture"]
         return GenerationResult(images=images, **values)
 
-    def keep_result(self, key: str, result: GenerationResult) -> None:
-        """Keep ``result`` under ``key``. Pictures already on disk (a task's copies) are not copied again.
+    def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
+        """Keep ``result`` under ``key`` (and release ``owner``'s claim on it, in the same transaction). Pictures
+        already on disk (a task's copies) are not copied again.
 
         Raises :class:`StoreError` when it cannot be kept: the caller says the picture was paid and where it is.
         """
         if not reuse_enabled():
+            if owner is not None:
+                self.release(key, owner)
             return
         paths = list(result.paths) if len(result.paths) == len(result.images) else []
         if not paths:
@@ -692,7 +723,10 @@ class Store:
         record = {k: v for k, v in asdict(result).items() if k not in ("images", "notes")}
         record["paths"] = paths
         record["saved_at"] = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-        self.save_result(key, record)
+        if owner is not None:
+            self.finish(key, owner, result=record)
+        else:
+            self.save_result(key, record)
 
     def task_receipt(self, key: str) -> tuple[str | None, str | None]:
         """``(usable, spent)`` for the task submitted earlier under ``key``.
@@ -726,10 +760,12 @@ class Store:
 
         Raises :class:`StoreError` when the claim cannot be written: then nothing may be paid.
         """
+        # Not synced to disk on its own: a killed process leaves it in the WAL, and the paid request's task id,
+        # recorded durably right after, syncs it with it.
         at = time.time() if now is None else now
         until = at + (claim_lease() if lease is None else lease)
         reuse = reuse_enabled()
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             if reuse:
                 row = conn.execute(SQL_RECEIPT_BY_FINGERPRINT, (key,)).fetchone()
                 if row is not None:
@@ -764,7 +800,7 @@ class Store:
         """Note that the paid request for ``key`` goes out now. Raises :class:`StoreError` when the note cannot be
         written or the claim is no longer the caller's: then the request must not be sent."""
         at = time.time() if now is None else now
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             changed = conn.execute(
                 "UPDATE claims SET state = 'sending', sending_at = ?, lease_until = max(lease_until, ?), "
                 "detail_json = ? WHERE fingerprint = ? AND owner = ?",
@@ -780,20 +816,35 @@ class Store:
             return 0
         until = time.time() + (claim_lease() if lease is None else lease)
         marks = ", ".join("?" * len(keys))
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             return int(conn.execute(
                 f"UPDATE claims SET lease_until = ? WHERE owner = ? AND state != 'uncertain' AND fingerprint IN "
                 f"({marks})", (until, owner, *keys)).rowcount)
 
     def release(self, key: str, owner: str) -> None:
         """Give up the caller's claim on ``key`` (its outcome is recorded, or nothing was paid)."""
+        with self._write(durable=False) as conn:
+            conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
+
+    def finish(self, key: str, owner: str, *, task_id: str | None = None,
+               result: Mapping[str, Any] | None = None) -> None:
+        """Record what the caller's paid request bought under ``key`` (a task id, a kept result) and release the
+        claim, in one durable transaction."""
         with self._write() as conn:
+            if task_id is not None:
+                conn.execute("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT (fingerprint) DO UPDATE SET task_id = excluded.task_id",
+                             (key, task_id, time.time()))
+            if result is not None:
+                conn.execute("INSERT INTO receipts (fingerprint, result_json, created_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json, "
+                             "urls_json = NULL", (key, _dumps(dict(result)), time.time()))
             conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
 
     def expire(self, key: str, owner: str) -> None:
         """End the caller's claim on ``key`` at once but keep its state: a request that may have been charged is
         recovered by the next run (from the provider's history or its Idempotency-Key) instead of being re-sent."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute("UPDATE claims SET lease_until = 0 WHERE fingerprint = ? AND owner = ?", (key, owner))
 
     def mark_uncertain(self, key: str, owner: str, detail: Mapping[str, Any]) -> None:

@@ -161,6 +161,11 @@ class TaskClient:
         return self._result(tid, entry or {}, task, images, urls, paths, time.monotonic() - started, seed=seed,
                             size=size)
 
+    def _check_store(self) -> None:
+        """Raise :class:`~zimage_api.store.StoreError` unless the id about to be paid for can be recorded."""
+        if self.store is not None:
+            self.store.check_writable()
+
     # -- the ledger -----------------------------------------------------------------------------------------------
 
     def _record_submitted(self, task_id: str, *, model: str, prompt: str, status: str,

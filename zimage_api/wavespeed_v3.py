@@ -174,6 +174,7 @@ class WaveSpeedClient(TaskClient):
         body = self.build_body(prompt, model, negative_prompt, width, height, seed, image_url, strength, output_format,
                                sync, base64_output, loras=loras, mask_url=mask_url, mode=mode)
         started = time.monotonic()
+        self._check_store()  # no record, no payment
         answer = self.transport.request_json("POST", f"/api/v3/{v3_model(model).id}", json=body,
                                              what="the prediction request", deadline=deadline, on_retry=on_retry,
                                              cancel_check=cancel_check)

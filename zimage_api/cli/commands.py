@@ -90,7 +90,8 @@ def save_pictures(out: Path, tag: str, ident: str, seed: int | None, images: Seq
                 suffix += 1
                 path = out / f"{stem}-{suffix}.{ext}"
             if not path.exists():
-                tmp = path.with_name(path.name + ".part")
+                # A name of this writer's own: two runs writing into one folder never mix their bytes.
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
         paths.append(path)

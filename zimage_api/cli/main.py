@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
 from ..logs import logger
 from ..packages import missing_package_message
+from ..store import StoreError
 from .batch import run_batch
 from .commands import (
     collect_tasks,
@@ -127,6 +128,8 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     except ValidationError as err:
         return _report(err, EXIT_USAGE, verbose, in_flag_terms(one_line(err)))
     except ConfigError as err:
+        return _report(err, EXIT_USAGE, verbose)
+    except StoreError as err:  # nothing was sent: the store must be fixed first
         return _report(err, EXIT_USAGE, verbose)
     except ZImageError as err:
         return _report(err, EXIT_FAILED, verbose)
