@@ -147,8 +147,9 @@ class QingboTask:
             billing_status=answer.get("billing_status"),
             urls=urls,
             expires_at=min(expires) if expires else None,
-            error_code=error.get("code"),
-            error_message=error.get("message"),
+            # Words for an artist only: a nested object in either field is left in ``raw``.
+            error_code=error.get("code") if isinstance(error.get("code"), str) else None,
+            error_message=error.get("message") if isinstance(error.get("message"), str) else None,
             raw=answer,
         )
 
@@ -351,11 +352,12 @@ class QingboClient(TaskClient):
                 "no local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
                 "again).")
 
-    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
+    def _outputs(self, task: Any, deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
         if not task.urls:
             raise InvalidResponseError(f"Qingbo task {task.task_id} completed without a result URL.",
                                        provider=QINGBO.name, status=200, body=task.raw)
-        images = [self.transport.download(url, what=f"the picture of task {task.task_id}") for url in task.urls]
+        images = self.transport.download_all(list(task.urls), what=f"the picture of task {task.task_id}",
+                                             deadline=deadline)
         return images, list(task.urls)
 
     def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:

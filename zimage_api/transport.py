@@ -261,7 +261,7 @@ class Transport:
             expected = response.headers.get("Content-Length")
             if content is not None and (expected is None or not expected.isdigit() or int(expected) == len(content)):
                 if _is_html(response, content):
-                    raise self._download_failed(f"{host} answered {what} with an HTML page instead of a picture",
+                    raise self._download_failed(f"{host} sent an HTML page instead of {what}",
                                                 url, urls, None)
                 return content
             logger.warning("download of %s was truncated (attempt %d)", _path_of(url), attempt)
@@ -299,7 +299,7 @@ class Transport:
                     "the service may be misconfigured, try again later.",
                     provider=self.provider.name, status=response.status_code)
             url = urljoin(url, location)
-            check_result_url(url, api, provider=self.provider.name, hop="a redirect")
+            check_result_url(url, api, provider=self.provider.name, hop="redirected the request to")
             status = response.status_code
             if (status == 303 and method.upper() != "HEAD") or (status in (301, 302) and method.upper() == "POST"):
                 method, json, data, files = "GET", None, None, None
@@ -330,7 +330,7 @@ class Transport:
                 if sock is not None:
                     _set_timeout(sock, min(left, budget.read_timeout))
                 try:
-                    chunk = raw.read(CHUNK_BYTES, decode_content=True)
+                    chunk = raw.read1(CHUNK_BYTES, decode_content=True)
                 except urllib3.exceptions.ReadTimeoutError as err:
                     response.close()
                     if budget.left() <= 0.05:

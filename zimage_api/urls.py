@@ -78,20 +78,20 @@ def _private_allowed(environ: Mapping[str, str] | None) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
-def check_result_url(url: str, api_base_url: str, *, provider: str = "The service", hop: str = "a result URL",
+def check_result_url(url: str, api_base_url: str, *, provider: str = "The service", hop: str = "gave a result URL on",
                      resolve: Resolver = socket.getaddrinfo, environ: Mapping[str, str] | None = None) -> None:
     """Refuse ``url`` (raise :class:`URLRefusedError`) unless it may be fetched; nothing connects to it here.
 
     It must be http(s). Unless it is on the API's own host and port, or ``ZIMAGE_ALLOW_PRIVATE_URLS=1`` is set, its
     host must not be, or resolve to, a loopback, private, link-local, multicast, reserved or unspecified address.
-    ``hop`` says what the URL is in the message ("a result URL", "a redirect"). A host that does not resolve is
-    left to the connection to report.
+    ``hop`` says in the message what the provider did with the URL ("gave a result URL on", "redirected the
+    request to"). A host that does not resolve is left to the connection to report.
     """
     shown = display_url(url)
     scheme, host, port = origin_of(url)
     if scheme not in ("http", "https") or not host:
         raise URLRefusedError(
-            f"{provider} gave {hop} that is not an http(s) address ({shown[:80]}), so it was not fetched.",
+            f"{provider} {hop} {shown[:80]}, which is not an http(s) address, so it was not fetched.",
             provider=provider, url=shown)
     if origin_of(api_base_url)[1:] == (host, port) or _private_allowed(environ):
         return
@@ -112,7 +112,7 @@ def check_result_url(url: str, api_base_url: str, *, provider: str = "The servic
         return
     where = host if address == host else f"{host} ({address})"
     raise URLRefusedError(
-        f"{provider} gave {hop} on {where}, {kind} address that pictures never come from, so it was not fetched; "
+        f"{provider} {hop} {where}, {kind} address that pictures never come from, so it was not fetched; "
         f"set {ALLOW_PRIVATE_ENV}=1 if your gateway serves pictures on a private network.",
         provider=provider, url=shown)
 

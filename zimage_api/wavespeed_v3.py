@@ -239,14 +239,16 @@ class WaveSpeedClient(TaskClient):
         raise TaskFailedError(f"WaveSpeed prediction {pid} {prediction.state.value}: {reason}.", task_id=pid,
                               provider=WAVESPEED.name, code=prediction.state.value)
 
-    def fetch_outputs(self, prediction: Prediction) -> tuple[list[bytes], list[str]]:
-        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once) and its URLs."""
+    def fetch_outputs(self, prediction: Prediction,
+                      deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once, within ``deadline``) and
+        its URLs."""
         images: list[bytes] = []
-        urls: list[str] = []
+        urls: list[str] = [o for o in prediction.outputs if o.startswith(("http://", "https://"))]
+        deadline = deadline or (Deadline.after(self.transport.timeout[1]) if urls else None)
         for output in prediction.outputs:
             if output.startswith(("http://", "https://")):
-                urls.append(output)
-                images.append(self.transport.download(output))
+                images.append(self.transport.download(output, deadline=deadline, urls=urls))
             else:
                 images.append(decode_base64(output))
         if not images:
@@ -287,8 +289,8 @@ class WaveSpeedClient(TaskClient):
         return (f"WaveSpeed prediction {task_id} finished, but its picture is no longer hosted (the result URL "
                 "expired) and no local copy was kept; run it again for a picture.")
 
-    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
-        return self.fetch_outputs(task)
+    def _outputs(self, task: Any, deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        return self.fetch_outputs(task, deadline)
 
     def _model_name(self, prediction: Prediction | None, entry: dict[str, Any]) -> str:
         path = prediction.model if prediction is not None else ""
