@@ -151,10 +151,17 @@ class Transport:
         fresh multipart body. ``what`` names the request in error messages ("the image request").
         ``cancel_check`` overrides the transport's own for this request's retry waits.
 
-        ``deadline`` bounds everything: no attempt's timeout and no retry wait reaches past it
-        (one last attempt goes out at the deadline). A wait the server asks for that ends past it is not waited
-        for: the error says so at once. The error raised then has ``out_of_time`` set. ``on_retry`` is told of each
-        retry wait before it starts, and told ``None`` when a retried request got its answer.
+        ``deadline`` bounds everything: no connect, no body read and no retry wait reaches past it (one last
+        attempt goes out at the deadline, with :data:`LAST_ATTEMPT_SECONDS` for its answer). A wait the server asks
+        for that ends past it is not waited for: the error says so at once. The error raised then has
+        ``out_of_time`` set. ``on_retry`` is told of each retry wait before it starts, and told ``None`` when a
+        retried request got its answer.
+
+        Unless ``stream`` is set, the body is read here in chunks, at most :data:`MAX_JSON_BYTES`
+        (:class:`ResponseTooLargeError` beyond) and for at most the read timeout of real time even without a
+        deadline: a body still arriving then raises :class:`APITimeoutError` saying so. Redirects are followed here,
+        at most :data:`MAX_REDIRECTS`, each checked by :func:`~zimage_api.urls.check_result_url`; the key goes only
+        to the API's own origin.
         """
         cancel = cancel_check or self.cancel_check
         headers = dict(headers or {})
@@ -240,8 +247,6 @@ class Transport:
                     ) from err
                 raise
             except APITimeoutError as err:
-                if isinstance(err, ResultDownloadError):
-                    raise
                 raise self._download_failed(
                     f"{host} did not send {what} in time ({err.reason or 'read timeout'})", url, urls, err,
                     timed_out=True) from err
