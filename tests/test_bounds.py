@@ -38,10 +38,10 @@ PAID_TAIL = ("; the request was paid, so its picture is kept as a URL to downloa
 
 
 class FastClock:
-    """A monotonic clock that runs ``factor`` times faster than real time: a 10 s timeout passes in 2 real seconds
+    """A monotonic clock that runs ``factor`` times faster than real time: a 10 s timeout passes in 2.5 real seconds
     while the socket still trickles for real."""
 
-    def __init__(self, factor: float = 5.0) -> None:
+    def __init__(self, factor: float = 4.0) -> None:
         self.factor = factor
         self.start = time.monotonic()
         self._lock = threading.Lock()
