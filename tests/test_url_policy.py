@@ -183,3 +183,11 @@ def test_redirects_are_followed_five_deep_and_no_further(emu, clock) -> None:
     with pytest.raises(Exception, match=r"redirected the request more than 5 times, so it was stopped"):
         transport.download(f"{emu.url}/files/start.png")
     assert len(emu.requests_to("GET /files/*")) == 6
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "localhost"])
+def test_other_spellings_of_this_machine_are_resolved_and_refused(host: str) -> None:
+    # Numeric forms and localhost resolve without any DNS query (inet_aton, /etc/hosts).
+    expected = rf"^Qingbo gave a result URL on {host} \((127\.0\.0\.1|::1)\), a loopback"
+    with pytest.raises(URLRefusedError, match=expected):
+        check_result_url(f"http://{host}:8080/p.png", API, provider="Qingbo", environ={})
