@@ -18,6 +18,9 @@ in the same run: pack and floor alternate in every repetition and the table show
             an API node beside a slow local node
 8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, and a
             re-queued Submit -> Poll (served from local copies) against an empty store
+9. bounds   hostile servers: a picture body that never ends (time and memory until the size cap), a body
+            trickling at 2 B/s (time until the deadline), a download that never answers (time against the read
+            timeout)
 
 The exit status is 0 when every section ran, even when a target is missed (this is a report); 1 when a section
 crashed.
@@ -65,7 +68,7 @@ from zimage_api.parallel import run_jobs  # noqa: E402
 from zimage_api.qingbo import QingboClient  # noqa: E402
 from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
-SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store")
+SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds")
 
 
 @dataclass
@@ -88,6 +91,8 @@ class Settings:
     store_tasks: int = 100_000
     store_lookups: int = 300
     store_reps: int = 21
+    bounds_deadline: float = 10.0
+    bounds_read_timeout: float = 5.0
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
@@ -95,7 +100,7 @@ class Settings:
             return cls(quick=False)
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_lengths=(1, 2, 4), lag_per_kind=2,
                    many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
-                   store_lookups=50, store_reps=5)
+                   store_lookups=50, store_reps=5, bounds_deadline=2.0, bounds_read_timeout=1.0)
 
 
 @dataclass
@@ -796,6 +801,74 @@ def bench_nodes(cfg: Settings) -> list[Row]:
     return rows
 
 
+# -- 9. bounds ---------------------------------------------------------------------------------------------------------
+
+
+def bench_bounds(cfg: Settings) -> list[Row]:
+    import tracemalloc
+
+    from zimage_api.config import QINGBO
+    from zimage_api.deadline import Deadline
+    from zimage_api.errors import APITimeoutError, ResponseTooLargeError, ResultDownloadTimeoutError
+    from zimage_api.transport import MAX_PICTURE_BYTES, Transport
+
+    rows = []
+    cap_mib = MAX_PICTURE_BYTES / 2**20
+    with Emulator(qingbo_keys={DEMO_KEY}) as emu:
+        transport = Transport(QINGBO, api_key=DEMO_KEY, base_url=emu.url + "/v1",
+                              timeout=(5.0, cfg.bounds_read_timeout))
+        url = f"{emu.url}/files/{'ab' * 16}.png"
+
+        emu.inject("GET /files/*", "endless")
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            transport.download(url)
+        except ResponseTooLargeError:
+            pass
+        took = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        ratio = peak / MAX_PICTURE_BYTES
+        say(f"  endless picture body: stopped at the {cap_mib:.0f} MiB cap in {ms(took)}, peak traced "
+            f"{peak / 2**20:.0f} MiB = {ratio:.2f}x the cap")
+        rows.append(Row("Bounds: endless body, peak memory until the cap", f"{peak / 2**20:.0f} MiB",
+                        f"{cap_mib:.0f} MiB (cap)", ratio, "≤ 1.25×", ratio <= 1.25))
+        rows.append(Row("Bounds: endless body, time until the cap", ms(took), "(info)", None, "(info)", None))
+
+        emu.inject("POST /v1/tasks", "trickle", bytes_per_second=2)
+        patient = Transport(QINGBO, api_key=DEMO_KEY, base_url=emu.url + "/v1")  # the default 60 s read timeout
+        deadline = Deadline.after(cfg.bounds_deadline)
+        started = time.perf_counter()
+        try:
+            patient.request_json("POST", "/v1/tasks", json={"prompt": "a trickle"}, deadline=deadline)
+        except APITimeoutError:
+            pass
+        took = time.perf_counter() - started
+        ratio = took / cfg.bounds_deadline
+        say(f"  body at 2 B/s, timeout {cfg.bounds_deadline:g} s: stopped after {took:.2f} s = {ratio:.2f}x")
+        target = (cfg.bounds_deadline + 2) / cfg.bounds_deadline
+        rows.append(Row(f"Bounds: 2 B/s body, timeout {cfg.bounds_deadline:g} s", f"{took:.2f} s",
+                        f"{cfg.bounds_deadline:g} s (timeout)", ratio, f"≤ {target:.2f}× (T + 2 s)",
+                        took <= cfg.bounds_deadline + 2))
+
+        emu.inject("GET /files/*", "delay", times=10, seconds=cfg.bounds_read_timeout * 4)
+        before = len(emu.requests_to("GET /files/*"))
+        started = time.perf_counter()
+        try:
+            transport.download(url)
+        except ResultDownloadTimeoutError:
+            pass
+        took = time.perf_counter() - started
+        ratio = took / cfg.bounds_read_timeout
+        say(f"  download that never answers, read timeout {cfg.bounds_read_timeout:g} s: gave up after "
+            f"{took:.2f} s = {ratio:.2f}x ({len(emu.requests_to('GET /files/*')) - before} tries)")
+        rows.append(Row("Bounds: download never answering, no deadline", f"{took:.2f} s",
+                        f"{cfg.bounds_read_timeout:g} s (read timeout)", ratio, "≤ 1.5× + 1 s",
+                        took <= cfg.bounds_read_timeout * 1.5 + 1))
+    return rows
+
+
 def table(rows: list[Row]) -> str:
     header = ("metric", "pack", "floor/peer", "ratio", "target", "met?")
     cells = [header] + [
@@ -834,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: bench_memory(cfg)),
             ("nodes", lambda: bench_nodes(cfg)),
             ("store", lambda: bench_store(cfg)),
+            ("bounds", lambda: bench_bounds(cfg)),
         ], start=1):
             if name not in chosen:
                 continue

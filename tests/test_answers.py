@@ -22,7 +22,7 @@ from tests.comfy_stubs import MUG, call_node
 from zimage_api.cli import run
 from zimage_api.emulator import Emulator
 from zimage_api.emulator.picture_faults import HTML_LOGIN_PAGE, NOT_A_PICTURE
-from zimage_api.errors import ImageDecodeError, ValidationError
+from zimage_api.errors import ImageDecodeError, ResultDownloadError, ValidationError
 from zimage_api.images import (
     MAX_PICTURE_FILE_BYTES,
     PictureInfo,
@@ -153,11 +153,12 @@ def test_a_qingbo_task_listing_many_pictures_gives_one(emu: Emulator, clock) -> 
 def test_an_html_page_at_a_v3_result_url_is_a_typed_error_and_no_result(emu: Emulator, clock) -> None:
     emu.inject("GET /files/*", "html_page")
     wave = WaveSpeedClient(sleep=clock.sleep, now=clock)
-    with pytest.raises(ImageDecodeError) as caught:
+    with pytest.raises(ResultDownloadError) as caught:
         wave.generate(MUG, width=256, height=256, seed=4, sleep=clock.sleep, clock=clock)
     (pid,) = emu.tasks
-    assert str(caught.value) == (f"Expected a picture from WaveSpeed's result URL of prediction {pid} but got "
-                                 f"{HTML_SAID}")
+    assert str(caught.value) == (f"{_host(emu)} sent an HTML page instead of the picture of prediction {pid}; the "
+                                 "request was paid, so its picture is kept as a URL to download again on the next "
+                                 "run at no new charge.")
     entry = Ledger.default().get(pid)
     assert entry["status"] != "completed" and not entry.get("paths")
     assert not Ledger.default().results_dir.exists() or not any(Ledger.default().results_dir.iterdir())
@@ -168,18 +169,25 @@ def test_an_html_page_at_a_v3_result_url_is_a_typed_error_and_no_result(emu: Emu
 
 def test_an_html_page_at_a_qingbo_result_url_is_a_typed_error(emu: Emulator, clock) -> None:
     emu.inject("GET /files/*", "html_page")
-    with pytest.raises(ImageDecodeError) as caught:
+    with pytest.raises(ResultDownloadError) as caught:
         QingboClient(sleep=clock.sleep, now=clock).generate(MUG, seed=8, sleep=clock.sleep, clock=clock)
     (tid,) = emu.tasks
-    assert str(caught.value) == f"Expected a picture from Qingbo's result URL of task {tid} but got {HTML_SAID}"
+    assert str(caught.value).startswith(f"{_host(emu)} sent an HTML page instead of the picture of task {tid}; the "
+                                        "request was paid, so its picture is kept as a URL")
     assert Ledger.default().get(tid)["status"] != "completed"
 
 
 def test_an_html_page_at_a_v1_result_url_is_a_typed_error(emu: Emulator) -> None:
     emu.inject("GET /files/*", "html_page")
-    with pytest.raises(ImageDecodeError) as caught:
+    with pytest.raises(ResultDownloadError) as caught:
         ImagesClient().generate(MUG, width=256, height=256, n=1, response_format="url")
-    assert str(caught.value) == f"Expected a picture from WaveSpeed's result URL (picture 1 of 1) but got {HTML_SAID}"
+    assert str(caught.value).startswith(f"{_host(emu)} sent an HTML page instead of the result picture; the request "
+                                        "was paid, so its picture is kept as a URL")
+    assert caught.value.paid and len(caught.value.urls) == 1
+
+
+def _host(emu: Emulator) -> str:
+    return emu.url.split("://", 1)[1]
 
 
 def test_a_node_meeting_an_html_page_keeps_no_receipt_and_succeeds_next_time(nodes: ModuleType, emu: Emulator) -> None:
@@ -189,7 +197,7 @@ def test_a_node_meeting_an_html_page_keeps_no_receipt_and_succeeds_next_time(nod
             height=256, seed=5, count=1, response_format="url", unique_id="3"))
 
     emu.inject("GET /files/*", "html_page")
-    with pytest.raises(errors_of(nodes).ImageDecodeError, match="but got an HTML page"):
+    with pytest.raises(errors_of(nodes).ResultDownloadError, match="sent an HTML page instead of the picture"):
         generate()
     image, _info = generate()  # the same inputs: the prediction already paid for is collected, not bought again
     assert image.shape[0] == 1

@@ -159,7 +159,7 @@ def test_truncated_download_twice_is_a_clear_error_and_the_task_stays_recoverabl
     client = qingbo(clock)
     with pytest.raises(APIConnectionError, match="was cut off twice") as info:
         client.generate(PROMPT, sleep=clock.sleep, clock=clock)
-    assert "task id stays valid" in str(info.value)
+    assert "the request was paid" in str(info.value) and "kept as a URL" in str(info.value)
     task_id = next(iter(emu.tasks))
     assert [e["task_id"] for e in Ledger.default().unfinished()] == [task_id]
     again = client.collect(task_id, sleep=clock.sleep, clock=clock)  # no fault left: collected, not re-submitted

@@ -23,8 +23,12 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "InvalidResponseError",
+    "ResponseTooLargeError",
+    "URLRefusedError",
     "APIConnectionError",
     "APITimeoutError",
+    "ResultDownloadError",
+    "ResultDownloadTimeoutError",
     "CancelledError",
     "RequestCancelledError",
     "ImageDecodeError",
@@ -141,6 +145,27 @@ class InvalidResponseError(APIError):
     """The provider answered something that is not the documented JSON (an HTML page, truncated JSON...)."""
 
 
+class ResponseTooLargeError(InvalidResponseError):
+    """An answer was larger than any answer or picture of the service ever is; it was stopped at ``limit`` bytes.
+
+    ``url`` is the address that sent it (credentials masked).
+    """
+
+    def __init__(self, message: str, *, limit: int, url: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.url = url
+
+
+class URLRefusedError(InvalidResponseError):
+    """A result URL or a redirect pointed somewhere a picture never comes from (not http(s), or the local machine or
+    network); nothing connected to it. ``url`` is that address (credentials masked)."""
+
+    def __init__(self, message: str, *, url: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.url = url
+
+
 class APIConnectionError(ZImageError):
     """The request did not get an answer.
 
@@ -158,6 +183,26 @@ class APIConnectionError(ZImageError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer in time."""
+
+
+class ResultDownloadError(APIConnectionError):
+    """The picture of a request that was already paid could not be downloaded from its result URL.
+
+    ``url`` is the URL that failed (credentials masked); ``urls`` every result URL of that request, to download
+    again later at no new charge; ``paid`` is always True. ``may_have_processed`` is True: the provider did the work.
+    """
+
+    paid = True
+
+    def __init__(self, message: str, *, url: str, urls: list[str] | None = None, provider: str = "",
+                 reason: str = "") -> None:
+        super().__init__(message, provider=provider, may_have_processed=True, reason=reason)
+        self.url = url
+        self.urls = list(urls) if urls is not None else [url]
+
+
+class ResultDownloadTimeoutError(ResultDownloadError, APITimeoutError):
+    """A paid picture's download did not finish before the deadline (a stalled or trickling result host)."""
 
 
 class CancelledError(ZImageError):

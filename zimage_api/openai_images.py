@@ -12,6 +12,7 @@ from typing import Any
 
 from .catalog import MODELS, RESPONSE_FORMATS
 from .config import WAVESPEED
+from .deadline import Deadline
 from .errors import InvalidResponseError
 from .images import check_picture, decode_base64
 from .logs import log_call, logger, prompt_hash
@@ -63,7 +64,7 @@ class ImagesClient:
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/generations", json=body,
                                              what="the image generation request", **_call(call))
-        return self._result(answer, body, started, "generate")
+        return self._result(answer, body, started, "generate", call.get("deadline"))
 
     def edit(
         self,
@@ -101,7 +102,7 @@ class ImagesClient:
         started = time.monotonic()
         answer = self.transport.request_json("POST", "/v1/images/edits", data=data, files=files,
                                              what="the image edit request", **_call(call))
-        return self._result(answer, body, started, "edit")
+        return self._result(answer, body, started, "edit", call.get("deadline"))
 
     # -- internals ------------------------------------------------------------------------------------------------
 
@@ -126,7 +127,8 @@ class ImagesClient:
         body["response_format"] = check_choice(response_format, "response_format", RESPONSE_FORMATS)
         return body
 
-    def _result(self, answer: Any, body: dict[str, Any], started: float, call: str) -> GenerationResult:
+    def _result(self, answer: Any, body: dict[str, Any], started: float, call: str,
+                deadline: Deadline | None = None) -> GenerationResult:
         items = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(items, list) or not items:
             raise InvalidResponseError(
@@ -151,10 +153,11 @@ class ImagesClient:
                 raise InvalidResponseError(
                     "WaveSpeed answered a picture entry with neither 'b64_json' nor 'url'.",
                     provider=WAVESPEED.name, status=200, body=answer)
-        for index, url in urls:
-            data = self.transport.download(url)
-            check_picture(data, source=f"WaveSpeed's result URL (picture {index} of {len(items)})")
-            images.append(data)
+        if urls:
+            fetched = self.transport.download_all([url for _index, url in urls], deadline=deadline)
+            for (index, _url), data in zip(urls, fetched, strict=True):
+                check_picture(data, source=f"WaveSpeed's result URL (picture {index} of {len(items)})")
+                images.append(data)
         elapsed = time.monotonic() - started
         size = body.get("size")
         log_call(f"images.{call}", model=body["model"], guidance_scale=body["guidance_scale"], size=size,

@@ -149,8 +149,9 @@ class QingboTask:
             billing_status=answer.get("billing_status"),
             urls=urls,
             expires_at=min(expires) if expires else None,
-            error_code=error.get("code"),
-            error_message=error.get("message"),
+            # Words for an artist only: a nested object in either field is left in ``raw``.
+            error_code=error.get("code") if isinstance(error.get("code"), str) else None,
+            error_message=error.get("message") if isinstance(error.get("message"), str) else None,
             raw=answer,
         )
 
@@ -354,9 +355,9 @@ class QingboClient(TaskClient):
                 "no local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
                 "again).")
 
-    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
-        """The picture of a completed task, downloaded at once and checked to be one, and its URL. A task makes one
-        picture: more URLs are dropped with a warning, never downloaded."""
+    def _outputs(self, task: Any, deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        """The picture of a completed task, downloaded at once (within ``deadline``) and checked to be one, and its
+        URL. A task makes one picture: more URLs are dropped with a warning, never downloaded."""
         if not task.urls:
             raise InvalidResponseError(f"Qingbo task {task.task_id} completed without a result URL.",
                                        provider=QINGBO.name, status=200, body=task.raw)
@@ -364,11 +365,9 @@ class QingboClient(TaskClient):
         if len(task.urls) > PICTURES_PER_TASK:
             logger.warning("Qingbo task %s lists %d result URLs for the %d asked; keeping the first %d",
                            task.task_id, len(task.urls), PICTURES_PER_TASK, PICTURES_PER_TASK)
-        images: list[bytes] = []
-        for url in urls:
-            data = self.transport.download(url, what=f"the picture of task {task.task_id}")
+        images = self.transport.download_all(urls, what=f"the picture of task {task.task_id}", deadline=deadline)
+        for data in images:
             check_picture(data, source=f"Qingbo's result URL of task {task.task_id}")
-            images.append(data)
         return images, urls
 
     def _completed(self, task_id: str, task: Any, started: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from typing import Any, ClassVar, Protocol
 
 from .config import Provider
+from .deadline import Deadline
 from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
 from .logs import logger, prompt_hash
 from .polling import TaskState
@@ -71,8 +72,8 @@ class TaskClient:
         """Best-effort remote cancel of a queued task; False where the provider cannot cancel."""
         return False
 
-    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
-        """The pictures of a completed task (downloaded at once) and their URLs."""
+    def _outputs(self, task: Any, deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed task (downloaded at once, within ``deadline``) and their URLs."""
         raise NotImplementedError
 
     def _expired_message(self, task_id: str) -> str:
@@ -128,6 +129,10 @@ class TaskClient:
         if saved is not None and entry is not None:
             return self._result(tid, entry, None, saved, list(entry.get("urls") or []),
                                 list(entry.get("paths") or []), 0.0, seed=seed, size=size, notes=[LOCAL_COPY_NOTE])
+        if "deadline" not in wait_options and "timeout" in wait_options:
+            # One deadline for the wait and the download of its pictures.
+            clock = wait_options.get("clock", time.monotonic)
+            wait_options["deadline"] = Deadline.after(wait_options["timeout"], clock)
         if first is not None and first.state is TaskState.COMPLETED:
             task = first
         else:
@@ -150,7 +155,7 @@ class TaskClient:
                     self._note(tid, "not_found")
                 raise
         try:
-            images, urls = self._outputs(task)
+            images, urls = self._outputs(task, deadline=wait_options.get("deadline"))
         except ResultExpiredError as err:
             self._note(tid, "expired")
             raise ResultExpiredError(self._expired_message(tid), provider=self.provider.name, status=err.status,

@@ -253,8 +253,9 @@ class WaveSpeedClient(TaskClient):
                               provider=WAVESPEED.name, code=prediction.state.value)
 
     def fetch_outputs(self, prediction: Prediction, *, keep: int = OUTPUTS_PER_PREDICTION,
-                      ) -> tuple[list[bytes], list[str]]:
-        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once) and its URLs.
+                      deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        """The pictures of a completed prediction (base64 decoded, URLs downloaded at once, within ``deadline``) and
+        its URLs.
 
         At most ``keep`` outputs count (a prediction makes one picture): more are dropped with a warning, never
         downloaded. Each is checked to be a picture before it counts.
@@ -269,11 +270,12 @@ class WaveSpeedClient(TaskClient):
                            prediction.id, len(outputs), keep, keep)
             outputs = outputs[:keep]
         images: list[bytes] = []
-        urls: list[str] = []
+        urls: list[str] = [o for o in outputs if o.startswith(("http://", "https://"))]
+        deadline = deadline or (Deadline.after(self.transport.timeout[1]) if urls else None)
         for output in outputs:
             if output.startswith(("http://", "https://")):
-                urls.append(output)
-                data = self.transport.download(output, what=f"the picture of prediction {prediction.id}")
+                data = self.transport.download(output, what=f"the picture of prediction {prediction.id}",
+                                               deadline=deadline, urls=urls)
                 check_picture(data, source=f"WaveSpeed's result URL of prediction {prediction.id}")
             else:
                 data = decode_base64(output)
@@ -317,8 +319,8 @@ class WaveSpeedClient(TaskClient):
         return (f"WaveSpeed prediction {task_id} finished, but its picture is no longer hosted (the result URL "
                 "expired) and no local copy was kept; run it again for a picture.")
 
-    def _outputs(self, task: Any) -> tuple[list[bytes], list[str]]:
-        return self.fetch_outputs(task)
+    def _outputs(self, task: Any, deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
+        return self.fetch_outputs(task, deadline=deadline)
 
     def _model_name(self, prediction: Prediction | None, entry: dict[str, Any]) -> str:
         path = prediction.model if prediction is not None else ""

@@ -4,25 +4,38 @@
 ``"METHOD /path"`` matches the fnmatch ``pattern``.  A request consumes the first queued fault that matches it.
 
 Kinds answered instead of processing: ``status``, ``rate_limit``, ``quota``, ``overloaded``, ``malformed_json``,
-``html_502``, ``expired``, ``reset_before``.  Kinds that change the processing: ``delay`` (sleep first),
-``reset_after`` (process, then reset the connection), ``invalid_base64`` (corrupt base64 in the answer),
-``truncated`` (send half the body), ``task_failed`` and ``stuck`` (the created task fails or never ends),
-``status_word`` (a status answer reports ``word`` as the task's status, as a server with words of its own would).
+``html_502``, ``expired``, ``reset_before``, ``html_page`` (a 200 HTML page, as a login portal serves at a result
+URL), ``redirect`` (to ``location``, another host:port), ``endless`` (a body that never ends, at ``bytes_per_second``
+or as fast as it is read) and ``huge_json`` (``megabytes`` of valid JSON, its length announced unless
+``announce_length=False``).  Kinds that change the processing: ``delay`` (sleep first), ``reset_after`` (process,
+then reset the connection), ``invalid_base64`` (corrupt base64 in the answer), ``truncated`` (send half the body),
+``trickle`` (send the real answer at ``bytes_per_second``), ``task_failed`` and ``stuck`` (the created task fails or
+never ends), ``status_word`` (a status answer reports ``word`` as the task's status, as a server with words of its
+own would).
 
-Faults in the pictures themselves (``extra_pictures``, ``not_a_picture``, ``html_page``) are in ``picture_faults``.
+A streamed answer (``trickle``, ``endless``, ``huge_json``) stops after :data:`STREAM_SECONDS`, when the client goes
+away, or when the emulator stops.
+
+Faults in the pictures themselves (``extra_pictures``, ``not_a_picture``, and ``html_page`` as a login page) are in
+``picture_faults``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .picture_faults import PICTURE_FAULT_PARAMS, check_picture_fault
 from .wire import OPENAI, QINGBO, V3, Response, error_response, json_response
 
-__all__ = ["Fault", "FaultQueue", "FAULT_KINDS", "TASK_FAILURE_CODES", "immediate_answer", "corrupt_base64"]
+__all__ = ["Fault", "FaultQueue", "FAULT_KINDS", "TASK_FAILURE_CODES", "immediate_answer", "corrupt_base64", "trickle",
+           "STREAM_SECONDS"]
+
+STREAM_SECONDS = 30.0  # the longest a streamed fault answer goes on, whatever the client does
+_STREAM_CHUNK = 64 * 1024
 
 TASK_FAILURE_CODES = {
     "upstream_bad_request": "The model provider rejected the request (the prompt may break its content policy).",
@@ -49,6 +62,11 @@ _PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "task_failed": (frozenset(), frozenset({"code", "message"})),
     "stuck": (frozenset(), frozenset()),
     "status_word": (frozenset({"word"}), frozenset()),
+    "trickle": (frozenset({"bytes_per_second"}), frozenset()),
+    "endless": (frozenset(), frozenset({"bytes_per_second", "content_type"})),
+    "huge_json": (frozenset(), frozenset({"megabytes", "announce_length"})),
+    "html_page": (frozenset(), frozenset()),
+    "redirect": (frozenset({"location"}), frozenset({"status"})),
 }
 FAULT_KINDS = frozenset(_PARAMS)
 
@@ -60,6 +78,10 @@ _CUT_JSON = {
 _HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
     "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+_HTML_PAGE = (
+    "<!doctype html>\n<html><head><title>Sign in</title></head><body><h1>Sign in to continue</h1>"
+    "<form method=\"post\"><input name=\"user\"><input name=\"password\" type=\"password\"></form></body></html>\n"
 )
 _BROKEN_BASE64 = "@@not-base64@@"
 _STATUS_CODES = {
@@ -100,6 +122,11 @@ def _check(kind: str, times: int, params: dict[str, Any]) -> None:
         raise ValueError(f"status must be an int in 200..599, got {params['status']!r}")
     if kind == "delay" and not (isinstance(params["seconds"], (int, float)) and params["seconds"] >= 0):
         raise ValueError(f"delay seconds must be >= 0, got {params['seconds']!r}")
+    for name in ("bytes_per_second", "megabytes"):
+        if name in params and not (isinstance(params[name], (int, float)) and params[name] > 0):
+            raise ValueError(f"{name} must be > 0, got {params[name]!r}")
+    if kind == "redirect" and params.get("status", 302) not in (301, 302, 303, 307, 308):
+        raise ValueError(f"redirect status must be 301, 302, 303, 307 or 308, got {params['status']!r}")
     if kind == "task_failed" and params.get("code", "task_failed") not in TASK_FAILURE_CODES:
         raise ValueError(f"task_failed code must be one of {sorted(TASK_FAILURE_CODES)}")
 
@@ -139,9 +166,27 @@ def _number_text(value: float) -> int | float:
     return int(value) if float(value).is_integer() else round(value, 3)
 
 
-def immediate_answer(fault: Fault, shape: str, now: float) -> Response | None:
-    """The answer a fault gives instead of processing the request, or ``None`` if the request is processed."""
+def immediate_answer(fault: Fault, shape: str, now: float,
+                     sleep: Callable[[float], None] | None = None) -> Response | None:
+    """The answer a fault gives instead of processing the request, or ``None`` if the request is processed.
+
+    ``sleep`` paces a streamed answer (the emulator's own, which ``stop()`` cuts short).
+    """
     kind, params = fault.kind, fault.params
+    if kind == "redirect":
+        return Response(int(params.get("status", 302)), b"", "text/plain; charset=utf-8",
+                        {"Location": str(params["location"])})
+    if kind == "html_page":
+        return Response(200, _HTML_PAGE.encode(), "text/html; charset=utf-8")
+    if kind == "endless":
+        rate = params.get("bytes_per_second")
+        junk = (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 256)[:_STREAM_CHUNK]
+        stream = (_paced(_repeat(junk), float(rate), sleep) if rate is not None else _repeat(junk))
+        return Response(200, b"", str(params.get("content_type", "image/png")), stream=stream)
+    if kind == "huge_json":
+        size = int(float(params.get("megabytes", 100)) * 1024 * 1024)
+        announce = bool(params.get("announce_length", True))
+        return Response(200, b"", "application/json", stream=_huge_json(size), length=size if announce else None)
     if kind == "status":
         return _status_answer(params, shape)
     if kind == "rate_limit":
@@ -175,6 +220,42 @@ def immediate_answer(fault: Fault, shape: str, now: float) -> Response | None:
         return error_response(QINGBO if shape not in (OPENAI, V3) else shape, 404,
                               "This result URL has expired", "expired")
     return None
+
+
+def trickle(response: Response, bytes_per_second: float, sleep: Callable[[float], None]) -> Response:
+    """The same answer, sent at ``bytes_per_second`` (its full length announced)."""
+    body = response.body
+    response.stream = _paced(iter([body]), bytes_per_second, sleep)
+    response.length = len(body)
+    return response
+
+
+def _paced(chunks: Iterator[bytes], bytes_per_second: float, sleep: Callable[[float], None] | None) -> Iterator[bytes]:
+    """The bytes of ``chunks`` in pieces, about ten a second, at ``bytes_per_second``."""
+    piece = max(1, int(bytes_per_second / 10))
+    for chunk in chunks:
+        for start in range(0, len(chunk), piece):
+            part = chunk[start:start + piece]
+            yield part
+            if sleep is not None:
+                sleep(len(part) / bytes_per_second)
+
+
+def _repeat(chunk: bytes) -> Iterator[bytes]:
+    while True:
+        yield chunk
+
+
+def _huge_json(size: int) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of valid JSON: ``{"data": [], "padding": "aaaa..."}``."""
+    head, tail = b'{"data": [], "padding": "', b'"}'
+    yield head
+    left = size - len(head) - len(tail)
+    pad = b"a" * _STREAM_CHUNK
+    while left > 0:
+        yield pad[:left]
+        left -= len(pad)
+    yield tail
 
 
 def _status_answer(params: dict[str, Any], shape: str) -> Response:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..logs import redact
+from .faults import STREAM_SECONDS, trickle
 from .wire import Response, error_response, error_shape_for
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if fault is not None and kind == "delay":
             emulator._sleep(float(fault.params["seconds"]))
         response = emulator._respond(record, fault)
+        if kind == "trickle" and fault is not None:
+            response = trickle(response, float(fault.params["bytes_per_second"]), emulator._sleep)
         if kind == "reset_after":
             emulator._finish(token, 0)
             self._log(path, "reset", started, kind)
@@ -184,8 +187,13 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             f"Server: {self.server_version}",
             f"Date: {self.date_time_string()}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(body)}",
         ]
+        if response.stream is None:
+            lines.append(f"Content-Length: {len(body)}")
+        elif response.length is not None:
+            lines.append(f"Content-Length: {response.length}")
+        else:
+            self.close_connection = True  # the answer ends when the connection does
         for name, value in response.headers.items():
             if name.lower() in ("content-length", "content-type", "date", "server", "transfer-encoding"):
                 continue
@@ -201,9 +209,30 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD" or response.status in (204, 304):
             body = b""
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        if response.stream is not None and self.command != "HEAD":
+            self._write_stream(head, response.stream, response.length)
+            return
         try:
             self.wfile.write(head + body)
         except OSError:  # the client is gone; nothing more to say on this connection
+            self.close_connection = True
+
+    def _write_stream(self, head: bytes, stream: Any, length: int | None) -> None:
+        """Write a streamed answer until it ends, the client goes away, the emulator stops, or
+        :data:`STREAM_SECONDS` pass; an answer cut short closes the connection."""
+        ends = time.monotonic() + STREAM_SECONDS
+        sent = 0
+        try:
+            self.wfile.write(head)
+            for chunk in stream:
+                if time.monotonic() > ends or self.emulator._stopping.is_set():
+                    break
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                sent += len(chunk)
+        except OSError:  # the client is gone
+            pass
+        if length is None or sent < length:
             self.close_connection = True
 
     def _reset_connection(self) -> None:

@@ -45,9 +45,7 @@ def respond(emu: Emulator, request: RecordedRequest, fault: Fault | None) -> Res
     """Answer one request: an injected fault's answer, or the route's (authenticated) answer."""
     shape = error_shape_for(request.path)
     if fault is not None:
-        answer = immediate_answer(fault, shape, emu._now())
-        if answer is None:
-            answer = html_page_answer(fault)
+        answer = html_page_answer(fault) or immediate_answer(fault, shape, emu._now(), emu._sleep)
         if answer is not None:
             return answer
     allowed: set[str] = set()

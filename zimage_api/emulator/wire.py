@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
@@ -63,13 +64,19 @@ class RecordedRequest:
 
 @dataclass
 class Response:
-    """An answer ready to be written: ``payload`` keeps the JSON object so that faults can rewrite it."""
+    """An answer ready to be written: ``payload`` keeps the JSON object so that faults can rewrite it.
+
+    A ``stream`` is written chunk by chunk instead of ``body`` (a slow or endless answer); ``length`` is then the
+    Content-Length announced, or None for an answer that ends when the connection closes.
+    """
 
     status: int
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     payload: Any = None
+    stream: Iterator[bytes] | None = field(default=None, repr=False)
+    length: int | None = None
 
 
 class RouteError(Exception):
