@@ -296,7 +296,7 @@ def _decoded(data: bytes) -> np.ndarray:
 
 def test_a_node_beside_a_command_line_run_waits_and_gets_its_picture(nodes: ModuleType, live: Emulator,
                                                                      tmp_path: Path) -> None:
-    live.inject(V1_POST, "delay", seconds=1.5, times=2)
+    live.inject(V1_POST, "delay", seconds=1.0, times=2)
     process = _spawn(*GENERATE, "--api", "v1/images", "--out", str(tmp_path / "out"), cwd=tmp_path)
     try:
         _wait_for(lambda: len(live.requests_to(V1_POST)) == 1, "the command line's request")
@@ -463,3 +463,55 @@ def test_engine_retrying_an_uncertain_v1_picture_pays(live: Emulator, tmp_path: 
     [outcome] = engine.pictures(order)
     assert outcome.error is None, outcome.error
     assert len(live.requests_to(V1_POST)) == 2
+
+
+def test_a_holder_slower_than_its_lease_keeps_its_claim(live: Emulator, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The lease is renewed while the request is under way: a run alive past one lease is waited for, not taken
+    over (which would make the second run recover a request still in flight)."""
+    monkeypatch.setenv(LEASE_ENV, "1")
+    live.inject(V1_POST, "delay", seconds=2.5, times=2)
+    process = _spawn(*GENERATE, "--out", str(tmp_path / "first"), cwd=tmp_path)
+    try:
+        _wait_for(lambda: len(live.requests_to(V1_POST)) == 1, "the first run's request")
+        code, out, err = _here(capsys, *GENERATE, "--out", str(tmp_path / "second"))
+    finally:
+        first = _finish(process)
+    assert first[0] == 0, first[2]
+    assert code == 0, err
+    assert len(live.requests_to(V1_POST)) == 1
+    assert Path(_lines(out)[0]).read_bytes() == Path(_lines(first[1])[0]).read_bytes()
+
+
+def test_v3_claim_left_sending_with_nothing_in_the_history_is_paid(emu: Emulator, clock: Any) -> None:
+    """A run that died before its prediction reached WaveSpeed: the history has none, so the next run pays."""
+    order = TextToImage(prompt=PROMPT, api="v3", width=256, height=256, seed=8)
+    engine = _engine(clock)
+    [unit] = engine.plan(order)
+    store = Store()
+    store.claim(unit.key, "gone:1:dead", lease=1, now=time.time() - 60)
+    store.mark_sending(unit.key, "gone:1:dead", detail={"what": "the prediction request"}, now=time.time() - 60)
+    store.expire(unit.key, "gone:1:dead")
+    [outcome] = engine.pictures(order)
+    assert outcome.error is None, outcome.error
+    assert len(emu.requests_to("POST /api/v3/predictions")) == 1  # looked in the history first
+    [task_id] = list(emu.tasks)
+    assert len(emu.requests_to(V3_POST)) == 1 and outcome.value.images[0] == emu.tasks[task_id].outputs[0]
+    assert store.claim_of(unit.key) is None and store.receipt(unit.key) is not None
+
+
+def test_v3_claim_left_sending_with_an_unreadable_history_is_uncertain(emu: Emulator, clock: Any) -> None:
+    order = TextToImage(prompt=PROMPT, api="v3", width=256, height=256, seed=8)
+    [unit] = _engine(clock).plan(order)
+    store = Store()
+    store.claim(unit.key, "gone:1:dead", lease=1, now=time.time() - 60)
+    store.mark_sending(unit.key, "gone:1:dead", detail={"what": "the prediction request"}, now=time.time() - 60)
+    store.expire(unit.key, "gone:1:dead")
+    emu.inject("POST /api/v3/predictions", "status", status=403, times=5)
+    for run_number in (1, 2):  # the claim stays uncertain: the second run does not pay either
+        [outcome] = _engine(clock).pictures(order)
+        assert outcome.error is not None, f"run {run_number} paid"
+        text = str(outcome.error)
+        assert "its prediction history could not be read" in text and "Nothing was sent now" in text, text
+        assert emu.requests_to(V3_POST) == []
