@@ -515,3 +515,27 @@ def test_v3_claim_left_sending_with_an_unreadable_history_is_uncertain(emu: Emul
         text = str(outcome.error)
         assert "its prediction history could not be read" in text and "Nothing was sent now" in text, text
         assert emu.requests_to(V3_POST) == []
+
+
+def test_a_receipt_of_urls_only_does_not_spin_the_claim_loop(emu: Emulator, clock: Any) -> None:
+    """A receipt that holds only the URLs of a paid result (``save_urls``) is a receipt to the claim; a unit that
+    cannot serve it must still end (download it, or pay), not ask the store again and again."""
+    order = TextToImage(prompt=PROMPT, width=256, height=256, seed=13)
+    engine = _engine(clock)
+    [unit] = engine.plan(order)
+    Store().save_urls(unit.key, {"urls": [f"{emu.url}/files/gone.png"]})
+    done: list[Any] = []
+
+    def work() -> None:
+        try:
+            done.append(engine.pictures(order))
+        except Exception as err:  # noqa: BLE001 - a cancelled run: the loop was stopped from here
+            if not engine.token.cancelled():
+                done.append(err)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(2)
+    engine.token.cancel()  # ends the loop if it is still asking
+    worker.join(5)
+    assert done, "the unit was still deciding after 2 s"
