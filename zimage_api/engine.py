@@ -9,6 +9,7 @@ ComfyUI or argparse, and its messages speak of the library.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -25,11 +26,14 @@ from .errors import (
     APIError,
     CancelledError,
     ClaimWaitTimeoutError,
+    ResultDownloadError,
+    ResultExpiredError,
     TaskFailedError,
     TaskTimeoutError,
     UncertainChargeError,
     ZImageError,
 )
+from .images import check_picture
 from .limits import LIMITS, ProviderLimits
 from .logs import logger, prompt_hash
 from .orders import ControlNet, Edit, Inpaint, PictureOrder, QingboTasks
@@ -109,7 +113,9 @@ class Engine:
         self.clients = clients
         self.store: Store = clients.store
         self.owner = new_owner()
-        self.keeper = LeaseKeeper(self.store, self.owner)
+        self.keeper = LeaseKeeper(self.store)
+        self._claims = itertools.count()
+        self._local = threading.local()  # the claim owner of the unit this thread is buying
         self.retry_uncertain = retry_uncertain
         self.progress = progress
         self.token = token if token is not None else CancelToken()
@@ -191,20 +197,24 @@ class Engine:
         """One paid unit: serve what was bought under its fingerprint, else wait for the run paying for it, else
         claim it and pay (or, taking over a run that died while sending, recover that request)."""
         deadline = Deadline.after(float(timeout), time.monotonic)  # another process's pace: real time
+        # Each unit bought claims as an owner of its own, so two units (or two threads) with one fingerprint never
+        # both pay.
+        self._local.owner = owner = f"{self.owner}/{next(self._claims)}"
         while True:
             self.token.raise_if_cancelled("The run was cancelled before this unit started.")
-            outcome = self.store.claim(unit.key, self.owner, retry_uncertain=self.retry_uncertain)
+            outcome = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain)
             if outcome.kind == "receipt" and outcome.receipt is not None:
                 served = serve(outcome.receipt)
                 if served is not None:
                     return served
-                continue  # an unusable receipt was dropped: decide again
+                self.store.drop_result(unit.key)  # kept but unusable here (its files gone): decide again
+                continue
             if outcome.kind == "uncertain" and outcome.previous is not None:
                 raise _uncertain(outcome.previous)
             if outcome.kind == "held" and outcome.previous is not None:
                 self._wait_for_holder(unit, progress, outcome.previous, deadline)
                 continue
-            self.keeper.hold(unit.key)
+            self.keeper.hold(unit.key, owner)
             try:
                 if outcome.previous is not None:
                     return recover(outcome.previous)
@@ -213,7 +223,12 @@ class Engine:
                 self._unclaim(unit.key, err)
                 raise
             finally:
-                self.keeper.drop(unit.key)
+                self.keeper.drop(unit.key, owner)
+
+    @property
+    def _owner(self) -> str:
+        """The claim owner of the unit the calling thread is buying."""
+        return str(self._local.owner)
 
     def _wait_for_holder(self, unit: Unit, progress: BatchProgress, holder: Claim, deadline: Deadline) -> None:
         since = time.strftime("%H:%M:%S", time.localtime(holder.claimed_at))
@@ -232,19 +247,19 @@ class Engine:
         to recover (expired at once). The paid request's state is the claim's: ``sending`` means it may have gone."""
         try:
             claim = self.store.claim_of(key)
-            if claim is None or claim.owner != self.owner:
-                return
+            if claim is None or claim.owner != self._owner or claim.state == "uncertain":
+                return  # not ours any more, or kept on purpose: the same inputs are not sent again unasked
             if claim.state == "sending" and _may_have_charged(err):
-                self.store.expire(key, self.owner)
+                self.store.expire(key, self._owner)
             else:
-                self.store.release(key, self.owner)
+                self.store.release(key, self._owner)
         except OSError:
             pass  # the claim lapses with its lease; the next run recovers it
 
     @contextmanager
     def _sending(self, key: str, what: str) -> Iterator[None]:
         """Held while a paid request is sent: noted in the store first (no note, no request)."""
-        self.store.mark_sending(key, self.owner, detail={"what": what})
+        self.store.mark_sending(key, self._owner, detail={"what": what})
         with self._paying_for(what):
             yield
 
@@ -304,26 +319,62 @@ class Engine:
             saved = self.store.load_result(unit.key)
             if saved is not None:
                 progress.update(unit.index, 1.0, "done (receipt)")
-            return saved
+                return saved
+            if receipt.urls is None:
+                return None
+            return download_again(receipt.urls)
+
+        def download_again(kept: dict[str, Any]) -> GenerationResult:
+            """The picture of a request paid earlier whose download failed: fetched from its URLs, free."""
+            progress.update(unit.index, 0.0, "downloading a picture paid earlier")
+            urls = [str(url) for url in kept.get("urls") or []]
+            deadline = Deadline.after(float(order.timeout), self.clock)
+            try:
+                images = client.transport.download_all(urls, deadline=deadline)
+                for data in images:
+                    check_picture(data, source="WaveSpeed's result URL")
+            except ResultExpiredError as err:
+                self.store.drop_result(unit.key)
+                raise ResultExpiredError(
+                    f"The picture paid for earlier with these inputs could not be downloaded again: its URL has "
+                    f"expired ({err}). Nothing was charged now; queue again to pay for a new one.",
+                    provider="WaveSpeed", status=err.status, code=err.code) from err
+            size = kept.get("size")
+            result = GenerationResult(provider="WaveSpeed", protocol="images", model=str(kept.get("model") or ""),
+                                      images=images, prompt_sha256=str(kept.get("prompt_sha256") or ""),
+                                      urls=urls, seeds=[unit.seed] * len(images),
+                                      size=(int(size[0]), int(size[1])) if isinstance(size, list) else None,
+                                      notes=["downloaded again from the URL of a request paid earlier; nothing "
+                                             "charged now"])
+            self.store.keep_result(unit.key, result)
+            progress.update(unit.index, 1.0, "done")
+            return result
 
         def pay() -> GenerationResult:
             progress.update(unit.index, 0.0, "requesting")
             options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
                            width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
                            response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
-            with self._sending(unit.key, "the image request"):
-                if isinstance(order, Edit) and unit.reference is not None:
-                    strength = order.sent_strength
-                    result = client.edit(order.references[unit.reference].upload, order.prompt,
-                                         strength=0.5 if strength is None else strength, **options)
-                else:
-                    result = client.generate(order.prompt, **options)
-            self._recorded(lambda: self.store.keep_result(unit.key, result, owner=self.owner), "The picture")
+            try:
+                with self._sending(unit.key, "the image request"):
+                    if isinstance(order, Edit) and unit.reference is not None:
+                        strength = order.sent_strength
+                        result = client.edit(order.references[unit.reference].upload, order.prompt,
+                                             strength=0.5 if strength is None else strength, **options)
+                    else:
+                        result = client.generate(order.prompt, **options)
+            except ResultDownloadError as err:
+                # Paid, and its picture is at the provider: keep the URLs, so the next run downloads it for free.
+                kept = {"urls": err.urls, "model": order.model, "size": [order.width, order.height],
+                        "prompt_sha256": prompt_hash(order.prompt)}
+                self._recorded(lambda: self.store.finish(unit.key, self._owner, urls=kept), "The picture")
+                raise
+            self._recorded(lambda: self.store.keep_result(unit.key, result, owner=self._owner), "The picture")
             progress.update(unit.index, 1.0, "done")
             return result
 
         def recover(previous: Claim) -> GenerationResult:
-            self.store.mark_uncertain(unit.key, self.owner, previous.detail)
+            self.store.mark_uncertain(unit.key, self._owner, previous.detail)
             raise _uncertain(previous)
 
         return self._buy(unit, progress, order.timeout, serve=serve, pay=pay, recover=recover)
@@ -375,7 +426,7 @@ class Engine:
                                       width=order.width, height=order.height, seed=unit.seed,
                                       output_format=order.output_format,
                                       base64_output=order.response_format == "b64_json", **reference, **call)
-            self._recorded(lambda: self.store.finish(unit.key, self.owner, task_id=first.id),
+            self._recorded(lambda: self.store.finish(unit.key, self._owner, task_id=first.id),
                            f"The prediction {first.id}")
             return collect(first.id, first)
 
@@ -387,12 +438,12 @@ class Engine:
                                             known_ids=_StoredIds(self.store), deadline=call["deadline"],
                                             cancel_check=self.token)
             except APIError as err:
-                self.store.mark_uncertain(unit.key, self.owner, {**previous.detail, "history": str(err)})
+                self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "history": str(err)})
                 raise _uncertain(previous, provider="WaveSpeed", reason=str(err)) from err
             if not found:
                 return pay()  # the request never reached WaveSpeed: nothing was charged
             if len(found) > 1:
-                self.store.mark_uncertain(unit.key, self.owner, {**previous.detail, "candidates": len(found)})
+                self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "candidates": len(found)})
                 raise _uncertain(previous, provider="WaveSpeed", candidates=len(found))
             task_id = found[0].id
             self._recorded(lambda: self._adopt(unit.key, task_id, order), f"The prediction {task_id}")
@@ -406,7 +457,7 @@ class Engine:
         self.store.record_submitted(task_id, provider="wavespeed", model=order.v3_model.id,
                                     prompt_sha256=prompt_hash(order.prompt), params={"recovered": True},
                                     base_url=self.clients.v3().transport.base_url)
-        self.store.finish(key, self.owner, task_id=task_id)
+        self.store.finish(key, self._owner, task_id=task_id)
 
     # -- Qingbo tasks ---------------------------------------------------------------------------------------------
 
@@ -441,7 +492,7 @@ class Engine:
                     task = client.submit(order.prompt, seed=unit.seed, idempotency_key=key,
                                          on_retry=self._retry_reporter(unit.index, progress),
                                          cancel_check=self.token, **order.options())  # type: ignore[arg-type]
-                self._recorded(lambda: self.store.finish(unit.key, self.owner, task_id=task.task_id),
+                self._recorded(lambda: self.store.finish(unit.key, self._owner, task_id=task.task_id),
                                f"The task {task.task_id}")
                 self._on_task_id(task.task_id, "qingbo")
                 progress.update(unit.index, 1.0, "accepted")
@@ -590,6 +641,12 @@ def _uncertain(claim: Claim, *, provider: str = "", candidates: int | None = Non
     """The error for a unit whose earlier run may have been charged with no way to tell."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(claim.sending_at or claim.claimed_at))
     what = str(claim.detail.get("what") or "its paid request")
+    # A claim left uncertain keeps why in its detail: later runs say the same.
+    if candidates is None and isinstance(claim.detail.get("candidates"), int):
+        candidates = int(claim.detail["candidates"])
+    if reason is None and claim.detail.get("history"):
+        reason = str(claim.detail["history"])
+    provider = provider or str(claim.detail.get("provider") or "")
     if candidates is not None:
         found = (f"WaveSpeed's history shows {candidates} predictions of this model from that time that are not "
                  "recorded here, so it cannot tell which one was this picture")

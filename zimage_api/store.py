@@ -788,7 +788,9 @@ class Store:
                 return ClaimOutcome("held", previous=previous)
             conn.execute("UPDATE claims SET owner = ?, state = 'claimed', claimed_at = ?, lease_until = ?, "
                          "sending_at = NULL, detail_json = '{}' WHERE fingerprint = ?", (owner, at, until, key))
-            return ClaimOutcome("claimed", previous=None if previous.state == "claimed" else previous)
+            # Only a request that may have gone out needs recovering; one the caller sends again on purpose
+            # (an uncertain one) does not.
+            return ClaimOutcome("claimed", previous=previous if previous.state == "sending" else None)
 
     def claim_of(self, key: str) -> Claim | None:
         """The claim on ``key`` now, or None."""
@@ -826,11 +828,15 @@ class Store:
         with self._write(durable=False) as conn:
             conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
 
-    def finish(self, key: str, owner: str, *, task_id: str | None = None,
-               result: Mapping[str, Any] | None = None) -> None:
-        """Record what the caller's paid request bought under ``key`` (a task id, a kept result) and release the
-        claim, in one durable transaction."""
+    def finish(self, key: str, owner: str, *, task_id: str | None = None, result: Mapping[str, Any] | None = None,
+               urls: Mapping[str, Any] | None = None) -> None:
+        """Record what the caller's paid request bought under ``key`` (a task id, a kept result, or the URLs of a
+        result whose download failed) and release the claim, in one durable transaction."""
         with self._write() as conn:
+            if urls is not None:
+                conn.execute("INSERT INTO receipts (fingerprint, urls_json, created_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT (fingerprint) DO UPDATE SET urls_json = excluded.urls_json",
+                             (key, _dumps(dict(urls)), time.time()))
             if task_id is not None:
                 conn.execute("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT (fingerprint) DO UPDATE SET task_id = excluded.task_id",
@@ -969,31 +975,30 @@ def _read_picture(path: Path) -> bytes:
 
 
 class LeaseKeeper:
-    """Renews the claims one run holds, from a daemon thread, until each is dropped.
+    """Renews the claims of one run, from a daemon thread, until each is dropped.
 
     A claim lasts ``lease`` seconds without renewal; it is renewed every third of that, so only a holder that died
     (or froze) loses it, and then another run takes over within one lease.
     """
 
-    def __init__(self, store: Store, owner: str, lease: float | None = None) -> None:
+    def __init__(self, store: Store, lease: float | None = None) -> None:
         self.store = store
-        self.owner = owner
         self.lease = claim_lease() if lease is None else lease
-        self._held: set[str] = set()
+        self._held: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, key: str) -> None:
+    def hold(self, key: str, owner: str) -> None:
         with self._lock:
-            self._held.add(key)
+            self._held.add((key, owner))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="zimage-lease", daemon=True)
                 self._thread.start()
 
-    def drop(self, key: str) -> None:
+    def drop(self, key: str, owner: str) -> None:
         with self._lock:
-            self._held.discard(key)
+            self._held.discard((key, owner))
             if not self._held:
                 self._wake.set()
 
@@ -1002,11 +1007,12 @@ class LeaseKeeper:
             self._wake.wait(self.lease / 3)
             with self._lock:
                 self._wake.clear()
-                keys = sorted(self._held)
-                if not keys:
+                held = sorted(self._held)
+                if not held:
                     self._thread = None
                     return
             try:
-                self.store.renew(keys, self.owner, lease=self.lease)
+                for key, owner in held:
+                    self.store.renew([key], owner, lease=self.lease)
             except OSError as err:  # the store went away: the claims lapse, and the next run recovers them
                 logger.warning("could not renew the claims of this run: %s", err)
