@@ -23,6 +23,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "InvalidResponseError",
+    "InvalidTaskIdError",
     "APIConnectionError",
     "APITimeoutError",
     "CancelledError",
@@ -137,6 +138,15 @@ class ServerError(APIError):
 
 class InvalidResponseError(APIError):
     """The provider answered something that is not the documented JSON (an HTML page, truncated JSON...)."""
+
+
+class InvalidTaskIdError(InvalidResponseError):
+    """A provider (or the ledger) gave a task id that cannot be a real one: a ``/``, a control character, blanks, or
+    too long. Nothing is requested with it; ``task_id`` is the id made printable and cut short."""
+
+    def __init__(self, message: str, *, task_id: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task_id = task_id
 
 
 class APIConnectionError(ZImageError):

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
-from ..logs import logger
+from ..logs import logger, printable
 from ..packages import missing_package_message
 from .batch import run_batch
 from .commands import (
@@ -43,6 +43,7 @@ from .runtime import (
     OutputClosed,
     Runtime,
     UsageError,
+    abandoned_text,
     one_line,
     to_stderr,
     tolerate_unencodable_output,
@@ -116,6 +117,9 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     rt = runtime
     try:
         rt = rt or Runtime(sleep=sleep, clock=clock)
+        if args.command in _GENTLE:
+            with rt.gentle_interrupts():
+                return _dispatch(args, rt)
         return _dispatch(args, rt)
     except (KeyboardInterrupt, CancelledError):
         return _interrupted(rt)
@@ -147,6 +151,10 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
             logger.setLevel(level)
 
 
+# The commands whose first Ctrl-C lets the paid requests in flight finish (``batch`` has its own two-step stop).
+_GENTLE = ("generate", "edit", "submit", "poll", "tasks")
+
+
 def _missing_package(err: BaseException) -> bool:
     """Print the install command when ``err`` is a missing third-party package; False for anything else."""
     missing = missing_package_message(err) if isinstance(err, ModuleNotFoundError) else None
@@ -158,7 +166,7 @@ def _missing_package(err: BaseException) -> bool:
 def _report(err: BaseException, code: int, verbose: bool, message: str | None = None) -> int:
     if verbose:
         traceback.print_exc(file=sys.stderr)
-    to_stderr(f"error: {message or one_line(err)}")
+    to_stderr(f"error: {printable(message, 2000) if message else one_line(err)}")
     return code
 
 
@@ -167,10 +175,17 @@ def _interrupted(rt: Runtime | None) -> int:
     cut = rt.paying_now() if rt is not None else []
     parts = []
     if tasks:
-        names = ", ".join(f"{task_id} ({provider})" for task_id, provider in tasks.items())
+        names = ", ".join(f"{printable(task_id, 60)} ({provider})" for task_id, provider in tasks.items())
         parts.append(f"not collected yet, still running at the provider and kept in the ledger: {names}. Collect "
                      f"them with `{PROG} tasks resume` (a batch: run the same command again)")
-    if cut:
+    if rt is not None and rt.saved_after_stop:
+        n = rt.saved_after_stop
+        parts.append(f"the {'picture' if n == 1 else f'{n} pictures'} of the requests let finish "
+                     f"{'is' if n == 1 else 'are'} saved (listed above); the same command again serves "
+                     f"{'it' if n == 1 else 'them'} from the local receipt at no cost")
+    if cut and rt is not None and rt.abandoned:
+        parts.append(abandoned_text(cut))
+    elif cut:
         one = len(cut) == 1
         parts.append(f"{' and '.join(cut)} {'was' if one else 'were'} cut short while being sent: "
                      f"{'it' if one else 'each'} may have been processed and charged, with no id to collect; check "
