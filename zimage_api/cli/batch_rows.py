@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -121,8 +120,15 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
             rows.append((len(rows) + 1, line_no, value, error))
         return rows
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    headers = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    if dialect == "excel":
+        _check_delimiter(path, text)
+    source = _CountedLines(text)
+    reader = csv.DictReader(source, dialect=dialect, strict=True)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as err:
+        raise _quote_error(path, source, err) from None
+    headers = [(h or "").strip().lower() for h in fieldnames or []]
     unknown = [h for h in headers if h and _FIELD_ALIASES.get(h, h) not in FIELDS and h not in PASSTHROUGH]
     if unknown:
         raise UsageError(f"The batch file {path} has unknown column(s) {', '.join(map(repr, unknown))}; the "
@@ -132,7 +138,17 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
         raise UsageError(f"The batch file {path} has no 'prompt' column (its header is {', '.join(headers)}).",
                          field="file")
     reader.fieldnames = headers
-    for record in reader:
+    while True:
+        source.mark()
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise _quote_error(path, source, err) from None
+        cells = [*record.values(), *(record.get(None) or [])]
+        if any(isinstance(cell, str) and ("\n" in cell or "\r" in cell) for cell in cells):
+            raise _quote_error(path, source, None)
         values = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip()}
         extra: Any = record.get(None)  # DictReader's restkey: the values past the header's columns
         if isinstance(extra, list) and extra:
@@ -140,6 +156,54 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
         elif values:
             rows.append((len(rows) + 1, reader.line_num, values, None))
     return rows
+
+
+class _CountedLines:
+    """The lines of a CSV text for :mod:`csv`, counting how many were read, so that an error names its lines."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines(keepends=True)
+        self.read = 0
+        self.start = 1
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.read >= len(self.lines):
+            raise StopIteration
+        self.read += 1
+        return self.lines[self.read - 1]
+
+    def mark(self) -> None:
+        """The next record starts at the next line that is not blank."""
+        start = self.read
+        while start < len(self.lines) and not self.lines[start].strip():
+            start += 1
+        self.start = start + 1
+
+
+def _quote_error(path: Path, source: _CountedLines, err: csv.Error | None) -> UsageError:
+    """A value that runs over several lines: a double quote left open (it swallows the rows after it)."""
+    if err is not None and "quote" not in str(err) and "expected" not in str(err) and "end of data" not in str(err):
+        return UsageError(f"The batch file {path} cannot be read as CSV at line {source.read} ({err}).",
+                          field="file")
+    end = "the end of the file" if err is not None and "end of data" in str(err) else f"line {source.read}"
+    return UsageError(
+        f"The batch file {path} has a double quote on line {source.start} that is not closed on that line, so the "
+        f"rows run together up to {end}; close the quote, or write a quote inside a value as two (\"\"). Nothing "
+        "was sent.", field="file")
+
+
+def _check_delimiter(path: Path, text: str) -> None:
+    """A CSV saved with ';' or tabs (Excel in many countries) reads as one column: say so instead."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines or "," in lines[0]:
+        return
+    for mark, name, extra in ((";", "';'", ""), ("\t", "tabs", ", or give it the .tsv extension")):
+        if mark in lines[0] and all(mark in line for line in lines):
+            raise UsageError(f"{path} looks separated by {name}: save it as comma-separated (in Excel: CSV "
+                             f"UTF-8){extra}.", field="file")
 
 
 def _unquoted_comma(headers: list[str], record: dict[Any, Any], extra: list[str]) -> str:

@@ -36,7 +36,7 @@ from ..orders import (
 )
 from ..parallel import JobOutcome
 from ..results import GenerationResult
-from ..summary import TURBO_NOTE, order_notes, usd
+from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes, usd
 from .runtime import (
     PROG,
     Interrupted,
@@ -244,7 +244,8 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
                             height=height or 1024, seed=_checked_seed(seed, count), **common)
     prepare_out(out)
     for note in order_notes(order):
-        if note != TURBO_NOTE or cfg is not None or negative.strip():  # Turbo's note only when CFG or a negative came
+        # Only what the user gave and was dropped: the flags for v3's CFG and v1's format are refused above.
+        if note not in (V3_CFG_NOTE, V1_FORMAT_NOTE) and (note != TURBO_NOTE or cfg is not None or negative.strip()):
             to_stderr(f"note: {note}")
     earlier = _bought_earlier(rt, order)
     engine = rt.engine()

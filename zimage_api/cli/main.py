@@ -180,9 +180,10 @@ def _interrupted(rt: Runtime | None) -> int:
                      f"them with `{PROG} tasks resume` (a batch: run the same command again)")
     if rt is not None and rt.saved_after_stop:
         n = rt.saved_after_stop
-        parts.append(f"the {'picture' if n == 1 else f'{n} pictures'} of the requests let finish "
-                     f"{'is' if n == 1 else 'are'} saved (listed above); the same command again serves "
-                     f"{'it' if n == 1 else 'them'} from the local receipt at no cost")
+        parts.append("the picture of the request let finish is saved (listed above); the same command again serves "
+                     "it from the local receipt at no cost" if n == 1 else
+                     f"the {n} pictures of the requests let finish are saved (listed above); the same command again "
+                     "serves them from the local receipts at no cost")
     if cut and rt is not None and rt.abandoned:
         parts.append(abandoned_text(cut))
     elif cut:
