@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import CONTROL_MODES, QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
+from ..catalog import CONTROL_MODES, QINGBO_QUOTA_PER_PICTURE, QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
 from ..errors import ValidationError, ZImageError
 from ..orders import (
     ControlNet,
@@ -488,8 +488,8 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
             extended = sum(1 for job in rows if job.params.get("prompt_extend"))
             note = (f"; {extended} with prompt_extend, which adds an extra cost that Qingbo does not publish"
                     if extended else "")
-            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, 5,313 "
-                      f"quota{note})")
+            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, "
+                      f"{QINGBO_QUOTA_PER_PICTURE:,} quota{note})")
         else:
             to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f}")
             groups: dict[tuple[str, str], list[Job]] = {}

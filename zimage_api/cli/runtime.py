@@ -223,7 +223,7 @@ class Runtime:
     def _show_retry(_index: int, notice: Any) -> None:
         """A retry wait, on stderr at once: "Qingbo busy (HTTP 503), retrying in 4 s (attempt 2 of 6)"."""
         if notice is not None:
-            to_stderr(f"{PROG}: {notice}")
+            to_stderr(f"{PROG}: {printable(mask_url(str(notice)), 500)}")
 
     def close(self) -> None:
         """Close every client's connections."""
