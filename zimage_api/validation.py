@@ -151,7 +151,7 @@ def check_task_id(task_id: object, *, provider: str = "the provider") -> str:
     if ".." in stripped or not _TASK_ID.match(stripped):
         shown = stripped.encode("unicode_escape").decode("ascii")[:40]
         raise ValidationError(
-            f"The task id {shown!r} is not a valid {provider} task id (letters, digits, '-', '_', '.', ':' only).",
+            f"The task id '{shown}' is not a valid {provider} task id (letters, digits, '-', '_', '.', ':' only).",
             field="task_id")
     return stripped
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension
 from ..config import QINGBO, WAVESPEED
 from ..engine import RunCancelled
-from ..errors import ImageDecodeError, InvalidTaskIdError, ZImageError
+from ..errors import ImageDecodeError, InvalidTaskIdError, ValidationError, ZImageError
 from ..logs import mask_url, printable
 from ..orders import (
     ControlNet,
@@ -37,6 +37,7 @@ from ..orders import (
 from ..parallel import JobOutcome
 from ..results import GenerationResult
 from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes, usd
+from ..validation import check_server_task_id
 from .runtime import (
     PROG,
     Interrupted,
@@ -176,7 +177,18 @@ def _outcome_errors(outcomes: Sequence[JobOutcome[Any]]) -> list[BaseException]:
     for error in errors:
         if isinstance(error, (KeyboardInterrupt, Interrupted)):
             raise KeyboardInterrupt
-    return errors
+    return [_server_id_error(error) for error in errors]
+
+
+def _server_id_error(error: BaseException) -> BaseException:
+    """A task id refused while a unit ran came from the server (the ids typed by the user are checked before):
+    a failed job (exit 1), not bad usage."""
+    if not isinstance(error, ValidationError) or error.field != "task_id":
+        return error
+    wrapped = InvalidTaskIdError(f"{error.message} The server gave it for a paid request; check the provider's "
+                                 "dashboard for its picture.")
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _raise_last(errors: Sequence[BaseException]) -> None:
@@ -401,10 +413,15 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
     stopped = rt.stop.is_set()
     errors = _outcome_errors([o for o in outcomes if not (stopped and isinstance(o.error, Interrupted))])
     tasks = [o.value for o in outcomes if o.value is not None]
-    ids = [task.task_id for task in tasks]
+    ids = []
+    for task in tasks:
+        rt.untrack(task.task_id)  # accepted: collecting it is `poll`'s work, not this command's
+        try:
+            ids.append(check_server_task_id(task.task_id, provider="Qingbo"))
+        except InvalidTaskIdError as err:
+            errors.append(_mark_invalid(rt, task.task_id, err))
     for task_id in ids:
-        to_stdout(printable(task_id))
-        rt.untrack(task_id)  # accepted: collecting it is `poll`'s work, not this command's
+        to_stdout(task_id)
     earlier = sum(1 for task in tasks if (task.raw or {}).get("receipt"))
     line = submit_paid_line(len(tasks) - earlier, earlier)
     if line:
@@ -433,6 +450,17 @@ def submit_paid_line(bought: int, earlier: int) -> str | None:
 
 # A final status of the ledger for an id no server could have meant (kept with the message in ``error``).
 INVALID_ID_STATUS = "failed"
+def _mark_invalid(rt: Runtime, task_id: str, err: InvalidTaskIdError) -> InvalidTaskIdError:
+    """Record a task id no server could have meant as final in the ledger (so it is no longer listed as unfinished,
+    and nothing is ever requested with it); the error to report, saying so."""
+    rt.ledger.record_status(task_id, INVALID_ID_STATUS, error=err.message, invalid_id=True)
+    marked = InvalidTaskIdError(f"{err.message} It is marked {INVALID_ID_STATUS} in the ledger and no longer listed "
+                                "as unfinished; check the provider's dashboard for its picture.", task_id=err.task_id,
+                                provider=err.provider)
+    marked.__cause__ = err
+    return marked
+
+
 COLLECT_PAID_LINE = "nothing charged now (paid at submit)"
 
 
@@ -544,8 +572,6 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
     Tasks issued by another server than the one configured now (another gateway, an emulator) are skipped with a
     note: that server alone can answer for them.
     """
-    from ..validation import check_server_task_id
-
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     skipped: dict[tuple[str, str], list[str]] = {}
     invalid: list[InvalidTaskIdError] = []
@@ -555,10 +581,7 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
             check_server_task_id(entry["task_id"], provider="Qingbo" if provider == "qingbo" else "WaveSpeed")
         except InvalidTaskIdError as err:
             invalid.append(err)
-            # Final, so that it is no longer listed as unfinished; nothing can ever be collected with it.
-            rt.ledger.record_status(entry["task_id"], INVALID_ID_STATUS, error=err.message, invalid_id=True)
-            to_stderr(f"error: {err.message} It is marked {INVALID_ID_STATUS} in the ledger and no longer listed "
-                      "as unfinished; check the provider's dashboard for its picture.")
+            to_stderr(f"error: {one_line(_mark_invalid(rt, entry['task_id'], err))}")
             continue
         server = _other_server(rt, entry)
         if server is not None:
