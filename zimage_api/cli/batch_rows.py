@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import CONTROL_MODES, QINGBO_QUOTA_PER_PICTURE, QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
+from ..catalog import (
+    CONTROL_MODES,
+    QINGBO_QUOTA_PER_PICTURE,
+    QINGBO_USD_PER_PICTURE,
+    WAVESPEED_PROMPT_LIMIT,
+    WAVESPEED_USD_PER_PICTURE,
+)
 from ..errors import ValidationError, ZImageError
 from ..orders import (
     ControlNet,
@@ -290,7 +296,7 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     """(provider, normalised params, passthrough notes), validated with the clients' own checks."""
     from ..openai_images import ImagesClient
     from ..qingbo import QingboClient
-    from ..validation import check_choice, check_number
+    from ..validation import check_choice, check_number, check_prompt, check_text_length
 
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
@@ -331,6 +337,10 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     reference = None
     params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Turbo" if special else "Z-Image-Base")),
               "prompt": prompt, "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
+    # The order's length checks, before a reference is read (v1/images rows are checked by the client's body).
+    check_prompt(prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed", documented=False)
+    check_text_length(params["negative_prompt"], limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed",
+                      field="negative_prompt", documented=False)
     if "loras" in fields:
         params["loras"] = [lora.as_json() for lora in _loras(fields["loras"])]
     if "control" in fields:
