@@ -173,3 +173,32 @@ def test_second_ctrl_c_abandons_the_image_request_and_says_what_that_costs(emu, 
         "error: interrupted; the image request was abandoned before its answer came: it is probably charged and its "
         "picture is lost (the same command again pays again)."]
     assert not out_dir.exists() or not any(out_dir.glob("*.png"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
+def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_for_nothing(cli, emu, tmp_path):
+    out_dir = tmp_path / "out"
+    emu.inject("POST /api/v3/*", "delay", seconds=1.5)
+    process = subprocess.Popen([sys.executable, "-m", "zimage_api", "generate", "a lighthouse", "--api", "v3",
+                                "--seed", "9", *SMALL, "--out", str(out_dir)], cwd=tmp_path,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: posts(emu) == 1, "the prediction request")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    [task_id] = list(emu.tasks)
+    assert (process.returncode, out) == (130, "")
+    assert lines(err) == [
+        "Stopping: the prediction request already sent is finishing so that its id reaches the ledger (it is paid). "
+        "Press Ctrl-C again to abandon it; it may then be charged with no id to collect.",
+        f"error: interrupted; not collected yet, still running at the provider and kept in the ledger: {task_id} "
+        "(wavespeed). Collect them with `python -m zimage_api tasks resume` (a batch: run the same command again)."]
+
+    code, out, err = cli("generate", "a lighthouse", "--api", "v3", "--seed", "9", *SMALL, "--out", str(out_dir))
+    assert (code, lines(err)) == (0, ["1 picture collected from a prediction paid in an earlier run, nothing charged "
+                                      "now"])
+    assert Path(lines(out)[0]).read_bytes() == emu.tasks[task_id].outputs[0]
+    assert posts(emu, "POST /api/v3/*") == 1

@@ -522,6 +522,8 @@ def task_json(entry: dict[str, Any]) -> str:
     Fields named like a credential are left out (none is ever recorded; this keeps it so in any output).
     """
     ordered = {name: entry.get(name) for name in _JSON_FIRST}
+    if ordered["base_url"]:
+        ordered["base_url"] = mask_url(str(ordered["base_url"]))
     ordered.update((k, v) for k, v in entry.items() if k not in ordered)
     clean = {k: v for k, v in ordered.items() if not any(word in k.lower() for word in _SECRET_WORDS)}
     return json.dumps(clean, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -152,7 +152,8 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
 
 
 # The commands whose first Ctrl-C lets the paid requests in flight finish (``batch`` has its own two-step stop).
-_GENTLE = ("generate", "edit", "submit", "poll", "tasks")
+# ``poll`` and ``tasks resume`` send no paid request; their Ctrl-C stops at once and leaves the tasks running.
+_GENTLE = ("generate", "edit", "submit")
 
 
 def _missing_package(err: BaseException) -> bool:
