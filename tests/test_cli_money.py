@@ -101,15 +101,18 @@ def test_turbo_names_the_inputs_it_drops_as_the_node_does(cli, emu, tmp_path):
 def test_submit_says_the_qingbo_price_and_poll_charges_nothing_now(cli, emu, tmp_path):
     code, out, err = cli("submit", "a paper boat", "--seed", "5")
     [task_id] = lines(out)
-    assert (code, lines(err)) == (0, ["paid $0.0106 for 1 task"])
+    assert (code, lines(err)) == (0, ["paid $0.0106 for 1 task (refunded if it fails)"])
     code, out, err = cli("submit", "a paper boat", "--seed", "5", "--count", "2")
-    assert (code, lines(err)) == (0, ["paid $0.0106 for 1 task; 1 accepted earlier, nothing charged"])
+    assert (code, lines(err)) == (0, ["paid $0.0106 for 1 task (refunded if it fails); 1 accepted earlier, nothing "
+                                      "charged"])
     assert lines(out)[0] == task_id
     code, out, err = cli("submit", "a paper boat", "--seed", "5")
     assert (code, lines(out), lines(err)) == (0, [task_id], ["accepted earlier, nothing charged"])
     code, out, err = cli("poll", task_id, "--out", str(tmp_path))
     assert (code, lines(err)) == (0, ["nothing charged now (paid at submit)"])
     assert len(lines(out)) == 1 and posts(emu, "POST /v1/tasks") == 2
+    code, out, err = cli("submit", "a paper boat", "--seed", "20", "--count", "2")
+    assert (code, lines(err)) == (0, ["paid $0.0213 for 2 tasks (each refunded if it fails)"])
 
 
 # -- Ctrl-C while a /v1/images request is being paid for --------------------------------------------------------------

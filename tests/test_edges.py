@@ -192,7 +192,7 @@ def test_a_malformed_id_in_a_submit_answer_is_a_failed_job_not_bad_usage(cli, em
     code, out, err = cli("submit", "a paper boat")
     assert (code, out) == (1, "")
     assert lines(err) == [
-        "paid $0.0106 for 1 task",
+        "paid $0.0106 for 1 task (refunded if it fails)",
         "error: Qingbo gave the task id 'task/../etc', which cannot be collected (it contains a path separator). It "
         "is marked failed in the ledger and no longer listed as unfinished; check the provider's dashboard for its "
         "picture."]

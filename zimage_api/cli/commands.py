@@ -280,7 +280,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         to_stderr(line)
     if stopped:
         for error in errors:
-            to_stderr(f"error: {printable(one_line(error), 1000)}")
+            to_stderr(f"error: {one_line(error)}")
         raise Interrupted("Stopped by Ctrl-C.")
     _raise_last(errors)
     return paths
@@ -428,7 +428,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
         to_stderr(line)
     if stopped:
         for error in errors:
-            to_stderr(f"error: {printable(one_line(error), 1000)}")
+            to_stderr(f"error: {one_line(error)}")
         raise Interrupted("Stopped by Ctrl-C.")
     if errors:
         raise submit_error(errors[0], ids, order.count)
@@ -436,10 +436,12 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
 
 
 def submit_paid_line(bought: int, earlier: int) -> str | None:
-    """What ``submit`` paid: "paid $0.0106 for 1 task", "accepted earlier, nothing charged", or both."""
+    """What ``submit`` paid: "paid $0.0106 for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
+    or both."""
     parts: list[str] = []
     if bought:
-        parts.append(f"paid {usd(QINGBO_USD_PER_PICTURE * bought)} for {_count(bought, 'task')}")
+        parts.append(f"paid {usd(QINGBO_USD_PER_PICTURE * bought)} for {_count(bought, 'task')} "
+                     f"({'' if bought == 1 else 'each '}refunded if it fails)")
     if earlier and not parts:
         parts.append("accepted earlier, nothing charged" if earlier == 1 else
                      f"{earlier} tasks accepted earlier, nothing charged")
@@ -450,6 +452,8 @@ def submit_paid_line(bought: int, earlier: int) -> str | None:
 
 # A final status of the ledger for an id no server could have meant (kept with the message in ``error``).
 INVALID_ID_STATUS = "failed"
+
+
 def _mark_invalid(rt: Runtime, task_id: str, err: InvalidTaskIdError) -> InvalidTaskIdError:
     """Record a task id no server could have meant as final in the ledger (so it is no longer listed as unfinished,
     and nothing is ever requested with it); the error to report, saying so."""
