@@ -205,3 +205,24 @@ def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_f
                                       "now"])
     assert Path(lines(out)[0]).read_bytes() == emu.tasks[task_id].outputs[0]
     assert posts(emu, "POST /api/v3/*") == 1
+
+
+@pytest.mark.parametrize("paying, first, abandoned", [
+    (["the image request", "the image request"],
+     "Stopping: the 2 image requests already sent are finishing so that their pictures are kept (they are paid). "
+     "Press Ctrl-C again to abandon them; their cost is then lost.",
+     "the 2 image requests were abandoned before their answer came: they are probably charged and their pictures are "
+     "lost (the same command again pays again)"),
+    (["the task request"],
+     "Stopping: the task request already sent is finishing so that its id reaches the ledger (it is paid). Press "
+     "Ctrl-C again to abandon it; it may then be charged with no id to collect.",
+     "the task request was abandoned before its answer came: it may have been charged, with no id to collect; check "
+     "the provider's dashboard before sending again"),
+    ([], None, None),
+])
+def test_what_each_ctrl_c_says_of_the_requests_being_paid(paying, first, abandoned):
+    from zimage_api.cli.runtime import abandoned_text, stopping_line
+
+    assert stopping_line(paying) == first
+    if paying:
+        assert abandoned_text(paying) == abandoned
