@@ -11,7 +11,7 @@ __all__ = [
     "MODELS", "APIS", "RESPONSE_FORMATS", "V3_OUTPUT_FORMATS", "V3_MODEL_PATHS", "SEED_MAX", "QUOTA_PER_USD",
     "QINGBO_QUOTA_PER_PICTURE", "QINGBO_USD_PER_PICTURE", "WAVESPEED_USD_PER_PICTURE", "picture_extension",
     "V3Model", "V3_MODELS", "V3_COMMON_FIELDS", "v3_model_for", "LORA_MAX", "LORA_SCALE_MAX",
-    "CONTROL_MODES",
+    "CONTROL_MODES", "WAVESPEED_PROMPT_LIMIT",
 ]
 
 MODELS = ("Z-Image-Base", "Z-Image-Turbo")
@@ -30,6 +30,10 @@ QINGBO_USD_PER_PICTURE = QINGBO_QUOTA_PER_PICTURE / QUOTA_PER_USD  # 0.010626
 # Z-Image at WaveSpeed, as published for the base model; the status line and estimates say "about". It is also the
 # estimate for a v3 model whose price is not published.
 WAVESPEED_USD_PER_PICTURE = 0.01
+
+# WaveSpeed documents no prompt length. This pack sends at most this many characters (a detailed prompt is a few
+# hundred), so that a document pasted into the prompt by mistake is refused before it is sent and billed.
+WAVESPEED_PROMPT_LIMIT = 4000
 
 LORA_MAX = 3  # LoRAs per request, at every -lora model
 LORA_SCALE_MAX = 4.0

@@ -88,19 +88,38 @@ def resolve_api_key(provider: Provider, explicit: str | None = None) -> str:
     Raises :class:`ConfigError` naming the variable and the file when there is none.
     """
     if explicit:
-        return explicit.strip()
+        return _clean_key(provider, explicit.strip(), "given")
     for env in provider.key_envs:
         value = os.environ.get(env, "").strip()
         if value:
-            return value
+            return _clean_key(provider, value, f"in {env}")
     value = _read_config(provider.section, "api_key")
     if value:
-        return value
+        return _clean_key(provider, value, f"under [{provider.section}] in {config_path()}")
     names = " or ".join(provider.key_envs)
     raise ConfigError(
         f"No {provider.name} API key: set the environment variable {names}, or put api_key under "
         f"[{provider.section}] in {config_path()}, then run again."
     )
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code < 0xA0
+
+
+def _clean_key(provider: Provider, key: str, where: str) -> str:
+    """The key unchanged, or :class:`ConfigError` when it holds a control character (never quoting the key).
+
+    A line break pasted inside a key would otherwise reach the Authorization header, where the HTTP library's own
+    error quotes the whole header.
+    """
+    bad = [ch for ch in key if _is_control(ch)]
+    if not bad:
+        return key
+    hint = " (a line break?)" if any(ch in "\r\n" for ch in bad) else ""
+    raise ConfigError(f"The {provider.name} API key {where} contains a control character{hint}; paste it again "
+                      "without it.")
 
 
 def normalize_base_url(url: str) -> str:

@@ -33,7 +33,6 @@ from .errors import (
     UncertainChargeError,
     ZImageError,
 )
-from .images import check_picture
 from .limits import LIMITS, ProviderLimits
 from .logs import logger, prompt_hash
 from .orders import ControlNet, Edit, Inpaint, PictureOrder, QingboTasks
@@ -326,6 +325,7 @@ class Engine:
 
         def download_again(kept: dict[str, Any]) -> GenerationResult:
             """The picture of a request paid earlier whose download failed: fetched from its URLs, free."""
+            from .images import check_picture  # here: Pillow and numpy load only when a picture is read
             progress.update(unit.index, 0.0, "downloading a picture paid earlier")
             urls = [str(url) for url in kept.get("urls") or []]
             deadline = Deadline.after(float(order.timeout), self.clock)

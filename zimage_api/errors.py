@@ -25,6 +25,7 @@ __all__ = [
     "InvalidResponseError",
     "ResponseTooLargeError",
     "URLRefusedError",
+    "InvalidTaskIdError",
     "APIConnectionError",
     "APITimeoutError",
     "ResultDownloadError",
@@ -164,6 +165,15 @@ class URLRefusedError(InvalidResponseError):
     def __init__(self, message: str, *, url: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.url = url
+
+
+class InvalidTaskIdError(InvalidResponseError):
+    """A provider (or the ledger) gave a task id that cannot be a real one: a ``/``, a control character, blanks, or
+    too long. Nothing is requested with it; ``task_id`` is the id made printable and cut short."""
+
+    def __init__(self, message: str, *, task_id: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task_id = task_id
 
 
 class APIConnectionError(ZImageError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import QINGBO, WAVESPEED, _read_config
 
-__all__ = ["logger", "prompt_hash", "redact", "RedactingFilter", "log_call"]
+__all__ = ["logger", "prompt_hash", "redact", "RedactingFilter", "log_call", "mask_url", "printable"]
 
 logger = logging.getLogger("zimage_api")
 
@@ -35,9 +35,34 @@ def _known_keys() -> list[str]:
     return [key for key in keys if len(key) >= 8]
 
 
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#@\s]*)@")
+# ANSI/VT escape sequences (CSI, OSC, and two-character escapes), then every other C0/C1 control and DEL.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: the form to show or store a base URL in.
+
+    Works on a bare URL and on text that contains URLs (a message naming a server).
+    """
+    return _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", str(url))
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` safe to print on a terminal: escape sequences removed, each run of other control characters (line
+    breaks, tabs, NUL, DEL, C1) turned into one space, and at most ``limit`` characters
+    (an ellipsis marks the cut). For ids, provider messages and anything else a server chose."""
+    cleaned = _CONTROLS.sub(" ", _ESCAPES.sub("", str(text)))
+    if len(cleaned) > limit:
+        cleaned = cleaned[: max(limit - 1, 0)] + "\u2026"
+    return cleaned
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Return ``text`` with bearer tokens, configured keys and ``extra_secrets`` replaced by ``***``."""
-    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    """Return ``text`` with bearer tokens, URL credentials, configured keys and ``extra_secrets`` replaced by
+    ``***``."""
+    text = mask_url(_BEARER.sub(lambda m: m.group(1) + MASK, text))
     for secret in (*_known_keys(), *extra_secrets):
         if secret and len(secret) >= 8 and secret in text:
             text = text.replace(secret, MASK)

@@ -22,6 +22,7 @@ from .catalog import (
     RESPONSE_FORMATS,
     SEED_MAX,
     V3_OUTPUT_FORMATS,
+    WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
     V3Model,
     v3_model_for,
@@ -38,6 +39,7 @@ from .validation import (
     check_number,
     check_prompt,
     check_seed_range,
+    check_text_length,
 )
 
 if TYPE_CHECKING:
@@ -198,10 +200,12 @@ class TextToImage:
     kind = "generate"
 
     def __post_init__(self) -> None:
-        check_prompt(self.prompt)
+        check_prompt(self.prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed", documented=False)
         object.__setattr__(self, "loras", check_loras(self.loras))
         if not isinstance(self.negative_prompt, str):
             raise ValidationError("The negative_prompt must be text.", field="negative_prompt")
+        check_text_length(self.negative_prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed",
+                          field="negative_prompt", documented=False)
         check_choice(self.model, "model", MODELS)
         check_choice(self.api, "api", APIS)
         object.__setattr__(self, "guidance_scale", check_number(self.guidance_scale, "guidance_scale", 0.0, 20.0))

@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .catalog import SEED_MAX
-from .errors import ValidationError
+from .errors import InvalidTaskIdError, ValidationError
 
 __all__ = [
     "SizeLimits", "IMAGES_SIZE", "V3_SIZE", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
     "check_prompt", "check_size", "check_number", "check_choice", "check_task_id", "check_seed", "check_count",
-    "check_seed_range", "check_timeout", "check_lora_path",
+    "check_seed_range", "check_timeout", "check_lora_path", "check_text_length", "check_server_task_id",
+    "TASK_ID_MAX",
 ]
 
 QINGBO_PROMPT_LIMIT = 800
@@ -25,6 +26,7 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 RESOLUTIONS = ("1K", "2K")
 _HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _LORA_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?/\S*\.safetensors(?:\?\S*)?", re.IGNORECASE)
+TASK_ID_MAX = 128  # characters of a task or prediction id; real ids have a few dozen
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -42,18 +44,35 @@ IMAGES_SIZE = SizeLimits("the /v1/images API", 256, 2048, 2048 * 2048)
 V3_SIZE = SizeLimits("WaveSpeed v3", 256, 1536, 1536 * 1536)
 
 
-def check_prompt(prompt: object, *, limit: int | None = None, provider: str = "", field: str = "prompt") -> str:
-    """A non-empty string, at most ``limit`` characters when a limit is given."""
+def check_prompt(prompt: object, *, limit: int | None = None, provider: str = "", field: str = "prompt",
+                 documented: bool = True) -> str:
+    """A non-empty string, at most ``limit`` characters when a limit is given.
+
+    ``documented`` says whether ``provider`` itself documents the limit (Qingbo's 800) or the pack sets it (WaveSpeed
+    documents none: see :data:`~zimage_api.catalog.WAVESPEED_PROMPT_LIMIT`); the message says which.
+    """
     if not isinstance(prompt, str):
         raise ValidationError(f"The {field} must be text, not {type(prompt).__name__}.", field=field)
     if not prompt.strip():
         raise ValidationError(f"The {field} is empty; describe the picture you want.", field=field)
-    if limit is not None and len(prompt) > limit:
-        who = f"{provider} rejects" if provider else "The limit is"
+    return check_text_length(prompt, limit=limit, provider=provider, field=field, documented=documented)
+
+
+def check_text_length(text: str, *, limit: int | None, provider: str = "", field: str = "prompt",
+                      documented: bool = True) -> str:
+    """``text`` when it has at most ``limit`` characters (no limit: any length), else a :class:`ValidationError`
+    with both counts."""
+    if limit is None or len(text) <= limit:
+        return text
+    over = len(text) - limit
+    if not documented:
         raise ValidationError(
-            f"The {field} has {len(prompt)} characters; {who} more than {limit}. Shorten it by {len(prompt) - limit}.",
+            f"The {field} has {len(text):,} characters; the limit for {provider} is {limit:,} (it documents none, and "
+            f"a longer text, likely pasted by mistake, would be sent and billed). Shorten it by {over:,}.",
             field=field)
-    return prompt
+    who = f"{provider} rejects" if provider else "The limit is"
+    raise ValidationError(f"The {field} has {len(text)} characters; {who} more than {limit}. Shorten it by {over}.",
+                          field=field)
 
 
 def _as_int(value: object, field: str) -> int:
@@ -132,9 +151,35 @@ def check_task_id(task_id: object, *, provider: str = "the provider") -> str:
     if ".." in stripped or not _TASK_ID.match(stripped):
         shown = stripped.encode("unicode_escape").decode("ascii")[:40]
         raise ValidationError(
-            f"The task id {shown!r} is not a valid {provider} task id (letters, digits, '-', '_', '.', ':' only).",
+            f"The task id '{shown}' is not a valid {provider} task id (letters, digits, '-', '_', '.', ':' only).",
             field="task_id")
     return stripped
+
+
+def check_server_task_id(task_id: object, *, provider: str = "the provider") -> str:
+    """A task id that a server (or the ledger, which keeps what servers said) gave: returned as it is when it can be
+    one, else :class:`~zimage_api.errors.InvalidTaskIdError` saying why (a ``/``, a control character, blanks, more
+    than :data:`TASK_ID_MAX` characters), quoting at most 40 printable characters of it."""
+    text = task_id if isinstance(task_id, str) else str(task_id)
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:40]) + ("..." if len(text) > 40 else "")
+    if not isinstance(task_id, str):
+        reason = f"it is {type(task_id).__name__}, not text"
+    elif not text:
+        reason = "it is empty"
+    elif len(text) > TASK_ID_MAX:
+        reason = f"it has {len(text):,} characters; ids have at most {TASK_ID_MAX}"
+    elif any(not ch.isprintable() for ch in text):
+        reason = "it contains a control character"
+    elif any(ch.isspace() for ch in text):
+        reason = "it contains blanks"
+    elif "/" in text or "\\" in text or ".." in text:
+        reason = "it contains a path separator"
+    elif not _TASK_ID.match(text):
+        reason = "only letters, digits, '-', '_', '.' and ':' are allowed"
+    else:
+        return text
+    raise InvalidTaskIdError(f"{provider} gave the task id '{shown}', which cannot be collected ({reason}).",
+                             task_id=shown, provider=provider)
 
 
 def split_task_ids(text: str) -> list[str]:

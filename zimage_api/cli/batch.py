@@ -33,6 +33,7 @@ from ..errors import (
     ValidationError,
     ZImageError,
 )
+from ..logs import mask_url, printable
 from ..orders import QingboTasks, TextToImage
 from ..parallel import JobOutcome
 from .batch_manifest import MANIFEST_NAME, Manifest, Plan, plan_rows
@@ -273,7 +274,8 @@ class _Batch:
                         to_stdout(str(path))
             finally:
                 if outcome.error:
-                    to_stderr(f"error: {outcome.job.where}: {' '.join(outcome.error.split())}")
+                    shown = " ".join(printable(mask_url(outcome.error), 2000).split())
+                    to_stderr(f"error: {outcome.job.where}: {shown}")
                 self.bar.finish(outcome.job.key, outcome.status == "done")
 
     def announce_stop(self) -> None:

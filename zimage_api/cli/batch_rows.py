@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -19,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import CONTROL_MODES, QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
+from ..catalog import (
+    CONTROL_MODES,
+    QINGBO_QUOTA_PER_PICTURE,
+    QINGBO_USD_PER_PICTURE,
+    WAVESPEED_PROMPT_LIMIT,
+    WAVESPEED_USD_PER_PICTURE,
+)
 from ..errors import ValidationError, ZImageError
 from ..orders import (
     ControlNet,
@@ -121,8 +126,15 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
             rows.append((len(rows) + 1, line_no, value, error))
         return rows
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    headers = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    if dialect == "excel":
+        _check_delimiter(path, text)
+    source = _CountedLines(text)
+    reader = csv.DictReader(source, dialect=dialect, strict=True)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as err:
+        raise _quote_error(path, source, err) from None
+    headers = [(h or "").strip().lower() for h in fieldnames or []]
     unknown = [h for h in headers if h and _FIELD_ALIASES.get(h, h) not in FIELDS and h not in PASSTHROUGH]
     if unknown:
         raise UsageError(f"The batch file {path} has unknown column(s) {', '.join(map(repr, unknown))}; the "
@@ -132,7 +144,17 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
         raise UsageError(f"The batch file {path} has no 'prompt' column (its header is {', '.join(headers)}).",
                          field="file")
     reader.fieldnames = headers
-    for record in reader:
+    while True:
+        source.mark()
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise _quote_error(path, source, err) from None
+        cells = [*record.values(), *(record.get(None) or [])]
+        if any(isinstance(cell, str) and ("\n" in cell or "\r" in cell) for cell in cells):
+            raise _quote_error(path, source, None)
         values = {k: v.strip() for k, v in record.items() if k and isinstance(v, str) and v.strip()}
         extra: Any = record.get(None)  # DictReader's restkey: the values past the header's columns
         if isinstance(extra, list) and extra:
@@ -140,6 +162,54 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
         elif values:
             rows.append((len(rows) + 1, reader.line_num, values, None))
     return rows
+
+
+class _CountedLines:
+    """The lines of a CSV text for :mod:`csv`, counting how many were read, so that an error names its lines."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines(keepends=True)
+        self.read = 0
+        self.start = 1
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.read >= len(self.lines):
+            raise StopIteration
+        self.read += 1
+        return self.lines[self.read - 1]
+
+    def mark(self) -> None:
+        """The next record starts at the next line that is not blank."""
+        start = self.read
+        while start < len(self.lines) and not self.lines[start].strip():
+            start += 1
+        self.start = start + 1
+
+
+def _quote_error(path: Path, source: _CountedLines, err: csv.Error | None) -> UsageError:
+    """A value that runs over several lines: a double quote left open (it swallows the rows after it)."""
+    if err is not None and "quote" not in str(err) and "expected" not in str(err) and "end of data" not in str(err):
+        return UsageError(f"The batch file {path} cannot be read as CSV at line {source.read} ({err}).",
+                          field="file")
+    end = "the end of the file" if err is not None and "end of data" in str(err) else f"line {source.read}"
+    return UsageError(
+        f"The batch file {path} has a double quote on line {source.start} that is not closed on that line, so the "
+        f"rows run together up to {end}; close the quote, or write a quote inside a value as two (\"\"). Nothing "
+        "was sent.", field="file")
+
+
+def _check_delimiter(path: Path, text: str) -> None:
+    """A CSV saved with ';' or tabs (Excel in many countries) reads as one column: say so instead."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines or "," in lines[0]:
+        return
+    for mark, name, extra in ((";", "';'", ""), ("\t", "tabs", ", or give it the .tsv extension")):
+        if mark in lines[0] and all(mark in line for line in lines):
+            raise UsageError(f"{path} looks separated by {name}: save it as comma-separated (in Excel: CSV "
+                             f"UTF-8){extra}.", field="file")
 
 
 def _unquoted_comma(headers: list[str], record: dict[Any, Any], extra: list[str]) -> str:
@@ -226,7 +296,7 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     """(provider, normalised params, passthrough notes), validated with the clients' own checks."""
     from ..openai_images import ImagesClient
     from ..qingbo import QingboClient
-    from ..validation import check_choice, check_number
+    from ..validation import check_choice, check_number, check_prompt, check_text_length
 
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
@@ -267,6 +337,10 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
     reference = None
     params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Turbo" if special else "Z-Image-Base")),
               "prompt": prompt, "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
+    # The order's length checks, before a reference is read (v1/images rows are checked by the client's body).
+    check_prompt(prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed", documented=False)
+    check_text_length(params["negative_prompt"], limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed",
+                      field="negative_prompt", documented=False)
     if "loras" in fields:
         params["loras"] = [lora.as_json() for lora in _loras(fields["loras"])]
     if "control" in fields:
@@ -425,8 +499,8 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
             extended = sum(1 for job in rows if job.params.get("prompt_extend"))
             note = (f"; {extended} with prompt_extend, which adds an extra cost that Qingbo does not publish"
                     if extended else "")
-            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, 5,313 "
-                      f"quota{note})")
+            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, "
+                      f"{QINGBO_QUOTA_PER_PICTURE:,} quota{note})")
         else:
             to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f}")
             groups: dict[tuple[str, str], list[Job]] = {}

@@ -12,13 +12,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import picture_extension
+from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension
 from ..config import QINGBO, WAVESPEED
-from ..errors import ImageDecodeError, ValidationError, ZImageError
+from ..engine import RunCancelled
+from ..errors import ImageDecodeError, InvalidTaskIdError, ValidationError, ZImageError
+from ..logs import mask_url, printable
 from ..orders import (
     ControlNet,
     Edit,
@@ -34,6 +36,8 @@ from ..orders import (
 )
 from ..parallel import JobOutcome
 from ..results import GenerationResult
+from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes, usd
+from ..validation import check_server_task_id
 from .runtime import (
     PROG,
     Interrupted,
@@ -188,7 +192,18 @@ def _outcome_errors(outcomes: Sequence[JobOutcome[Any]]) -> list[BaseException]:
     for error in errors:
         if isinstance(error, (KeyboardInterrupt, Interrupted)):
             raise KeyboardInterrupt
-    return errors
+    return [_server_id_error(error) for error in errors]
+
+
+def _server_id_error(error: BaseException) -> BaseException:
+    """A task id refused while a unit ran came from the server (the ids typed by the user are checked before):
+    a failed job (exit 1), not bad usage."""
+    if not isinstance(error, ValidationError) or error.field != "task_id":
+        return error
+    wrapped = InvalidTaskIdError(f"{error.message} The server gave it for a paid request; check the provider's "
+                                 "dashboard for its picture.")
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _raise_last(errors: Sequence[BaseException]) -> None:
@@ -255,8 +270,18 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         order = TextToImage(guidance_scale=7.5 if cfg is None else cfg, width=width or 1024,
                             height=height or 1024, seed=_checked_seed(seed, count), **common)
     prepare_out(out)
-    outcomes = rt.engine().pictures(order)
-    errors = _outcome_errors(outcomes)
+    for note in order_notes(order):
+        # Only what the user gave and was dropped: the flags for v3's CFG and v1's format are refused above.
+        if note not in (V3_CFG_NOTE, V1_FORMAT_NOTE) and (note != TURBO_NOTE or cfg is not None or negative.strip()):
+            to_stderr(f"note: {note}")
+    earlier = _bought_earlier(rt, order)
+    engine = rt.engine()
+    try:
+        outcomes = engine.pictures(order)
+    except RunCancelled as cancelled:  # Ctrl-C: what finished is still written, then the run stops
+        outcomes = cancelled.outcomes
+    stopped = rt.stop.is_set()
+    errors = _outcome_errors([o for o in outcomes if not (stopped and isinstance(o.error, Interrupted))])
     tag = picture_tag("wavespeed", order.kind in ("edit", "inpaint"))
     paths: list[Path] = []
     for outcome in outcomes:
@@ -265,8 +290,74 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
             continue
         ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
         _write(rt, out, tag, ident, result.seeds[0] if result.seeds else None, result, paths, errors)
+    line = paid_line(order, outcomes, earlier)
+    if line:
+        to_stderr(line)
+    if stopped:
+        for error in errors:
+            to_stderr(f"error: {one_line(error)}")
+        raise Interrupted("Stopped by Ctrl-C.")
     _raise_last(errors)
     return paths
+
+
+def _bought_earlier(rt: Runtime, order: PictureOrder) -> set[int]:
+    """The units of ``order`` whose prediction was bought in an earlier run (a v3 wait that timed out, or a Ctrl-C)
+    and has no picture receipt yet: collecting them now charges nothing."""
+    rt.store.check_writable()  # no record, no payment: a store in trouble is said before anything else
+    if order.api != "v3":
+        return set()
+    engine = rt.engine()
+    earlier: set[int] = set()
+    for unit in engine.plan(order):
+        task_id, _spent = rt.store.task_receipt(unit.key)
+        receipt = rt.store.receipt(unit.key) if task_id is not None else None
+        if receipt is not None and receipt.result is None:
+            earlier.add(unit.index)
+    return earlier
+
+
+def _from_receipt(result: GenerationResult) -> bool:
+    """Whether the engine served ``result`` from its local receipt (no request sent)."""
+    from ..engine import RECEIPT_NOTE
+
+    return any(note.startswith(RECEIPT_NOTE) for note in result.notes)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def paid_line(order: PictureOrder, outcomes: Sequence[JobOutcome[GenerationResult]],
+              earlier: Collection[int] = ()) -> str | None:
+    """What a picture command paid: "paid $0.012 for 1 picture", "served from the local receipt, nothing charged",
+    "paid about $0.02 for 2 pictures; 1 served from local receipts, nothing charged". None when nothing came.
+
+    The price is the catalog's (``order.price``); "about" when it is not published.
+    """
+    bought = served = before = 0
+    for index, outcome in enumerate(outcomes):
+        if outcome.value is None:
+            continue
+        if _from_receipt(outcome.value):
+            served += 1
+        elif index in earlier:
+            before += 1
+        else:
+            bought += 1
+    published = order.api == "v3" and order.v3_model.usd is not None
+    parts: list[str] = []
+    if bought:
+        parts.append(f"paid {'' if published else 'about '}{usd(order.price * bought)} for {_count(bought, 'picture')}")
+    if served and not parts and not before:
+        parts.append("served from the local receipt, nothing charged" if served == 1 else
+                     f"{served} pictures served from local receipts, nothing charged")
+    elif served:
+        parts.append(f"{served} served from local receipts, nothing charged")
+    if before:
+        parts.append(f"{_count(before, 'picture')} collected from a prediction paid in an earlier run, nothing "
+                     "charged now")
+    return "; ".join(parts) or None
 
 
 def _write(rt: Runtime, out: Path, tag: str, ident: str, seed: int | None, result: GenerationResult,
@@ -274,8 +365,10 @@ def _write(rt: Runtime, out: Path, tag: str, ident: str, seed: int | None, resul
     """Write a result's pictures and print their paths; pictures kept elsewhere become an error at the end."""
     saved, elsewhere = save_paid_pictures(rt, out, tag, ident, seed, result.images, result.paths)
     for path in saved:
-        to_stdout(str(path))
+        to_stdout(printable(str(path), 4096))
     paths.extend(saved)
+    if rt.stop.is_set():
+        rt.saved_after_stop += len(saved)
     if elsewhere:
         errors.append(SavedElsewhere(elsewhere))
 
@@ -298,18 +391,22 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
     errors: list[BaseException] = []
     for task_id, provider, _extra in jobs:
         rt.track(task_id, provider)
-    for provider in dict.fromkeys(provider for _tid, provider, _extra in jobs):
-        mine = [(task_id, extra) for task_id, p, extra in jobs if p == provider]
-        outcomes = rt.engine().collect([task_id for task_id, _extra in mine], provider=provider,
-                                       timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-                                       extras=[extra for _tid, extra in mine])
-        errors.extend(_outcome_errors(outcomes))
-        for (task_id, extra), outcome in zip(mine, outcomes, strict=True):
-            result = outcome.value
-            if result is None:
-                continue
-            seed = extra.get("seed", result.seeds[0] if result.seeds else None)
-            _write(rt, out, tag or provider, task_id, seed, result, paths, errors)
+    try:
+        for provider in dict.fromkeys(provider for _tid, provider, _extra in jobs):
+            mine = [(task_id, extra) for task_id, p, extra in jobs if p == provider]
+            outcomes = rt.engine().collect([task_id for task_id, _extra in mine], provider=provider,
+                                           timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+                                           extras=[extra for _tid, extra in mine])
+            errors.extend(_outcome_errors(outcomes))
+            for (task_id, extra), outcome in zip(mine, outcomes, strict=True):
+                result = outcome.value
+                if result is None:
+                    continue
+                seed = extra.get("seed", result.seeds[0] if result.seeds else None)
+                _write(rt, out, tag or provider, task_id, seed, result, paths, errors)
+    finally:
+        if paths:
+            to_stderr(COLLECT_PAID_LINE)
     _raise_last(errors)
     return paths
 
@@ -322,15 +419,66 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
 
     order = QingboTasks(prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution,
                         prompt_extend=prompt_extend, seed=None if seed is None or seed == -1 else seed, count=count)
-    outcomes = rt.engine().submit(order)
-    errors = _outcome_errors(outcomes)
-    ids = [o.value.task_id for o in outcomes if o.value is not None]
+    try:
+        outcomes = rt.engine().submit(order)
+    except RunCancelled as cancelled:  # Ctrl-C: the tasks accepted are still printed, then the run stops
+        outcomes = cancelled.outcomes
+    stopped = rt.stop.is_set()
+    errors = _outcome_errors([o for o in outcomes if not (stopped and isinstance(o.error, Interrupted))])
+    tasks = [o.value for o in outcomes if o.value is not None]
+    ids = []
+    for task in tasks:
+        rt.untrack(task.task_id)  # accepted: collecting it is `poll`'s work, not this command's
+        try:
+            ids.append(check_server_task_id(task.task_id, provider="Qingbo"))
+        except InvalidTaskIdError as err:
+            errors.append(_mark_invalid(rt, task.task_id, err))
     for task_id in ids:
         to_stdout(task_id)
-        rt.untrack(task_id)  # accepted: collecting it is `poll`'s work, not this command's
+    earlier = sum(1 for task in tasks if (task.raw or {}).get("receipt"))
+    line = submit_paid_line(len(tasks) - earlier, earlier)
+    if line:
+        to_stderr(line)
+    if stopped:
+        for error in errors:
+            to_stderr(f"error: {one_line(error)}")
+        raise Interrupted("Stopped by Ctrl-C.")
     if errors:
         raise submit_error(errors[0], ids, order.count)
     return ids
+
+
+def submit_paid_line(bought: int, earlier: int) -> str | None:
+    """What ``submit`` paid: "paid $0.0106 for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
+    or both."""
+    parts: list[str] = []
+    if bought:
+        parts.append(f"paid {usd(QINGBO_USD_PER_PICTURE * bought)} for {_count(bought, 'task')} "
+                     f"({'' if bought == 1 else 'each '}refunded if it fails)")
+    if earlier and not parts:
+        parts.append("accepted earlier, nothing charged" if earlier == 1 else
+                     f"{earlier} tasks accepted earlier, nothing charged")
+    elif earlier:
+        parts.append(f"{earlier} accepted earlier, nothing charged")
+    return "; ".join(parts) or None
+
+
+# A final status of the ledger for an id no server could have meant (kept with the message in ``error``).
+INVALID_ID_STATUS = "failed"
+
+
+def _mark_invalid(rt: Runtime, task_id: str, err: InvalidTaskIdError) -> InvalidTaskIdError:
+    """Record a task id no server could have meant as final in the ledger (so it is no longer listed as unfinished,
+    and nothing is ever requested with it); the error to report, saying so."""
+    rt.ledger.record_status(task_id, INVALID_ID_STATUS, error=err.message, invalid_id=True)
+    marked = InvalidTaskIdError(f"{err.message} It is marked {INVALID_ID_STATUS} in the ledger and no longer listed "
+                                "as unfinished; check the provider's dashboard for its picture.", task_id=err.task_id,
+                                provider=err.provider)
+    marked.__cause__ = err
+    return marked
+
+
+COLLECT_PAID_LINE = "nothing charged now (paid at submit)"
 
 
 def read_task_ids(values: Sequence[str]) -> list[str]:
@@ -391,6 +539,8 @@ def task_json(entry: dict[str, Any]) -> str:
     Fields named like a credential are left out (none is ever recorded; this keeps it so in any output).
     """
     ordered = {name: entry.get(name) for name in _JSON_FIRST}
+    if ordered["base_url"]:
+        ordered["base_url"] = mask_url(str(ordered["base_url"]))
     ordered.update((k, v) for k, v in entry.items() if k not in ordered)
     clean = {k: v for k, v in ordered.items() if not any(word in k.lower() for word in _SECRET_WORDS)}
     return json.dumps(clean, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -415,8 +565,9 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
             age = _age(now - float(entry.get("submitted_at") or entry.get("time") or now))
             server = _other_server(rt, entry)
             elsewhere = elsewhere or server is not None
-            to_stdout(f"  {entry['task_id']:<40} {str(entry.get('provider', '?')):<10} "
-                      f"{str(entry.get('status', '?')):<11} {age}" + (f"  issued by {server}" if server else ""))
+            to_stdout(f"  {printable(entry['task_id'], 60):<40} {printable(entry.get('provider', '?'), 10):<10} "
+                      f"{printable(entry.get('status', '?'), 11):<11} {age}"
+                      + (f"  issued by {printable(mask_url(server))}" if server else ""))
 
     unfinished = rt.ledger.unfinished()
     if unfinished:
@@ -442,8 +593,15 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
     """
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     skipped: dict[tuple[str, str], list[str]] = {}
+    invalid: list[InvalidTaskIdError] = []
     for entry in rt.ledger.unfinished():
         provider = "qingbo" if entry.get("provider") == "qingbo" else "wavespeed"
+        try:
+            check_server_task_id(entry["task_id"], provider="Qingbo" if provider == "qingbo" else "WaveSpeed")
+        except InvalidTaskIdError as err:
+            invalid.append(err)
+            to_stderr(f"error: {one_line(_mark_invalid(rt, entry['task_id'], err))}")
+            continue
         server = _other_server(rt, entry)
         if server is not None:
             skipped.setdefault((provider, server), []).append(str(entry["task_id"]))
@@ -451,20 +609,30 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
             jobs.append((str(entry["task_id"]), provider, {}))
     for (provider, server), ids in skipped.items():
         env = QINGBO.base_url_env if provider == "qingbo" else WAVESPEED.base_url_env
+        shown = printable(mask_url(server))
+        configured = printable(mask_url(str(_configured_server(rt, provider))))
         to_stderr(f"note: skipped {len(ids)} unfinished {provider} task{'s' if len(ids) > 1 else ''} issued by "
-                  f"{server}, not the server configured now ({_configured_server(rt, provider)}): "
-                  f"{', '.join(ids)}; set {env}={server} to collect {'them' if len(ids) > 1 else 'it'}.")
+                  f"{shown}, not the server configured now ({configured}"
+                  f"): {', '.join(printable(i, 60) for i in ids)}; set {env}={shown} to collect "
+                  f"{'them' if len(ids) > 1 else 'it'}.")
     left = sum(len(ids) for ids in skipped.values())
     not_collected = NotCollected(
         f"{left} unfinished task{'s were' if left > 1 else ' was'} not collected, because another server issued "
         f"{'them' if left > 1 else 'it'} (see the note above).")
+    unusable = NotCollected(
+        f"{len(invalid)} unfinished task{'s' if len(invalid) > 1 else ''} had an id that cannot be collected (see "
+        "above).")
     if not jobs:
         if skipped:
             raise not_collected
+        if invalid:
+            raise unusable
         to_stderr("No unfinished tasks in the ledger; nothing to collect.")
         return []
     prepare_out(out)
     paths = _collect_all(rt, jobs, out, timeout)
     if skipped:
         raise not_collected
+    if invalid:
+        raise unusable
     return paths

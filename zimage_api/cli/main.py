@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
-from ..logs import logger
+from ..logs import logger, printable
 from ..packages import missing_package_message
 from ..store import StoreError
 from .batch import run_batch
@@ -44,6 +44,7 @@ from .runtime import (
     OutputClosed,
     Runtime,
     UsageError,
+    abandoned_text,
     one_line,
     to_stderr,
     tolerate_unencodable_output,
@@ -117,6 +118,10 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     rt = runtime
     try:
         rt = rt or Runtime(sleep=sleep, clock=clock)
+        rt.retry_uncertain = bool(getattr(args, "retry_uncertain", False))
+        if args.command in _GENTLE:
+            with rt.gentle_interrupts():
+                return _dispatch(args, rt)
         return _dispatch(args, rt)
     except (KeyboardInterrupt, CancelledError):
         return _interrupted(rt)
@@ -150,6 +155,11 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
             logger.setLevel(level)
 
 
+# The commands whose first Ctrl-C lets the paid requests in flight finish (``batch`` has its own two-step stop).
+# ``poll`` and ``tasks resume`` send no paid request; their Ctrl-C stops at once and leaves the tasks running.
+_GENTLE = ("generate", "edit", "submit")
+
+
 def _missing_package(err: BaseException) -> bool:
     """Print the install command when ``err`` is a missing third-party package; False for anything else."""
     missing = missing_package_message(err) if isinstance(err, ModuleNotFoundError) else None
@@ -161,7 +171,7 @@ def _missing_package(err: BaseException) -> bool:
 def _report(err: BaseException, code: int, verbose: bool, message: str | None = None) -> int:
     if verbose:
         traceback.print_exc(file=sys.stderr)
-    to_stderr(f"error: {message or one_line(err)}")
+    to_stderr(f"error: {printable(message, 2000) if message else one_line(err)}")
     return code
 
 
@@ -170,10 +180,18 @@ def _interrupted(rt: Runtime | None) -> int:
     cut = rt.paying_now() if rt is not None else []
     parts = []
     if tasks:
-        names = ", ".join(f"{task_id} ({provider})" for task_id, provider in tasks.items())
+        names = ", ".join(f"{printable(task_id, 60)} ({provider})" for task_id, provider in tasks.items())
         parts.append(f"not collected yet, still running at the provider and kept in the ledger: {names}. Collect "
                      f"them with `{PROG} tasks resume` (a batch: run the same command again)")
-    if cut:
+    if rt is not None and rt.saved_after_stop:
+        n = rt.saved_after_stop
+        parts.append("the picture of the request let finish is saved (listed above); the same command again serves "
+                     "it from the local receipt at no cost" if n == 1 else
+                     f"the {n} pictures of the requests let finish are saved (listed above); the same command again "
+                     "serves them from the local receipts at no cost")
+    if cut and rt is not None and rt.abandoned:
+        parts.append(abandoned_text(cut))
+    elif cut:
         one = len(cut) == 1
         parts.append(f"{' and '.join(cut)} {'was' if one else 'were'} cut short while being sent: "
                      f"{'it' if one else 'each'} may have been processed and charged, with no id to collect; check "

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..catalog import CONTROL_MODES
+from ..catalog import (
+    CONTROL_MODES,
+    QINGBO_QUOTA_PER_PICTURE,
+    QINGBO_USD_PER_PICTURE,
+    WAVESPEED_PROMPT_LIMIT,
+    WAVESPEED_USD_PER_PICTURE,
+)
+from ..validation import QINGBO_PROMPT_LIMIT
 from .batch_rows import PROVIDERS
 from .runtime import EXIT_USAGE, PROG
 
@@ -85,6 +92,12 @@ def _command(sub: Any, name: str, parents: list[argparse.ArgumentParser], *, sum
                           epilog=_epilog(examples, notes))
 
 
+# The figures come from the catalog; the line breaks are the help text's own.
+_PRICES = (f"prices: Qingbo about ${QINGBO_USD_PER_PICTURE:g} per picture ({QINGBO_QUOTA_PER_PICTURE:,} quota); "
+           "prompt_extend adds an extra cost that Qingbo does not\npublish (not in the estimate). WaveSpeed Z-Image "
+           f"about ${WAVESPEED_USD_PER_PICTURE:g} (an estimate).")
+
+
 def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
     verbose = _Parser(add_help=False)
     verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -109,7 +122,14 @@ def _collect_wait() -> _Parser:
     return wait
 
 
+def _add_retry_uncertain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retry-uncertain", action="store_true",
+                        help="send again a request that an earlier run sent without getting its answer (it may "
+                             "have been charged: check the provider's dashboard first, this can pay twice)")
+
+
 def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> None:
+    _add_retry_uncertain(parser)
     parser.add_argument("--api", choices=("v1/images", "v3"), default=None,
                         help="WaveSpeed protocol: the OpenAI-style v1/images (synchronous) or the native v3 "
                              "predictions (submit + poll, recorded in the ledger) (default: v1/images; v3 with "
@@ -170,18 +190,17 @@ def _add_batch_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None
         examples=["batch jobs.jsonl --dry-run            # check every row and estimate the cost; sends nothing",
                   "batch jobs.csv --concurrency 4 --out run1",
                   "batch jobs.csv --concurrency 4 --out run1   # again: resumes where it stopped"],
-        notes="""jobs.jsonl:
-  {"prompt": "a red fox in snow", "seed": 42, "width": 1024, "height": 768}
-  {"prompt": "a lighthouse", "provider": "qingbo", "aspect_ratio": "16:9"}
-  {"prompt": "the same in winter", "reference": "street.jpg", "strength": 0.5}
+        notes=f"""jobs.jsonl:
+  {{"prompt": "a red fox in snow", "seed": 42, "width": 1024, "height": 768}}
+  {{"prompt": "a lighthouse", "provider": "qingbo", "aspect_ratio": "16:9"}}
+  {{"prompt": "the same in winter", "reference": "street.jpg", "strength": 0.5}}
 
 jobs.csv:
   prompt,provider,size,seed,cfg
   a red fox in snow,wavespeed-images,1024x768,42,7.5
   a lighthouse at dusk,wavespeed-v3,1024x1024,,
 
-prices: Qingbo about $0.010626 per picture (5,313 quota); prompt_extend adds an extra cost that Qingbo does not
-publish (not in the estimate). WaveSpeed Z-Image about $0.01 (an estimate).
+{_PRICES}
 
 A row whose submit may have been charged without an answer (a dropped connection, a read timeout, a run killed
 mid-submit) is recorded as uncertain and is not sent again. A done row whose pictures were deleted is collected
@@ -232,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                              'generate "a red fox in snow" --api v3 --model Z-Image-Turbo --output-format jpeg',
                              'generate "a red fox in snow" --model Z-Image-Turbo --lora owner/film-grain:0.8',
                              'generate "a glass house at dusk" --control edges.png --mode none --strength 0.8'])
-    gen.add_argument("prompt", metavar="PROMPT", help="what to draw")
+    gen.add_argument("prompt", metavar="PROMPT", help=f"what to draw (at most {WAVESPEED_PROMPT_LIMIT:,} characters)")
     _add_wavespeed_options(gen, edit=False)
 
     edit = _command(sub, "edit", [verbose, out, wait], summary="image to image at WaveSpeed, from a reference picture",
@@ -244,16 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
                               'edit photo.jpg "as a pencil drawing" --api v3 --strength 0.6',
                               'edit photo.jpg "a potted plant on the table" --mask plant-mask.png'])
     edit.add_argument("reference", metavar="REFERENCE_PATH", help="the reference picture (PNG, JPEG, WebP...)")
-    edit.add_argument("prompt", metavar="PROMPT", help="what to make of it")
+    edit.add_argument("prompt", metavar="PROMPT",
+                      help=f"what to make of it (at most {WAVESPEED_PROMPT_LIMIT:,} characters)")
     _add_wavespeed_options(edit, edit=True)
 
     submit = _command(sub, "submit", [verbose], summary="create Qingbo z-image-turbo tasks and print their ids",
-                      description="Create Qingbo tasks (z-image-turbo, about $0.010626 per picture) and print one task "
-                                  "id per line, without waiting. Collect them with `poll`.",
+                      description=f"Create Qingbo tasks (z-image-turbo, about ${QINGBO_USD_PER_PICTURE:g} per "
+                                  "picture) and print one task id per line, without waiting. Collect them with `poll`.",
                       examples=['submit "a lighthouse at dusk, oil painting" --aspect-ratio 16:9 --resolution 2K',
                                 f'submit "a lighthouse" --count 3 --seed 100 > ids.txt && {PROG} poll - --out '
                                 'pictures < ids.txt'])
-    submit.add_argument("prompt", metavar="PROMPT", help="what to draw (at most 800 characters)")
+    submit.add_argument("prompt", metavar="PROMPT", help=f"what to draw (at most {QINGBO_PROMPT_LIMIT} characters)")
+    _add_retry_uncertain(submit)
     submit.add_argument("--aspect-ratio", default="1:1", choices=("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"),
                         help="picture shape (default: 1:1)")
     submit.add_argument("--resolution", default="1K", type=str.upper, choices=("1K", "2K"),

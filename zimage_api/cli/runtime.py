@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 from ..cancel import CancelToken
 from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
+from ..logs import mask_url, printable
 from ..store import Store
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "NotCollected", "PROG", "EXIT_OK",
@@ -50,8 +52,10 @@ class NotCollected(ZImageError):
 
 
 def one_line(err: BaseException) -> str:
-    """The error's message on one line (never empty: the class name stands in for a blank message)."""
-    return " ".join(str(err).split()) or type(err).__name__
+    """The error's message on one line, safe for a terminal: no escape sequence or control character (a provider's
+    text may hold them), no credentials of a URL, at most 2,000 characters; never empty (the class name stands in
+    for a blank message)."""
+    return " ".join(printable(mask_url(str(err)), 2000).split()) or type(err).__name__
 
 
 def tolerate_unencodable_output() -> None:
@@ -100,6 +104,45 @@ def to_stderr(line: str) -> None:
         pass
 
 
+IMAGE_REQUEST = "the image request"  # the engine's name of a /v1/images request: its answer is the picture itself
+
+
+def _requests(what: list[str]) -> tuple[str, bool]:
+    """ "the image request", "the 2 image requests", "the image request and the prediction request"; and whether
+    it is one."""
+    if len(what) > 1 and len(set(what)) == 1:
+        return what[0].replace("the ", f"the {len(what)} ", 1) + "s", False
+    return " and ".join(what), len(what) == 1
+
+
+def stopping_line(paying: list[str]) -> str | None:
+    """What the first Ctrl-C says while paid requests are being sent (None when none is)."""
+    if not paying:
+        return None
+    names, one = _requests(paying)
+    it, its, verb = ("it", "its", "is") if one else ("them", "their", "are")
+    if all(what == IMAGE_REQUEST for what in paying):
+        return (f"Stopping: {names} already sent {verb} finishing so that {its} picture{'' if one else 's'} "
+                f"{'is' if one else 'are'} kept ({'it is' if one else 'they are'} paid). Press Ctrl-C again to "
+                f"abandon {it}; {its} cost is then lost.")
+    return (f"Stopping: {names} already sent {verb} finishing so that {its} id{'' if one else 's'} "
+            f"{'reaches' if one else 'reach'} the ledger ({'it is' if one else 'they are'} paid). Press Ctrl-C again "
+            f"to abandon {it}; {it} may then be charged with no id to collect.")
+
+
+def abandoned_text(paying: list[str]) -> str:
+    """What the exit line says of the paid requests a second Ctrl-C abandoned."""
+    names, one = _requests(paying)
+    if all(what == IMAGE_REQUEST for what in paying):
+        lost = "its picture is" if one else "their pictures are"
+        return (f"{names} {'was' if one else 'were'} abandoned before {'its' if one else 'their'} answer came: "
+                f"{'it is' if one else 'they are'} probably charged and {lost} lost (the same command again pays "
+                "again)")
+    return (f"{names} {'was' if one else 'were'} abandoned before {'its' if one else 'their'} answer came: "
+            f"{'it' if one else 'each'} may have been charged, with no id to collect; check the provider's dashboard "
+            "before sending again")
+
+
 def resume_hint(task_id: str, provider: str) -> str:
     """How a command-line user collects a task later."""
     where = " --provider wavespeed" if provider != "qingbo" else ""
@@ -122,6 +165,7 @@ class Runtime:
         self.session = session
         self.clock = clock or time.monotonic
         self.now = clock or time.time
+        self.retry_uncertain = False  # ``--retry-uncertain``: pay again for a request that may have been charged
         self.store = ledger or Store.default()  # opened once here, handed to the engine and the clients
         self.ledger = self.store
         self.api_keys = dict(api_keys or {})
@@ -134,6 +178,8 @@ class Runtime:
         self._in_flight: dict[str, str] = {}
         self._paying: dict[int, str] = {}
         self._paying_serial = itertools.count()
+        self.saved_after_stop = 0  # pictures written after the first Ctrl-C (their requests were let finish)
+        self.abandoned = False  # a second Ctrl-C gave up the paid requests still in flight
 
     def sleep(self, seconds: float) -> None:
         """Sleep (the waits look at :attr:`token` between their slices; a real sleep ends early at Ctrl-C)."""
@@ -173,13 +219,13 @@ class Runtime:
         # id reaches the ledger: the engine does not abandon its requests in flight.
         return Engine(self.clients, token=self.token, abandon=False, clock=self.clock, sleep=self.sleep,
                       paying=self.paying, on_task_id=self.track, on_collected=self.untrack, on_tick=on_progress,
-                      on_retry=self._show_retry, resume_hint=resume_hint)
+                      on_retry=self._show_retry, resume_hint=resume_hint, retry_uncertain=self.retry_uncertain)
 
     @staticmethod
     def _show_retry(_index: int, notice: Any) -> None:
         """A retry wait, on stderr at once: "Qingbo busy (HTTP 503), retrying in 4 s (attempt 2 of 6)"."""
         if notice is not None:
-            to_stderr(f"{PROG}: {notice}")
+            to_stderr(f"{PROG}: {printable(mask_url(str(notice)), 500)}")
 
     def close(self) -> None:
         """Close every client's connections."""
@@ -232,6 +278,38 @@ class Runtime:
             if not cut:
                 with self._lock:
                     self._paying.pop(token, None)
+
+    @contextmanager
+    def gentle_interrupts(self) -> Iterator[None]:
+        """Within the block, the first Ctrl-C only stops the run: no new paid request starts, every wait ends, and a
+        paid request already sent finishes (its picture or id is kept); it says so on stderr. A second Ctrl-C
+        raises :class:`KeyboardInterrupt` at once, abandoning what is still in flight.
+
+        Only in the main thread, and only when Ctrl-C has Python's default handler (an embedding program's own
+        handler is left alone).
+        """
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def first_stops(_signum: int, _frame: Any) -> None:
+            if self.stop.is_set():
+                self.abandoned = True
+                raise KeyboardInterrupt
+            self.token.cancel()
+            line = stopping_line(self.paying_now())
+            if line:
+                try:
+                    to_stderr(line)
+                except RuntimeError:  # the signal came while stderr was being written: the exit line still tells
+                    pass
+
+        signal.signal(signal.SIGINT, first_stops)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def paying_now(self) -> list[str]:
         """The paid requests being sent now (or cut short by Ctrl-C), in the order they started."""
