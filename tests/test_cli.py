@@ -634,21 +634,24 @@ def test_batch_done_rows_with_missing_pictures_are_collected_again_or_reported(c
     sent = posts(emu)
 
     code, out, _ = cli("batch", str(jobs), "--dry-run", "--out", str(out_dir))
-    assert code == 0 and "2 done earlier with missing pictures (to collect again" in out
-    assert "1 with missing pictures (skipped), 0 to run" in out and "missing pictures: row 1:" in out
+    assert code == 0 and "3 done earlier with missing pictures (to collect again" in out and "0 to run" in out
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--no-progress")
-    assert code == 1
-    assert posts(emu) == sent  # nothing paid: the v1/images row is reported, the task rows collected
-    assert {Path(p).name: Path(p).read_bytes() for p in lines(out)} == {
-        name: data for name, data in first.items() if not name.startswith("wavespeed_") or kite in name}
-    assert "1 done row with missing pictures skipped (row 1)" in err and "--retry-missing" in err
-    assert "2 of 3 done (0 earlier, 2 collected again from their tasks)" in err and "cost $0.0000" in err
-    assert "1 with missing pictures" in err
+    assert code == 0, err
+    # Nothing paid: the tasks are collected again, and the v1/images picture comes back from its kept copy.
+    assert posts(emu) == sent and posts(emu, "POST /v1/images/generations") == 1
+    assert {Path(p).name: Path(p).read_bytes() for p in lines(out)} == first
+    assert "3 of 3 done (0 earlier, 3 collected again from their tasks)" in err and "cost $0.0000" in err
 
+    for name in first:
+        (out_dir / name).unlink()
+    for kept in (isolated_env / "receipts").glob("*"):  # no copy anywhere now: another run would pay again
+        kept.unlink()
+    code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--no-progress")
+    assert code == 1 and posts(emu) == sent
+    assert "1 done row with missing pictures skipped (row 1)" in err and "--retry-missing" in err
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--retry-missing")
     assert code == 0, err
-    # The v1/images row's picture comes back from its receipt: nothing is paid again.
-    assert posts(emu) == sent and posts(emu, "POST /v1/images/generations") == 1
+    assert posts(emu, "POST /v1/images/generations") == 2  # asked for: paid again
     assert sorted(os.listdir(out_dir)) == sorted([*first, "manifest.jsonl"])
 
 

@@ -230,3 +230,22 @@ def test_writes_are_short_and_readers_are_never_blocked(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_store_of_the_previous_schema_keeps_every_id_and_receipt(tmp_path: Path) -> None:
+    """A store written by 0.2 (schema 1, no claims) is migrated in place on the first write; nothing is lost."""
+    from zimage_api.store import _INDEXES, _TABLES
+
+    with sqlite3.connect(tmp_path / "zimage.sqlite3") as db:
+        db.executescript(_TABLES + _INDEXES)
+        db.execute("INSERT INTO tasks (task_id, provider, status, updated_at) VALUES ('t-1', 'qingbo', 'queued', 1)")
+        db.execute("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES ('f-1', 't-1', 1)")
+        db.execute("PRAGMA user_version = 1")
+    store = Store(tmp_path)
+    assert store.task_receipt("f-1") == ("t-1", None)  # the first use migrates it, where the folder can be written
+    assert store.claim("f-2", "me").kind == "claimed"
+    with sqlite3.connect(tmp_path / "zimage.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    again = Store(tmp_path)
+    assert again.task("t-1")["status"] == "queued" and again.task_receipt("f-1") == ("t-1", None)
+    assert again.claim("f-1", "other").kind == "receipt"

@@ -374,6 +374,8 @@ class Engine:
             return result
 
         def recover(previous: Claim) -> GenerationResult:
+            if self.retry_uncertain:
+                return pay()  # sent again on purpose
             self.store.mark_uncertain(unit.key, self._owner, previous.detail)
             raise _uncertain(previous)
 
@@ -438,10 +440,12 @@ class Engine:
                                             known_ids=_StoredIds(self.store), deadline=call["deadline"],
                                             cancel_check=self.token)
             except APIError as err:
+                if self.retry_uncertain:
+                    return pay()
                 self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "history": str(err)})
                 raise _uncertain(previous, provider="WaveSpeed", reason=str(err)) from err
-            if not found:
-                return pay()  # the request never reached WaveSpeed: nothing was charged
+            if not found or (len(found) > 1 and self.retry_uncertain):
+                return pay()  # the request never reached WaveSpeed (nothing was charged), or sent again on purpose
             if len(found) > 1:
                 self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "candidates": len(found)})
                 raise _uncertain(previous, provider="WaveSpeed", candidates=len(found))

@@ -455,6 +455,13 @@ class Store:
                 return []
         else:
             conn = self._connect(write=False)
+            if not self._ready and conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.close()
+                try:  # an older schema is brought up to date first, where the folder can be written
+                    self._writer()
+                except StoreError as err:
+                    logger.debug("task store %s read as it is: %s", self.path, err)
+                conn = self._connect(write=False)
         try:
             return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as err:
@@ -569,6 +576,9 @@ class Store:
     def receipt(self, fingerprint: str) -> Receipt | None:
         """What was bought under ``fingerprint``, or None."""
         rows = self._read(SQL_RECEIPT_BY_FINGERPRINT, (fingerprint,))
+        if not rows and not self._ready:  # a store of the previous schema that this process cannot migrate
+            rows = self._read("SELECT task_id, result_json, created_at, NULL FROM receipts WHERE fingerprint = ?",
+                              (fingerprint,))
         return _receipt(fingerprint, rows[0]) if rows else None
 
     def save_result(self, fingerprint: str, result: Mapping[str, Any]) -> None:

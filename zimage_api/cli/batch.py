@@ -236,7 +236,8 @@ class _Batch:
         cost = round((order.price if isinstance(order, TextToImage) else WAVESPEED_USD_PER_PICTURE)
                      * len(result.images), 6)
         self.manifest.write(job, "done", paths=paths, cost_usd=cost, estimated=True)
-        return _Outcome(job, "done", paths, cost, error=elsewhere)
+        # A picture served from its kept copy was paid in an earlier run: it adds nothing to this run's cost.
+        return _Outcome(job, "done", paths, None if job.key in self.recollect else cost, error=elsewhere)
 
     def _task(self, job: Job, task_id: str | None) -> _Outcome:
         rt, p = self.rt, job.params
@@ -330,6 +331,19 @@ def _invalid(bad: int, rows: int) -> str:
     return f"{bad} of {rows} rows {'is' if bad == 1 else 'are'} invalid"
 
 
+def _fingerprint(rt: Runtime, jobs: list[Job]) -> None:
+    """Give each row the engine's fingerprint of its picture, by which the store knows what it bought (a row with a
+    random seed has none until it runs)."""
+    engine = rt.engine()
+    for job in jobs:
+        if job.provider != "qingbo" and job.seed is None:
+            continue
+        try:
+            job.fingerprint = engine.plan(row_order(job))[0].key
+        except ZImageError:
+            job.fingerprint = None  # said when the row runs
+
+
 def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
     """The ``batch`` command; returns the exit code (Ctrl-C propagates as KeyboardInterrupt)."""
     if not 1 <= args.concurrency <= 64:
@@ -346,7 +360,8 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
         to_stderr(f"error: {job.where}: {job.error}")
     manifest = Manifest(args.out / MANIFEST_NAME)
     valid = [job for job in jobs if not job.error]
-    plan = plan_rows(valid, manifest, rt.ledger, retry_uncertain=args.retry_uncertain,
+    _fingerprint(rt, valid)
+    plan = plan_rows(valid, manifest, rt.store, retry_uncertain=args.retry_uncertain,
                      retry_missing=args.retry_missing)
     todo = plan.todo
     missing = _missing_keys(rt, {job.provider for job, _task_id in todo})

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..logs import logger, prompt_hash
-from ..store import NO_PICTURE_STATUSES, Store
+from ..store import NO_PICTURE_STATUSES, Claim, Store
 from .batch_rows import Job
 
 __all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]
@@ -94,6 +95,7 @@ class Manifest:
             "prompt_sha256": prompt_hash(job.params["prompt"]), "seed": job.seed, "task_id": task_id,
             "cost_usd": cost_usd, "cost_estimated": estimated, "paths": [str(p) for p in paths or []],
             "error": error, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": job.fingerprint,
         }
         if job.extras:
             record["notes"] = job.extras
@@ -124,42 +126,88 @@ class Plan:
     missing: list[Job] = field(default_factory=list)
 
 
-def plan_rows(jobs: list[Job], manifest: Manifest, ledger: Store, *, retry_uncertain: bool = False,
+def plan_rows(jobs: list[Job], manifest: Manifest, store: Store, *, retry_uncertain: bool = False,
               retry_missing: bool = False) -> Plan:
-    """Sort the rows into done, to run (collect or submit), uncertain and missing (see :class:`Plan`)."""
-    ledger_tasks: dict[str, str] = {}
+    """Sort the rows into done, to run (collect or submit), uncertain and missing (see :class:`Plan`).
+
+    The store decides: a row's fingerprint (``job.fingerprint``) finds the task it bought, its kept picture, or a
+    claim left uncertain. The manifest is only read for the pictures already written to ``--out`` (the report) and,
+    for a row with a random seed (which has no fingerprint before it runs), for what that row did.
+    """
+    tagged: dict[str, str] = {}
     prefix = manifest.ledger_prefix
-    for entry in ledger.batch_tasks(prefix):  # an indexed lookup by the batch's tag, never the whole store
+    for entry in store.batch_tasks(prefix):  # an indexed lookup by the batch's tag, never the whole store
         tag = entry.get("batch_row")
         if isinstance(tag, str) and tag.startswith(prefix) and entry.get("status") not in NO_PICTURE_STATUSES:
-            ledger_tasks[tag[len(prefix):]] = str(entry["task_id"])
+            tagged[tag[len(prefix):]] = str(entry["task_id"])
     plan = Plan()
     for job in jobs:
         record = manifest.state.get(job.key) or {}
-        status = record.get("status")
-        pending = manifest.pending_task(job.key)
-        if status == "done":
-            if manifest.pictures_present(record):
-                plan.done.append(job)
-            elif record.get("task_id"):
-                plan.todo.append((job, str(record["task_id"])))  # free: the ledger's copy, or a new download
+        done = record.get("status") == "done"
+        if done and manifest.pictures_present(record):
+            plan.done.append(job)
+            continue
+        if job.fingerprint is None:
+            _plan_unkeyed(plan, job, record, manifest, tagged, retry_uncertain=retry_uncertain,
+                          retry_missing=retry_missing)
+            continue
+        usable, _spent = store.task_receipt(job.fingerprint)
+        claim = store.claim_of(job.fingerprint)
+        receipt = store.receipt(job.fingerprint)
+        kept = receipt is not None and (receipt.urls is not None or _files_there(receipt.result))
+        if usable is not None:
+            plan.todo.append((job, usable))  # bought earlier: collected, never paid again
+            if done:
                 plan.recollect.add(job.key)
-            elif retry_missing:
-                plan.todo.append((job, None))
-            else:
-                plan.missing.append(job)
-        elif pending:
-            plan.todo.append((job, str(pending)))
-        elif status in UNCERTAIN:
-            if job.key in ledger_tasks:
-                plan.todo.append((job, ledger_tasks[job.key]))  # the id reached the ledger after all
-            elif retry_uncertain:
-                plan.todo.append((job, None))
-            else:
-                plan.uncertain.append(job)
-        elif record.get("task_id"):
-            plan.todo.append((job, None))  # its task failed (or its result expired): a new task
+        elif kept:
+            plan.todo.append((job, None))  # its picture is kept: the engine serves it without a request
+            plan.recollect.add(job.key)
+        elif claim is not None and _uncertain(claim, job) and not retry_uncertain:
+            plan.uncertain.append(job)
+        elif done and job.provider == "wavespeed-images" and not retry_missing:
+            plan.missing.append(job)  # no copy anywhere: another run would pay again
         else:
-            # No task known to the manifest: the line may have been lost after the ledger got the id.
-            plan.todo.append((job, ledger_tasks.get(job.key)))
+            plan.todo.append((job, None))
     return plan
+
+
+def _files_there(result: dict[str, Any] | None) -> bool:
+    """Whether a kept result's pictures are still on disk."""
+    paths = (result or {}).get("paths")
+    return isinstance(paths, list) and bool(paths) and all(Path(str(p)).is_file() for p in paths)
+
+
+def _uncertain(claim: Claim, job: Job) -> bool:
+    """Whether the row's claim says its paid request may have been charged with no way to tell: left uncertain, or
+    left sending by a run that stopped, on ``/v1/images`` (v3 and Qingbo recover such a request by themselves)."""
+    if claim.state == "uncertain":
+        return True
+    return claim.state == "sending" and claim.expired(time.time()) and job.provider == "wavespeed-images"
+
+
+def _plan_unkeyed(plan: Plan, job: Job, record: dict[str, Any], manifest: Manifest, tagged: dict[str, str], *,
+                  retry_uncertain: bool, retry_missing: bool) -> None:
+    """A row with a random seed: what it did is known from the manifest and its task's tag in the store."""
+    status = record.get("status")
+    pending = manifest.pending_task(job.key)
+    if status == "done":
+        if record.get("task_id"):
+            plan.todo.append((job, str(record["task_id"])))  # free: the kept copy, or a new download
+            plan.recollect.add(job.key)
+        elif retry_missing:
+            plan.todo.append((job, None))
+        else:
+            plan.missing.append(job)
+    elif pending:
+        plan.todo.append((job, str(pending)))
+    elif status in UNCERTAIN:
+        if job.key in tagged:
+            plan.todo.append((job, tagged[job.key]))  # the id reached the store after all
+        elif retry_uncertain:
+            plan.todo.append((job, None))
+        else:
+            plan.uncertain.append(job)
+    elif record.get("task_id"):
+        plan.todo.append((job, None))  # its task failed (or its result expired): a new task
+    else:
+        plan.todo.append((job, tagged.get(job.key)))

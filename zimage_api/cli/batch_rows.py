@@ -84,6 +84,7 @@ class Job:
     extras: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     error: str | None = None
+    fingerprint: str | None = None  # the engine's fingerprint of the row's picture (None: a random seed, drawn later)
 
     @property
     def where(self) -> str:
@@ -475,13 +476,14 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
     """
     recollect = recollect or set()
     uncertain, missing = uncertain or [], missing or []
-    again = [job for job, task_id in todo if task_id and job.key in recollect]
+    again = [job for job, _task_id in todo if job.key in recollect]
     collect = [job for job, task_id in todo if task_id and job.key not in recollect]
-    fresh = [job for job, task_id in todo if not task_id]
+    fresh = [job for job, task_id in todo if not task_id and job.key not in recollect]
     summary = (f"batch {path}: {len(jobs)} row{'s' if len(jobs) != 1 else ''}: {len(done)} done earlier (skipped), "
                f"{len(collect)} submitted earlier (to collect, already paid), ")
     if again:
-        summary += f"{len(again)} done earlier with missing pictures (to collect again from their tasks, free), "
+        summary += (f"{len(again)} done earlier with missing pictures (to collect again from their tasks or kept "
+                    "copies, free), ")
     if uncertain:
         summary += f"{len(uncertain)} uncertain (skipped), "
     if missing:
