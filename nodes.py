@@ -726,7 +726,7 @@ class QingboTaskSubmit(_Node):
         if error is not None:
             run.show("failed")
             raise _with_poll_advice(submit_error(error, ids, order.count), ids)
-        earlier = sum(1 for task in tasks if task.raw.get("receipt"))
+        earlier = sum(1 for task in tasks if task.earlier)
         again = f" ({earlier} submitted earlier with the same inputs: no new task, nothing charged)" if earlier else ""
         run.finish(f"accepted {len(ids)} task(s){again}\n" + "\n".join(ids))
         return ("\n".join(ids),)

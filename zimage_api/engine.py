@@ -1,25 +1,22 @@
 """The engine: plan an order into paid units, serve each from its receipt or buy it, record every task id, collect.
 
 Every entry point drives it: the nodes, the CLI's single commands, ``batch`` and ``tasks resume``. A unit is one
-paid picture (or one Qingbo task): picture *i* of an order uses ``seed + i``, everywhere, so equal orders send equal
-requests and find equal receipts. Progress, Cancel, the clock and sleep are passed in; the engine knows nothing of
-ComfyUI or argparse, and its messages speak of the library.
+paid picture (or one task): picture *i* of an order uses ``seed + i``, everywhere, so equal orders send equal
+requests and find equal receipts. There is one path for every provider: plan, claim, submit, wait, collect, record.
+The providers (:mod:`zimage_api.providers`) say how; the engine never asks which provider, api or order kind it
+runs. Progress, Cancel, the clock and sleep are passed in; the engine knows nothing of ComfyUI or argparse.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .cancel import CancelToken
-from .catalog import V3_MODEL_PATHS
 from .clients import Clients
 from .deadline import Deadline
 from .errors import (
@@ -27,7 +24,6 @@ from .errors import (
     CancelledError,
     ClaimWaitTimeoutError,
     ResultDownloadError,
-    ResultExpiredError,
     TaskFailedError,
     TaskTimeoutError,
     UncertainChargeError,
@@ -35,25 +31,20 @@ from .errors import (
 )
 from .limits import LIMITS, ProviderLimits
 from .logs import logger, prompt_hash
-from .orders import ControlNet, Edit, Inpaint, PictureOrder, QingboTasks
-from .parallel import JobOutcome, Once, run_jobs
+from .orders import Order, PictureOrder, QingboTasks, fingerprint
+from .parallel import JobOutcome, run_jobs
 from .progress import BatchProgress
+from .providers import Accepted, Call, Handle, Provider, ProviderName, Providers, Unit
 from .results import GenerationResult
+from .retry import RetryNotice
 from .store import Claim, LeaseKeeper, Receipt, Store, new_owner
 
-__all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "fingerprint"]
+__all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "fingerprint", "Hooks"]
 
 RECEIPT_NOTE = "served from the local receipt"
 GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
-SUBMIT_WAIT_SECONDS = 120.0  # how long a Qingbo submit waits for another run submitting the same inputs
 HOLDER_POLL_SECONDS = 0.25  # how often a run waiting on another run's claim looks again (real time: another process)
-R = TypeVar("R")
-
-
-def fingerprint(kind: str, **params: Any) -> str:
-    """A stable id of a request: its kind and every parameter that changes the picture (never the key)."""
-    canonical = json.dumps({"kind": kind, **params}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+T = TypeVar("T")
 
 
 class RunCancelled(CancelledError):
@@ -61,39 +52,62 @@ class RunCancelled(CancelledError):
 
     def __init__(self, outcomes: Sequence[JobOutcome[Any]]) -> None:
         super().__init__("The run was cancelled.")
-        self.outcomes = list(outcomes)
+        self.outcomes: list[JobOutcome[Any]] = list(outcomes)
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One paid picture or task of an order: its place, its seed and the fingerprint of its request."""
+class Hooks:
+    """What a caller is told while the engine works (each optional; none changes what is paid).
 
-    index: int
-    seed: int | None
-    key: str
-    reference: int | None = None  # which reference of an edit
+    paying: ``paying(what)`` gives a context manager held while a paid request is being sent.
+    on_task_id, on_collected: told ``(task_id, provider)`` when a task id is issued or earlier found, and
+        ``(task_id)`` once it was collected.
+    on_retry: told ``(unit index, notice)`` before each retry wait of a unit's requests (the notice is None once a
+        retried request got its answer); the unit's progress state shows the notice meanwhile.
+    on_tick: runs in the caller's thread between short waits (redraw a progress bar there).
+    resume_hint: ``resume_hint(task_id, provider)`` ends a timeout's message: how this caller collects it later.
+    """
+
+    def __init__(self, *, paying: Callable[[str], AbstractContextManager[object]] | None = None,
+                 on_task_id: Callable[[str, str], None] | None = None,
+                 on_collected: Callable[[str], None] | None = None,
+                 on_retry: Callable[[int, RetryNotice | None], None] | None = None,
+                 on_tick: Callable[[], None] | None = None,
+                 resume_hint: Callable[[str, str], str] | None = None) -> None:
+        self.paying = paying
+        self.on_task_id = on_task_id
+        self.on_collected = on_collected
+        self.on_retry = on_retry
+        self.on_tick = on_tick
+        self.resume_hint = resume_hint
+
+
+class _Outcome:
+    """What one unit's claim loop ended with: a handle to collect (bought now, or ``earlier``), or a picture served
+    without paying."""
+
+    def __init__(self, handle: Handle | None = None, served: GenerationResult | None = None,
+                 earlier: bool = False) -> None:
+        self.handle = handle
+        self.served = served
+        self.earlier = earlier
 
 
 class Engine:
     """Runs orders for one caller.
 
     Args:
-        clients: the provider clients (keys, base URLs, transport sleep).
+        clients: the provider clients (keys, base URLs, transport sleep) and the store they record in.
         progress: where each unit's progress goes; made per run when None.
         token: the caller's Cancel, handed to every wait and retry sleep down to the transport: units not started
             never start, and waits stop within a slice.
         abandon: on Cancel, stop waiting for requests already in flight after a short grace (a node, whose artist
             is waiting); False lets them finish so that their ids reach the store (the command line, at Ctrl-C).
-        on_tick: runs in the caller's thread between short waits (redraw a progress bar there).
         clock, sleep: the time source and sleep of every wait.
         limits: the per-provider limit of paid requests in flight.
-        paying: ``paying(what)`` gives a context manager held while a paid request is being sent.
-        on_task_id, on_collected: told when a task id is issued or earlier found, and when it was collected.
-        on_retry: told ``(unit index, notice)`` before each retry wait of a unit's requests (the notice is None once
-            a retried request got its answer); the unit's progress state shows the notice meanwhile.
-        resume_hint: ``resume_hint(task_id, provider)`` ends a timeout's message: how this caller collects it later.
+        hooks: what the caller is told (see :class:`Hooks`); the keyword arguments of the same names set them too.
         retry_uncertain: send again a request that an earlier run may have been charged for with no way to tell
             (otherwise such a unit fails with :class:`UncertainChargeError`).
+        providers: the providers by route (default: WaveSpeed's two protocols and Qingbo, over ``clients``).
 
     Every paid unit goes through the store's claim (:meth:`Store.claim`): one run pays, the others with the same
     inputs wait for its outcome and get the same picture; a run that died is taken over once its lease expires.
@@ -103,131 +117,208 @@ class Engine:
                  token: CancelToken | None = None, abandon: bool = True,
                  on_tick: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, limits: ProviderLimits = LIMITS,
-                 paying: Callable[[str], AbstractContextManager[Any]] | None = None,
+                 paying: Callable[[str], AbstractContextManager[object]] | None = None,
                  on_task_id: Callable[[str, str], None] | None = None,
                  on_collected: Callable[[str], None] | None = None,
-                 on_retry: Callable[[int, Any], None] | None = None,
+                 on_retry: Callable[[int, RetryNotice | None], None] | None = None,
                  resume_hint: Callable[[str, str], str] | None = None, workers: int = 4,
-                 retry_uncertain: bool = False) -> None:
+                 retry_uncertain: bool = False, hooks: Hooks | None = None,
+                 providers: Providers | None = None) -> None:
         self.clients = clients
         self.store: Store = clients.store
-        self.owner = new_owner()
-        self.keeper = LeaseKeeper(self.store)
-        self._claims = itertools.count()
-        self._local = threading.local()  # the claim owner of the unit this thread is buying
-        self.retry_uncertain = retry_uncertain
+        self.providers = providers if providers is not None else Providers(clients)
         self.progress = progress
         self.token = token if token is not None else CancelToken()
         # run_jobs abandons the jobs in flight once its event is set: the token's own, or one that is never set.
         self._abandon_event = self.token.event if abandon else threading.Event()
-        self.on_tick = on_tick
-        self._on_retry = on_retry
-        self._resume_hint = resume_hint
+        self.hooks = hooks if hooks is not None else Hooks(
+            paying=paying, on_task_id=on_task_id, on_collected=on_collected, on_retry=on_retry, on_tick=on_tick,
+            resume_hint=resume_hint)
         self.clock = clock
         self.sleep = sleep
         self.limits = limits
-        self._paying = paying
-        self._on_task_id = on_task_id or (lambda _tid, _provider: None)
-        self._on_collected = on_collected or (lambda _tid: None)
         self.workers = workers
-
-    def configure(self, **hooks: Any) -> None:
-        """Replace some of the hooks given at construction (``paying``, ``on_task_id``, ``on_collected``,
-        ``on_tick``)."""
-        for name, value in hooks.items():
-            if name not in ("paying", "on_task_id", "on_collected", "on_tick"):
-                raise TypeError(f"unknown engine hook {name!r}")
-            if name == "on_tick":
-                self.on_tick = value
-            elif name == "paying":
-                self._paying = value
-            else:
-                setattr(self, f"_{name}", value or (lambda *_args: None))
+        self.retry_uncertain = retry_uncertain
+        self.owner = new_owner()
+        self.keeper = LeaseKeeper(self.store)
+        self._claims = itertools.count()
 
     # -- planning -------------------------------------------------------------------------------------------------
 
-    def plan(self, order: PictureOrder | QingboTasks) -> list[Unit]:
+    def provider(self, order: Order) -> Provider:
+        """The provider that takes ``order``."""
+        return self.providers.route(order.route)
+
+    def plan(self, order: Order) -> list[Unit]:
         """The paid units of ``order``, in output order, each with its seed and request fingerprint."""
-        if isinstance(order, QingboTasks):
-            endpoint = self.clients.qingbo().transport.base_url
-            return [Unit(i, order.seed_of(i), fingerprint(
-                order.kind, endpoint=endpoint, prompt=order.prompt, index=i, **order.options(),
-                seed=order.seed_of(i))) for i in range(order.count)]
-        endpoint = self._picture_client(order).transport.base_url
-        units: list[Unit] = []
-        refs: Sequence[int | None] = range(len(order.references)) if isinstance(order, Edit) else [None]
-        for ref in refs:
-            for i in range(order.count):
-                seed = order.seed + i
-                picture: dict[str, Any] = {}
-                if isinstance(order, Edit) and ref is not None:
-                    picture = {"reference": order.references[ref].digest, "strength": order.sent_strength}
-                picture.update(self._v3_keys(order, ref))
-                key = fingerprint(order.kind, endpoint=endpoint, api=order.api, model=order.model,
-                                  prompt=order.prompt, negative_prompt=order.sent_negative,
-                                  guidance_scale=order.sent_guidance, width=order.width, height=order.height,
-                                  seed=seed, output_format=order.output_format if order.api == "v3" else None,
-                                  **picture)
-                units.append(Unit(len(units), seed, key, ref))
-        return units
+        provider = self.provider(order)
+        return provider.plan(order, provider.endpoint())
 
-    @staticmethod
-    def _v3_keys(order: PictureOrder, ref: int | None) -> dict[str, Any]:
-        """What else tells a v3 request apart: a model other than the model name's own, the LoRAs, the mask, the
-        control mode (left out when absent, so that earlier receipts still match)."""
-        if order.api != "v3":
-            return {}
-        keys: dict[str, Any] = {}
-        if order.v3_model.id != V3_MODEL_PATHS.get(order.model):
-            keys["v3_model"] = order.v3_model.id
-        if order.loras:
-            keys["loras"] = [lora.as_json() for lora in order.loras]
-        if isinstance(order, Inpaint) and ref is not None:
-            keys["mask"] = order.pictures[ref].digest
-        if isinstance(order, ControlNet):
-            keys["mode"] = order.mode
-        return keys
+    # -- the one path -----------------------------------------------------------------------------------------------
 
-    # -- buying one unit through the store's claim ------------------------------------------------------------------
+    def pictures(self, order: PictureOrder) -> list[JobOutcome[GenerationResult]]:
+        """Every picture of ``order``, one outcome per unit (served from its receipt, or bought and collected).
 
-    def _buy(self, unit: Unit, progress: BatchProgress, timeout: float, *,
-             serve: Callable[[Receipt], R | None], pay: Callable[[], R],
-             recover: Callable[[Claim], R]) -> R:
-        """One paid unit: serve what was bought under its fingerprint, else wait for the run paying for it, else
-        claim it and pay (or, taking over a run that died while sending, recover that request)."""
-        deadline = Deadline.after(float(timeout), time.monotonic)  # another process's pace: real time
+        Raises :class:`RunCancelled` on Cancel, once the waits have stopped.
+        """
+        return self._order(order, lambda unit, provider, progress: self._picture(order, unit, provider, progress))
+
+    def submit(self, order: QingboTasks) -> list[JobOutcome[Accepted]]:
+        """Buy every task of ``order`` without waiting for it; a task bought earlier with the same inputs is
+        returned (``earlier``), not bought again."""
+        return self._order(order, lambda unit, provider, progress: self._task(order, unit, provider, progress))
+
+    def _order(self, order: Order, unit_job: Callable[[Unit, Provider, BatchProgress], T]) -> list[JobOutcome[T]]:
+        provider = self.provider(order)
+        units = provider.plan(order, provider.endpoint())
+        progress = self._progress(len(units))
+        self.store.check_writable()  # no record, no payment: before any upload or request
+        jobs = [(lambda unit=unit: unit_job(unit, provider, progress)) for unit in units]
+        return self._run(jobs, progress)
+
+    def _picture(self, order: PictureOrder, unit: Unit, provider: Provider,
+                 progress: BatchProgress) -> GenerationResult:
+        saved = self.store.load_result(unit.key)  # the common repeat: one indexed read, no claim, no slot
+        if saved is not None:
+            progress.update(unit.index, 1.0, "done (receipt)")
+            return saved
+        call = self._call(unit.index, progress, order.timeout, provider)
+        with self._slot(provider, unit.index, progress):
+            outcome = self._buy(order, unit, provider, progress, call, picture=True)
+            if outcome.served is not None:
+                return outcome.served
+            assert outcome.handle is not None
+            handle = outcome.handle
+            if handle.result is not None:
+                result = handle.result
+            else:
+                if outcome.earlier:
+                    progress.update(unit.index, 0.0, "collecting an earlier prediction")
+                result = self._collect(provider, handle, unit.index, progress, call, seed=unit.seed,
+                                       size=order.size)
+                try:
+                    self.store.keep_result(unit.key, result)
+                except OSError as err:  # the task and its pictures are recorded by id: collectable later
+                    logger.warning("could not keep a receipt: %s", err)
+        progress.update(unit.index, 1.0, "done")
+        return result
+
+    def _task(self, order: QingboTasks, unit: Unit, provider: Provider, progress: BatchProgress) -> Accepted:
+        progress.update(unit.index, 0.0, "submitting")
+        call = self._call(unit.index, progress, order.timeout, provider)
+        with self._slot(provider, unit.index, progress):
+            outcome = self._buy(order, unit, provider, progress, call, picture=False)
+        assert outcome.handle is not None and outcome.handle.task_id is not None
+        handle = outcome.handle
+        task_id = str(handle.task_id)
+        self._told_task_id(task_id, provider)
+        progress.update(unit.index, 1.0, "accepted earlier" if outcome.earlier else "accepted")
+        return Accepted(task_id, earlier=outcome.earlier, pre_consumed_cost=handle.pre_consumed)
+
+    def _buy(self, order: Order, unit: Unit, provider: Provider, progress: BatchProgress, call: Call, *,
+             picture: bool) -> _Outcome:
+        """Serve what was bought under the unit's fingerprint, else wait for the run paying for it, else claim it
+        and pay (or, taking over a run that died while sending, recover that request)."""
+        deadline = Deadline.after(float(call.deadline.seconds), time.monotonic)  # another process: real time
         # Each unit bought claims as an owner of its own, so two units (or two threads) with one fingerprint never
         # both pay.
-        self._local.owner = owner = f"{self.owner}/{next(self._claims)}"
+        owner = f"{self.owner}/{next(self._claims)}"
         while True:
             self.token.raise_if_cancelled("The run was cancelled before this unit started.")
-            outcome = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain)
-            if outcome.kind == "receipt" and outcome.receipt is not None:
-                served = serve(outcome.receipt)
-                if served is not None:
-                    return served
+            claimed = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain)
+            if claimed.kind == "receipt" and claimed.receipt is not None:
+                earlier = self._earlier(order, unit, provider, progress, call, claimed.receipt, picture=picture)
+                if earlier is not None:
+                    return earlier
                 self.store.drop_result(unit.key)  # kept but unusable here (its files gone): decide again
                 continue
-            if outcome.kind == "uncertain" and outcome.previous is not None:
-                raise _uncertain(outcome.previous)
-            if outcome.kind == "held" and outcome.previous is not None:
-                self._wait_for_holder(unit, progress, outcome.previous, deadline)
+            if claimed.kind == "uncertain" and claimed.previous is not None:
+                raise _uncertain(claimed.previous, provider=provider.label)
+            if claimed.kind == "held" and claimed.previous is not None:
+                self._wait_for_holder(unit, progress, claimed.previous, deadline)
                 continue
             self.keeper.hold(unit.key, owner)
             try:
-                if outcome.previous is not None:
-                    return recover(outcome.previous)
-                return pay()
+                handle = self._pay(order, unit, provider, call, owner, claimed.previous)
+                return _Outcome(handle=handle)
             except BaseException as err:
-                self._unclaim(unit.key, err)
+                self._unclaim(unit.key, owner, err)
                 raise
             finally:
                 self.keeper.drop(unit.key, owner)
 
-    @property
-    def _owner(self) -> str:
-        """The claim owner of the unit the calling thread is buying."""
-        return str(self._local.owner)
+    def _earlier(self, order: Order, unit: Unit, provider: Provider, progress: BatchProgress, call: Call,
+                 receipt: Receipt, *, picture: bool) -> _Outcome | None:
+        """What the unit bought in an earlier run: a kept result, a task to collect, or URLs to download again."""
+        if picture:
+            saved = self.store.load_result(unit.key)
+            if saved is not None:
+                progress.update(unit.index, 1.0, "done (receipt)")
+                return _Outcome(served=saved)
+        usable, _spent = self.store.task_receipt(unit.key)
+        if usable is not None:
+            return _Outcome(handle=provider.earlier(usable), earlier=True)
+        if picture and receipt.urls is not None:
+            urls = [str(url) for url in receipt.urls.get("urls") or []]
+            result = provider.fetch_again(order, unit, urls, receipt.urls, call)
+            self.store.keep_result(unit.key, result)
+            return _Outcome(served=result)
+        return None
+
+    def _pay(self, order: Order, unit: Unit, provider: Provider, call: Call, owner: str,
+             previous: Claim | None) -> Handle:
+        """Send the unit's paid request (noted first: no note, no request) and record what it bought, with the
+        release of its claim, in one transaction. Taking over a run that died while sending, recover instead."""
+        if previous is not None:
+            recovered = self._recover(order, unit, provider, call, owner, previous)
+            if recovered is not None:
+                return recovered
+        what = provider.what(order)
+        self.store.mark_sending(unit.key, owner, detail={"what": what, "provider": provider.label})
+        try:
+            with self._paying_for(what):
+                handle = provider.submit(order, unit, call, idempotency_key=lambda: self.store.idempotency_key(
+                    unit.key))
+        except ResultDownloadError as err:
+            # Paid, and its picture is at the provider: keep the URLs, so the next run downloads it for free.
+            kept = {"urls": err.urls, "prompt_sha256": prompt_hash(order.prompt)}
+            _recorded(lambda: self.store.finish(unit.key, owner, urls=kept), "The picture")
+            raise
+        if handle.result is not None:
+            result = handle.result
+            _recorded(lambda: self.store.keep_result(unit.key, result, owner=owner), "The picture")
+        else:
+            task_id = str(handle.task_id)
+            _recorded(lambda: self.store.finish(unit.key, owner, task_id=task_id), f"The task {task_id}")
+        return handle
+
+    def _recover(self, order: Order, unit: Unit, provider: Provider, call: Call, owner: str,
+                 previous: Claim) -> Handle | None:
+        """A request a run sent before it died: the handle it bought, or None to send it (again)."""
+        since = previous.sending_at or previous.claimed_at
+        recovery = provider.recover(order, since, time.time(), _StoredIds(self.store), call)
+        if recovery.resend or recovery.absent or (self.retry_uncertain and not recovery.certain):
+            return None
+        if recovery.task_id is not None:
+            task_id = recovery.task_id
+            model = recovery.model or ""
+            _recorded(lambda: self._adopt(unit.key, owner, task_id, model, order, provider), f"The task {task_id}")
+            return provider.earlier(task_id)
+        detail = {**previous.detail, "provider": provider.label}
+        if recovery.candidates is not None:
+            detail["candidates"] = recovery.candidates
+        if recovery.reason is not None:
+            detail["history"] = recovery.reason
+        self.store.mark_uncertain(unit.key, owner, detail)
+        raise _uncertain(Claim(previous.fingerprint, owner, "uncertain", previous.claimed_at, 0.0,
+                               previous.sending_at, detail), provider=provider.label)
+
+    def _adopt(self, key: str, owner: str, task_id: str, model: str, order: Order, provider: Provider) -> None:
+        """Record a task found in the provider's history as the one this unit paid for."""
+        self.store.record_submitted(task_id, provider=provider.name, model=model,
+                                    prompt_sha256=prompt_hash(order.prompt), params={"recovered": True},
+                                    base_url=provider.endpoint())
+        self.store.finish(key, owner, task_id=task_id)
 
     def _wait_for_holder(self, unit: Unit, progress: BatchProgress, holder: Claim, deadline: Deadline) -> None:
         since = time.strftime("%H:%M:%S", time.localtime(holder.claimed_at))
@@ -241,296 +332,44 @@ class Engine:
         if self.token.event.wait(min(HOLDER_POLL_SECONDS, left)) or self.token.cancelled():
             raise CancelledError("The run was cancelled while another run with the same inputs was paying.")
 
-    def _unclaim(self, key: str, err: BaseException) -> None:
+    def _unclaim(self, key: str, owner: str, err: BaseException) -> None:
         """After a failed unit: release its claim when nothing can have been charged, else leave it to the next run
         to recover (expired at once). The paid request's state is the claim's: ``sending`` means it may have gone."""
         try:
             claim = self.store.claim_of(key)
-            if claim is None or claim.owner != self._owner or claim.state == "uncertain":
+            if claim is None or claim.owner != owner or claim.state == "uncertain":
                 return  # not ours any more, or kept on purpose: the same inputs are not sent again unasked
             if claim.state == "sending" and _may_have_charged(err):
-                self.store.expire(key, self._owner)
+                self.store.expire(key, owner)
             else:
-                self.store.release(key, self._owner)
+                self.store.release(key, owner)
         except OSError:
             pass  # the claim lapses with its lease; the next run recovers it
 
-    @contextmanager
-    def _sending(self, key: str, what: str) -> Iterator[None]:
-        """Held while a paid request is sent: noted in the store first (no note, no request)."""
-        self.store.mark_sending(key, self._owner, detail={"what": what})
-        with self._paying_for(what):
-            yield
+    # -- collecting tasks by id -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _recorded(record: Callable[[], None], what: str) -> None:
-        """Record what a paid request bought (and release its claim); if the store fails now, say what was paid."""
-        try:
-            record()
-        except OSError as err:
-            raise ZImageError(f"{what} was paid, but the task store could not record it ({err}). Keep this "
-                              "message: it is the only record.") from err
-
-    # -- pictures (Generate, Edit, Inpaint, ControlNet) ---------------------------------------------------------------
-
-    def pictures(self, order: PictureOrder) -> list[JobOutcome[GenerationResult]]:
-        """Every picture of ``order``, one outcome per unit (served from its receipt, or bought).
-
-        Raises :class:`RunCancelled` on Cancel, once the waits have stopped.
-        """
-        units = self.plan(order)
-        progress = self._progress(len(units))
-        self.store.check_writable()  # no record, no payment: before any upload or request
-        references = order.references if isinstance(order, Edit) else ()
-        urls = Once(lambda ref, call: self.clients.v3().upload(*references[ref].upload, **call))
-        masks = Once(lambda ref, call: self.clients.v3().upload(*order.pictures[ref].mask, **call)) if isinstance(
-            order, Inpaint) else None
-
-        def job(unit: Unit) -> Callable[[], GenerationResult]:
-            def run() -> GenerationResult:
-                served = self._served(unit, progress)
-                if served is not None:
-                    return served
-                with self._slot("wavespeed", unit.index, progress):
-                    if order.api == "v3":
-                        return self._v3_picture(order, unit, urls, masks, progress)
-                    return self._v1_picture(order, unit, progress)
-            return run
-
-        return self._run([job(unit) for unit in units], progress)
-
-    def _served(self, unit: Unit, progress: BatchProgress) -> GenerationResult | None:
-        """The unit's kept picture, before any claim (the common repeat costs one indexed read)."""
-        saved = self.store.load_result(unit.key)
-        if saved is not None:
-            progress.update(unit.index, 1.0, "done (receipt)")
-        return saved
-
-    def _picture_client(self, order: PictureOrder) -> Any:
-        return self.clients.v3() if order.api == "v3" else self.clients.images(order.timeout)
-
-    def _v1_picture(self, order: PictureOrder, unit: Unit, progress: BatchProgress) -> GenerationResult:
-        """A ``/v1/images`` picture: the answer is the picture, so a run that died while sending leaves it
-        uncertain (the API keeps no history to look it up)."""
-        client = self.clients.images(order.timeout)
-
-        def serve(receipt: Receipt) -> GenerationResult | None:
-            saved = self.store.load_result(unit.key)
-            if saved is not None:
-                progress.update(unit.index, 1.0, "done (receipt)")
-                return saved
-            if receipt.urls is None:
-                return None
-            return download_again(receipt.urls)
-
-        def download_again(kept: dict[str, Any]) -> GenerationResult:
-            """The picture of a request paid earlier whose download failed: fetched from its URLs, free."""
-            from .images import check_picture  # here: Pillow and numpy load only when a picture is read
-            progress.update(unit.index, 0.0, "downloading a picture paid earlier")
-            urls = [str(url) for url in kept.get("urls") or []]
-            deadline = Deadline.after(float(order.timeout), self.clock)
-            try:
-                images = client.transport.download_all(urls, deadline=deadline)
-                for data in images:
-                    check_picture(data, source="WaveSpeed's result URL")
-            except ResultExpiredError as err:
-                self.store.drop_result(unit.key)
-                raise ResultExpiredError(
-                    f"The picture paid for earlier with these inputs could not be downloaded again: its URL has "
-                    f"expired ({err}). Nothing was charged now; queue again to pay for a new one.",
-                    provider="WaveSpeed", status=err.status, code=err.code) from err
-            size = kept.get("size")
-            result = GenerationResult(provider="WaveSpeed", protocol="images", model=str(kept.get("model") or ""),
-                                      images=images, prompt_sha256=str(kept.get("prompt_sha256") or ""),
-                                      urls=urls, seeds=[unit.seed] * len(images),
-                                      size=(int(size[0]), int(size[1])) if isinstance(size, list) else None,
-                                      notes=["downloaded again from the URL of a request paid earlier; nothing "
-                                             "charged now"])
-            self.store.keep_result(unit.key, result)
-            progress.update(unit.index, 1.0, "done")
-            return result
-
-        def pay() -> GenerationResult:
-            progress.update(unit.index, 0.0, "requesting")
-            options = dict(negative_prompt=order.negative_prompt, guidance_scale=order.guidance_scale,
-                           width=order.width, height=order.height, seed=unit.seed, n=1, model=order.model,
-                           response_format=order.response_format, **self._call(unit.index, progress, order.timeout))
-            try:
-                with self._sending(unit.key, "the image request"):
-                    if isinstance(order, Edit) and unit.reference is not None:
-                        strength = order.sent_strength
-                        result = client.edit(order.references[unit.reference].upload, order.prompt,
-                                             strength=0.5 if strength is None else strength, **options)
-                    else:
-                        result = client.generate(order.prompt, **options)
-            except ResultDownloadError as err:
-                # Paid, and its picture is at the provider: keep the URLs, so the next run downloads it for free.
-                kept = {"urls": err.urls, "model": order.model, "size": [order.width, order.height],
-                        "prompt_sha256": prompt_hash(order.prompt)}
-                self._recorded(lambda: self.store.finish(unit.key, self._owner, urls=kept), "The picture")
-                raise
-            self._recorded(lambda: self.store.keep_result(unit.key, result, owner=self._owner), "The picture")
-            progress.update(unit.index, 1.0, "done")
-            return result
-
-        def recover(previous: Claim) -> GenerationResult:
-            if self.retry_uncertain:
-                return pay()  # sent again on purpose
-            self.store.mark_uncertain(unit.key, self._owner, previous.detail)
-            raise _uncertain(previous)
-
-        return self._buy(unit, progress, order.timeout, serve=serve, pay=pay, recover=recover)
-
-    def _v3_picture(self, order: PictureOrder, unit: Unit, urls: Once, masks: Once | None,
-                    progress: BatchProgress) -> GenerationResult:
-        """Collect the prediction bought earlier for this unit if there is one, else submit and collect it.
-
-        A timeout or Cancel leaves the prediction running; the same order again collects it without paying twice.
-        A run that died between sending and the answer is recovered from WaveSpeed's prediction history.
-        """
-        client = self.clients.v3()
-        call = self._call(unit.index, progress, order.timeout)
-
-        def collect(task_id: str, first: Any = None) -> GenerationResult:
-            if first is None:
-                progress.update(unit.index, 0.0, "collecting an earlier prediction")
-            result = self._collect_one(client, "wavespeed", task_id, unit.index, progress, call["deadline"],
-                                       first=first, seed=unit.seed, size=order.size)
-            try:
-                self.store.keep_result(unit.key, result)
-            except OSError as err:  # the task and its pictures are recorded by id: collectable later
-                logger.warning("could not keep a receipt: %s", err)
-            progress.update(unit.index, 1.0, "done")
-            return result
-
-        def serve(receipt: Receipt) -> GenerationResult | None:
-            saved = self.store.load_result(unit.key)
-            if saved is not None:
-                progress.update(unit.index, 1.0, "done (receipt)")
-                return saved
-            usable, _spent = self.store.task_receipt(unit.key)
-            return collect(usable) if usable is not None else None
-
-        def pay() -> GenerationResult:
-            reference: dict[str, Any] = {}
-            if isinstance(order, Edit) and unit.reference is not None:
-                progress.update(unit.index, 0.0, "uploading")
-                reference = {"image_url": urls.get(unit.reference, call), "strength": order.sent_strength}
-                if masks is not None:
-                    reference["mask_url"] = masks.get(unit.reference, call)
-            if isinstance(order, ControlNet):
-                reference["mode"] = order.mode
-            if order.loras:
-                reference["loras"] = [lora.as_json() for lora in order.loras]
-            progress.update(unit.index, 0.0, "requesting")
-            with self._sending(unit.key, "the prediction request"):
-                first = client.submit(order.prompt, model=order.v3_model.id, negative_prompt=order.sent_negative,
-                                      width=order.width, height=order.height, seed=unit.seed,
-                                      output_format=order.output_format,
-                                      base64_output=order.response_format == "b64_json", **reference, **call)
-            self._recorded(lambda: self.store.finish(unit.key, self._owner, task_id=first.id),
-                           f"The prediction {first.id}")
-            return collect(first.id, first)
-
-        def recover(previous: Claim) -> GenerationResult:
-            since = previous.sending_at or previous.claimed_at
-            progress.update(unit.index, 0.0, "looking for the prediction of a run that stopped")
-            try:
-                found = client.find_orphans(order.v3_model.id, since=since, until=time.time(),
-                                            known_ids=_StoredIds(self.store), deadline=call["deadline"],
-                                            cancel_check=self.token)
-            except APIError as err:
-                if self.retry_uncertain:
-                    return pay()
-                self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "history": str(err)})
-                raise _uncertain(previous, provider="WaveSpeed", reason=str(err)) from err
-            if not found or (len(found) > 1 and self.retry_uncertain):
-                return pay()  # the request never reached WaveSpeed (nothing was charged), or sent again on purpose
-            if len(found) > 1:
-                self.store.mark_uncertain(unit.key, self._owner, {**previous.detail, "candidates": len(found)})
-                raise _uncertain(previous, provider="WaveSpeed", candidates=len(found))
-            task_id = found[0].id
-            self._recorded(lambda: self._adopt(unit.key, task_id, order), f"The prediction {task_id}")
-            self._on_task_id(task_id, "wavespeed")
-            return collect(task_id)
-
-        return self._buy(unit, progress, order.timeout, serve=serve, pay=pay, recover=recover)
-
-    def _adopt(self, key: str, task_id: str, order: PictureOrder) -> None:
-        """Record a prediction found in the provider's history as the one this unit paid for."""
-        self.store.record_submitted(task_id, provider="wavespeed", model=order.v3_model.id,
-                                    prompt_sha256=prompt_hash(order.prompt), params={"recovered": True},
-                                    base_url=self.clients.v3().transport.base_url)
-        self.store.finish(key, self._owner, task_id=task_id)
-
-    # -- Qingbo tasks ---------------------------------------------------------------------------------------------
-
-    def submit(self, order: QingboTasks) -> list[JobOutcome[Any]]:
-        """Queue every task of ``order``; a task submitted earlier with the same inputs is returned, not re-bought.
-
-        Each outcome's value is a :class:`~zimage_api.qingbo.QingboTask` (``raw["receipt"]`` when it was earlier).
-        The same Idempotency-Key goes with every retry and re-run until the task is spent, so a submit whose answer
-        was lost, or whose run died, is never paid twice.
-        """
-        from .polling import TaskState
-        from .qingbo import QingboTask
-
-        units = self.plan(order)
-        progress = self._progress(len(units))
-        self.store.check_writable()  # no record, no payment: before any request
-        client = self.clients.qingbo()
-
-        def job(unit: Unit) -> Callable[[], Any]:
-            def earlier(task_id: str) -> Any:
-                progress.update(unit.index, 1.0, "accepted earlier")
-                self._on_task_id(task_id, "qingbo")
-                return QingboTask(task_id=task_id, state=TaskState.QUEUED, raw={"receipt": True})
-
-            def serve(receipt: Receipt) -> Any:
-                usable, _spent = self.store.task_receipt(unit.key)
-                return earlier(usable) if usable is not None else None
-
-            def pay() -> Any:
-                key = self.store.idempotency_key(unit.key)
-                with self._slot("qingbo", unit.index, progress), self._sending(unit.key, "the task request"):
-                    task = client.submit(order.prompt, seed=unit.seed, idempotency_key=key,
-                                         on_retry=self._retry_reporter(unit.index, progress),
-                                         cancel_check=self.token, **order.options())  # type: ignore[arg-type]
-                self._recorded(lambda: self.store.finish(unit.key, self._owner, task_id=task.task_id),
-                               f"The task {task.task_id}")
-                self._on_task_id(task.task_id, "qingbo")
-                progress.update(unit.index, 1.0, "accepted")
-                return task
-
-            def run() -> Any:
-                progress.update(unit.index, 0.0, "submitting")
-                usable, _spent = self.store.task_receipt(unit.key)
-                if usable is not None:
-                    return earlier(usable)
-                # A run that died while sending is recovered by sending again under the same Idempotency-Key.
-                return self._buy(unit, progress, SUBMIT_WAIT_SECONDS, serve=serve, pay=pay,
-                                 recover=lambda _claim: pay())
-            return run
-
-        return self._run([job(unit) for unit in units], progress)
-
-    def collect(self, task_ids: Sequence[str], *, provider: str = "qingbo", timeout: float = 120.0,
-                extras: Sequence[dict[str, Any]] | None = None) -> list[JobOutcome[GenerationResult]]:
+    def collect(self, task_ids: Sequence[str], *, provider: ProviderName = "qingbo", timeout: float = 120.0,
+                extras: Sequence[dict[str, object]] | None = None) -> list[JobOutcome[GenerationResult]]:
         """Wait for existing tasks side by side (never re-submitting) and return their pictures, one per id.
 
         One deadline for all of them. A task collected earlier comes from its local copy without a request. On
         Cancel, the tasks not collected are cancelled at the provider while still queued, where it can cancel.
+        ``extras`` give each task's ``seed`` and ``size`` for its result's record.
         """
         progress = self._progress(len(task_ids))
-        client = self.clients.tasks(provider)
+        source = self.providers.named(provider)
         deadline = Deadline.after(timeout, self.clock)
         collected: set[str] = set()
 
         def job(index: int, task_id: str) -> Callable[[], GenerationResult]:
             def run() -> GenerationResult:
                 progress.update(index, 0.0, "waiting")
-                result = self._collect_one(client, provider, task_id, index, progress, deadline,
-                                           **(extras[index] if extras else {}))
+                extra = extras[index] if extras else {}
+                seed, size = extra.get("seed"), extra.get("size")
+                result = self._collect(source, source.earlier(task_id), index, progress,
+                                       self._call(index, progress, timeout, source, deadline=deadline),
+                                       seed=seed if isinstance(seed, int) else None,
+                                       size=size if isinstance(size, tuple) else None)
                 collected.add(task_id)
                 progress.update(index, 1.0, "done")
                 return result
@@ -539,40 +378,45 @@ class Engine:
         try:
             return self._run([job(i, tid) for i, tid in enumerate(task_ids)], progress)
         except RunCancelled:
-            self._cancel_queued(client, [tid for tid in task_ids if tid not in collected])
+            _cancel_queued(source, [tid for tid in task_ids if tid not in collected])
             raise
 
-    def _collect_one(self, client: Any, provider: str, task_id: str, index: int, progress: BatchProgress,
-                     deadline: Deadline, **options: Any) -> GenerationResult:
-        self._on_task_id(task_id, provider)
-        hint = self._resume_hint(task_id, provider) if self._resume_hint is not None else None
-        result: GenerationResult = client.collect(
-            task_id, on_progress=progress.callback(index), deadline=deadline, sleep=self.sleep,
-            cancel_check=self.token, on_retry=self._retry_reporter(index, progress), resume_hint=hint, **options)
-        self._on_collected(task_id)
+    def _collect(self, provider: Provider, handle: Handle, index: int, progress: BatchProgress, call: Call, *,
+                 seed: int | None, size: tuple[int, int] | None) -> GenerationResult:
+        task_id = str(handle.task_id)
+        self._told_task_id(task_id, provider)
+        result = provider.collect(handle, call, seed=seed, size=size)
+        if self.hooks.on_collected is not None:
+            self.hooks.on_collected(task_id)
         return result
 
-    def _call(self, index: int, progress: BatchProgress, timeout: float) -> dict[str, Any]:
-        """What a unit's requests share: one deadline from now, its retry notices, and the Cancel token."""
-        return {"deadline": Deadline.after(float(timeout), self.clock),
-                "on_retry": self._retry_reporter(index, progress), "cancel_check": self.token}
+    def _told_task_id(self, task_id: str, provider: Provider) -> None:
+        if self.hooks.on_task_id is not None:
+            self.hooks.on_task_id(task_id, provider.name)
 
-    def _retry_reporter(self, index: int, progress: BatchProgress) -> Callable[[Any], None]:
-        def report(notice: Any) -> None:
+    # -- what a unit's requests share -------------------------------------------------------------------------------
+
+    def _call(self, index: int, progress: BatchProgress, timeout: float, provider: Provider, *,
+              deadline: Deadline | None = None) -> Call:
+        """One deadline from now (or the run's), the unit's retry notices and progress, and the Cancel token."""
+        def resume_hint(task_id: str) -> str | None:
+            hint = self.hooks.resume_hint
+            return hint(task_id, provider.name) if hint is not None else None
+
+        def state(text: str) -> None:
+            progress.update(index, 0.0, text)
+
+        return Call(deadline=deadline if deadline is not None else Deadline.after(float(timeout), self.clock),
+                    cancel=self.token, on_retry=self._retry_reporter(index, progress),
+                    on_progress=progress.callback(index), on_state=state, sleep=self.sleep,
+                    resume_hint=resume_hint)
+
+    def _retry_reporter(self, index: int, progress: BatchProgress) -> Callable[[RetryNotice | None], None]:
+        def report(notice: RetryNotice | None) -> None:
             progress.retrying(index, None if notice is None else str(notice))
-            if self._on_retry is not None:
-                self._on_retry(index, notice)
+            if self.hooks.on_retry is not None:
+                self.hooks.on_retry(index, notice)
         return report
-
-    @staticmethod
-    def _cancel_queued(client: Any, task_ids: Sequence[str]) -> None:
-        """Best-effort remote cancel of every task that is still queued (one request each, side by side)."""
-        if not task_ids:
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(4, len(task_ids)), thread_name_prefix="zimage-cancel") as pool:
-            list(pool.map(lambda tid: client.try_cancel(None, tid), task_ids))
 
     # -- running --------------------------------------------------------------------------------------------------
 
@@ -581,9 +425,9 @@ class Engine:
             self.progress = BatchProgress(units)
         return self.progress
 
-    def _run(self, jobs: Sequence[Callable[[], Any]], progress: BatchProgress) -> list[JobOutcome[Any]]:
-        def guarded(job: Callable[[], Any]) -> Callable[[], Any]:
-            def start() -> Any:
+    def _run(self, jobs: Sequence[Callable[[], T]], progress: BatchProgress) -> list[JobOutcome[T]]:
+        def guarded(job: Callable[[], T]) -> Callable[[], T]:
+            def start() -> T:
                 self.token.raise_if_cancelled("The run was cancelled before this unit started.")
                 return job()
             return start
@@ -598,21 +442,39 @@ class Engine:
 
     def _tick(self) -> None:
         self.token.cancelled()  # asks the caller's check (ComfyUI's flag) from the caller's own thread
-        if self.on_tick is not None:
-            self.on_tick()
+        if self.hooks.on_tick is not None:
+            self.hooks.on_tick()
 
     @contextmanager
-    def _slot(self, provider: str, index: int, progress: BatchProgress) -> Iterator[None]:
-        name = "WaveSpeed" if provider == "wavespeed" else "Qingbo"
-
+    def _slot(self, provider: Provider, index: int, progress: BatchProgress) -> Iterator[None]:
         def waiting(in_flight: int, limit: int) -> None:
-            progress.update(index, None, f"waiting for a free {name} slot ({in_flight} of {limit} in flight)")
+            progress.update(index, None, f"waiting for a free {provider.label} slot ({in_flight} of {limit} in "
+                                         "flight)")
 
-        with self.limits.slot(provider, cancelled=self.token, on_wait=waiting):
+        with self.limits.slot(provider.name, cancelled=self.token, on_wait=waiting):
             yield
 
-    def _paying_for(self, what: str) -> AbstractContextManager[Any]:
-        return self._paying(what) if self._paying is not None else nullcontext()
+    def _paying_for(self, what: str) -> AbstractContextManager[object]:
+        return self.hooks.paying(what) if self.hooks.paying is not None else nullcontext()
+
+
+def _recorded(record: Callable[[], None], what: str) -> None:
+    """Record what a paid request bought (and release its claim); if the store fails now, say what was paid."""
+    try:
+        record()
+    except OSError as err:
+        raise ZImageError(f"{what} was paid, but the task store could not record it ({err}). Keep this message: "
+                          "it is the only record.") from err
+
+
+def _cancel_queued(provider: Provider, task_ids: Sequence[str]) -> None:
+    """Best-effort remote cancel of every task that is still queued (one request each, side by side)."""
+    if not task_ids:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, len(task_ids)), thread_name_prefix="zimage-cancel") as pool:
+        list(pool.map(provider.cancel, task_ids))
 
 
 class _StoredIds(Collection[str]):
@@ -652,8 +514,8 @@ def _uncertain(claim: Claim, *, provider: str = "", candidates: int | None = Non
         reason = str(claim.detail["history"])
     provider = provider or str(claim.detail.get("provider") or "")
     if candidates is not None:
-        found = (f"WaveSpeed's history shows {candidates} predictions of this model from that time that are not "
-                 "recorded here, so it cannot tell which one was this picture")
+        found = (f"{provider or 'the provider'}'s history shows {candidates} predictions of this model from that "
+                 "time that are not recorded here, so it cannot tell which one was this picture")
     elif reason is not None:
         found = f"its prediction history could not be read ({reason})"
     else:

@@ -8,10 +8,11 @@ sent or uploaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, ClassVar, Union
 
 from .catalog import (
     APIS,
@@ -45,11 +46,19 @@ from .validation import (
 if TYPE_CHECKING:
     from PIL import Image
 
+    from .providers.base import Route
+
 __all__ = ["Reference", "MaskedReference", "Lora", "TextToImage", "Edit", "Inpaint", "ControlNet", "QingboTasks",
-           "PictureOrder", "MAX_PICTURES", "random_seed", "check_loras", "pair_batches"]
+           "PictureOrder", "Order", "MAX_PICTURES", "fingerprint", "random_seed", "check_loras", "pair_batches"]
 
 MAX_PICTURES = 64  # paid pictures per order: a guard against paying for a huge batch by mistake
 REFERENCE_MAX_SIDE = 1024  # the seed guide: resize references to 1024 on the long side before upload
+
+
+def fingerprint(kind: str, **params: object) -> str:
+    """A stable id of a request: its kind and every parameter that changes the picture (never the key)."""
+    canonical = json.dumps({"kind": kind, **params}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 def random_seed() -> int:
@@ -268,6 +277,11 @@ class TextToImage:
         return self.v3_model.price_text if self.api == "v3" else f"about ${WAVESPEED_USD_PER_PICTURE:g}"
 
     @property
+    def route(self) -> Route:
+        """How the order is sent (the provider that takes it is looked up by it)."""
+        return "v3" if self.api == "v3" else "v1/images"
+
+    @property
     def endpoint_name(self) -> str:
         """Where the order goes, for the artist: the v3 model id, or the v1/images model."""
         return self.v3_model.id if self.api == "v3" else f"{self.model} on /v1/images"
@@ -415,6 +429,9 @@ class QingboTasks:
         events = tuple(e for e in (self.callback_events or ()) if e)
         object.__setattr__(self, "callback_events", events or None)
 
+    timeout: ClassVar[float] = 120.0  # how long a submit waits for another run submitting the same inputs
+    route: ClassVar[Route] = "qingbo"
+
     @property
     def units(self) -> int:
         return self.count
@@ -427,6 +444,10 @@ class QingboTasks:
         return {"aspect_ratio": self.aspect_ratio, "resolution": self.resolution,
                 "prompt_extend": self.prompt_extend, "callback_url": self.callback_url,
                 "callback_events": list(self.callback_events) if self.callback_events else None}
+
+
+Order = Union[TextToImage, Edit, QingboTasks]
+"""Any order the engine runs."""
 
 
 def check_seeds(seed: object, count: int, *, field: str = "seed") -> int:

@@ -203,10 +203,8 @@ class _Batch:
                 rt.ledger.append(task_id, batch_row=self.manifest.ledger_tag(job))
                 self.manifest.write(job, "submitted", task_id=task_id)
 
-        engine = rt.engine()
         # The manifest says "submitting" only once the row's paid request is about to go out.
-        engine.configure(paying=lambda _what: rt.paying(self._submitting(job)), on_task_id=issued)
-        return engine
+        return rt.engine(paying=lambda _what: rt.paying(self._submitting(job)), on_task_id=issued)
 
     @property
     def _timeout(self) -> float:

@@ -394,7 +394,8 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
     try:
         for provider in dict.fromkeys(provider for _tid, provider, _extra in jobs):
             mine = [(task_id, extra) for task_id, p, extra in jobs if p == provider]
-            outcomes = rt.engine().collect([task_id for task_id, _extra in mine], provider=provider,
+            outcomes = rt.engine().collect([task_id for task_id, _extra in mine],
+                                           provider="qingbo" if provider == "qingbo" else "wavespeed",
                                            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
                                            extras=[extra for _tid, extra in mine])
             errors.extend(_outcome_errors(outcomes))
@@ -435,7 +436,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
             errors.append(_mark_invalid(rt, task.task_id, err))
     for task_id in ids:
         to_stdout(task_id)
-    earlier = sum(1 for task in tasks if (task.raw or {}).get("receipt"))
+    earlier = sum(1 for task in tasks if task.earlier)
     line = submit_paid_line(len(tasks) - earlier, earlier)
     if line:
         to_stderr(line)

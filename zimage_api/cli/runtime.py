@@ -13,14 +13,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TextIO
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..cancel import CancelToken
 from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
 from ..logs import mask_url, printable
 from ..store import Store
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 __all__ = ["Runtime", "UsageError", "Interrupted", "OutputClosed", "SavedElsewhere", "NotCollected", "PROG", "EXIT_OK",
            "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "one_line", "to_stdout", "to_stderr",
@@ -211,15 +214,19 @@ class Runtime:
         """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""
         return self.clients.tasks(provider)
 
-    def engine(self, on_progress: Any = None) -> Any:
-        """The library's engine for one command: this run's clients, sleep, clock, Ctrl-C and paid-request marks."""
+    def engine(self, on_progress: Callable[[], None] | None = None, *,
+               paying: Callable[[str], AbstractContextManager[object]] | None = None,
+               on_task_id: Callable[[str, str], None] | None = None) -> Engine:
+        """The library's engine for one command: this run's clients, sleep, clock, Ctrl-C and paid-request marks
+        (``paying`` and ``on_task_id`` replace this run's own)."""
         from ..engine import Engine
 
         # Ctrl-C starts no new unit, and every wait ends, but a paid request already in flight finishes, so that its
         # id reaches the ledger: the engine does not abandon its requests in flight.
         return Engine(self.clients, token=self.token, abandon=False, clock=self.clock, sleep=self.sleep,
-                      paying=self.paying, on_task_id=self.track, on_collected=self.untrack, on_tick=on_progress,
-                      on_retry=self._show_retry, resume_hint=resume_hint, retry_uncertain=self.retry_uncertain)
+                      paying=paying or self.paying, on_task_id=on_task_id or self.track, on_collected=self.untrack,
+                      on_tick=on_progress, on_retry=self._show_retry, resume_hint=resume_hint,
+                      retry_uncertain=self.retry_uncertain)
 
     @staticmethod
     def _show_retry(_index: int, notice: Any) -> None:
