@@ -595,8 +595,8 @@ def bench_store(cfg: Settings) -> list[Row]:
     from tests.data.zimage_api_0_1_0.ledger import Ledger as Ledger010
     from tests.data.zimage_api_0_1_0.receipts import Receipts as Receipts010
     from zimage_api.engine import fingerprint
-    from zimage_api.store import Store as Ledger
-    from zimage_api.store import new_owner
+    from zimage_api.store.sqlite import Store as Ledger
+    from zimage_api.store.sqlite import new_owner
 
     rows: list[Row] = []
     count = cfg.store_tasks
@@ -808,9 +808,9 @@ def bench_bounds(cfg: Settings) -> list[Row]:
     import tracemalloc
 
     from zimage_api.config import QINGBO
-    from zimage_api.deadline import Deadline
     from zimage_api.errors import APITimeoutError, ResponseTooLargeError, ResultDownloadTimeoutError
-    from zimage_api.transport import MAX_PICTURE_BYTES, Transport
+    from zimage_api.http.deadline import Deadline
+    from zimage_api.http.transport import MAX_PICTURE_BYTES, Transport
 
     rows = []
     cap_mib = MAX_PICTURE_BYTES / 2**20

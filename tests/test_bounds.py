@@ -12,7 +12,6 @@ import tracemalloc
 import pytest
 
 from zimage_api.config import QINGBO
-from zimage_api.deadline import Deadline
 from zimage_api.emulator import Emulator
 from zimage_api.errors import (
     APIConnectionError,
@@ -26,10 +25,11 @@ from zimage_api.errors import (
     ServerError,
     ZImageError,
 )
+from zimage_api.http.deadline import Deadline
+from zimage_api.http.retry import RetryPolicy
+from zimage_api.http.transport import MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES, MAX_PICTURE_BYTES, Transport
 from zimage_api.openai_images import ImagesClient
 from zimage_api.qingbo import QingboClient
-from zimage_api.retry import RetryPolicy
-from zimage_api.transport import MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES, MAX_PICTURE_BYTES, Transport
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 GENERATIONS = "POST /v1/images/generations"

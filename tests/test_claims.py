@@ -26,7 +26,7 @@ from zimage_api.clients import Clients
 from zimage_api.emulator import DEMO_KEY, Emulator
 from zimage_api.engine import Engine
 from zimage_api.orders import QingboTasks, TextToImage
-from zimage_api.store import LEASE_ENV, Store, StoreError
+from zimage_api.store.sqlite import LEASE_ENV, Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a lighthouse on a cliff at dusk"

@@ -12,10 +12,10 @@ from zimage_api.errors import (
     RateLimitError,
     ResultExpiredError,
 )
+from zimage_api.http.retry import RetryPolicy
 from zimage_api.ledger import Ledger
 from zimage_api.openai_images import ImagesClient
 from zimage_api.qingbo import QingboClient
-from zimage_api.retry import RetryPolicy
 from zimage_api.wavespeed_v3 import WaveSpeedClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
@@ -262,7 +262,7 @@ def test_cancel_during_a_status_retry_wait_still_cancels_the_queued_task(emu, cl
 def test_the_key_never_goes_to_a_plain_http_url_of_an_https_api(clock, monkeypatch) -> None:
     from zimage_api.config import QINGBO
     from zimage_api.emulator import Emulator
-    from zimage_api.transport import Transport
+    from zimage_api.http.transport import Transport
 
     with Emulator(clock=clock) as files:
         host = files.url.removeprefix("http://")
@@ -274,7 +274,7 @@ def test_the_key_never_goes_to_a_plain_http_url_of_an_https_api(clock, monkeypat
 
 
 def test_a_store_that_cannot_record_pays_nothing(emu, clock, monkeypatch, tmp_path) -> None:
-    from zimage_api.store import StoreError
+    from zimage_api.store.sqlite import StoreError
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x", encoding="utf-8")

@@ -50,7 +50,7 @@ def test_missing_ledger_is_empty(tmp_path: Path) -> None:
 def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert default_dir() == tmp_path / "data"  # $ZIMAGE_DATA_DIR (set by the test fixture)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
-    import zimage_api.store as store_module
+    import zimage_api.store.sqlite as store_module
 
     comfy = tmp_path / "ComfyUI"
     (comfy / "user").mkdir(parents=True)

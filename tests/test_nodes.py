@@ -144,7 +144,8 @@ def test_importing_the_pack_alone_is_light(tmp_path: Path) -> None:
 def test_every_module_a_node_uses_imports_inside_comfyui(tmp_path: Path) -> None:
     """Inside ComfyUI the library is only reachable through the pack (relative imports), never as `zimage_api`."""
     modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "engine", "orders", "parallel",
-               "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "transport"]
+               "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "http.transport",
+               "store", "providers"]
     code = ("import importlib, importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location({PACK_MODULE!r}, {str(PACK_DIR / '__init__.py')!r})\n"
             "m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)\n"
@@ -502,7 +503,7 @@ def test_cancel_pressed_before_the_run_sends_nothing(nodes: ModuleType, emu: Emu
 
 def test_the_ledger_goes_to_comfyuis_user_folder(nodes: ModuleType, emu: Emulator, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    store = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.store"]
+    store = sys.modules[nodes.__name__.rsplit(".", 1)[0] + ".zimage_api.store.sqlite"]
     monkeypatch.setattr(nodes._Node.context, "store", None)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
     nodes._Node.context.hooks.user_dir = str(tmp_path / "user")

@@ -11,7 +11,7 @@ import torch
 from tests.comfy_stubs import MUG, call_node
 from zimage_api.engine import fingerprint
 from zimage_api.results import GenerationResult
-from zimage_api.store import Store
+from zimage_api.store.sqlite import Store
 
 
 def generate(nodes, **overrides: Any):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from zimage_api.retry import DEFAULT_POLICY, Failure, RetryPolicy, delay_for, parse_retry_after, should_retry
+from zimage_api.http.retry import DEFAULT_POLICY, Failure, RetryPolicy, delay_for, parse_retry_after, should_retry
 
 NOW = 1_780_000_000.0
 

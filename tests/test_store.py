@@ -18,7 +18,7 @@ from tests.data.zimage_api_0_1_0 import receipts as old_receipts
 from zimage_api.engine import fingerprint
 from zimage_api.ledger import Ledger
 from zimage_api.results import GenerationResult
-from zimage_api.store import (
+from zimage_api.store.sqlite import (
     FINAL_STATUSES,
     NO_PICTURE_STATUSES,
     SQL_RECEIPT_BY_FINGERPRINT,
@@ -234,10 +234,10 @@ def test_writes_are_short_and_readers_are_never_blocked(tmp_path: Path) -> None:
 
 def test_a_store_of_the_previous_schema_keeps_every_id_and_receipt(tmp_path: Path) -> None:
     """A store written by 0.2 (schema 1, no claims) is migrated in place on the first write; nothing is lost."""
-    from zimage_api.store import _INDEXES, _TABLES
+    from zimage_api.store.sqlite import INDEXES, TABLES
 
     with sqlite3.connect(tmp_path / "zimage.sqlite3") as db:
-        db.executescript(_TABLES + _INDEXES)
+        db.executescript(TABLES + INDEXES)
         db.execute("INSERT INTO tasks (task_id, provider, status, updated_at) VALUES ('t-1', 'qingbo', 'queued', 1)")
         db.execute("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES ('f-1', 't-1', 1)")
         db.execute("PRAGMA user_version = 1")

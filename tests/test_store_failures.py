@@ -20,7 +20,7 @@ import pytest
 from tests.comfy_stubs import call_node
 from zimage_api.cli import run
 from zimage_api.emulator import Emulator
-from zimage_api.store import STORE_NAME, Store, StoreError
+from zimage_api.store.sqlite import STORE_NAME, Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a lighthouse on a cliff at dusk"

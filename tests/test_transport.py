@@ -8,8 +8,8 @@ import pytest
 
 from zimage_api.config import QINGBO, WAVESPEED
 from zimage_api.errors import APIConnectionError, APITimeoutError, InvalidResponseError, ServerError
-from zimage_api.retry import RetryPolicy
-from zimage_api.transport import Transport
+from zimage_api.http.retry import RetryPolicy
+from zimage_api.http.transport import Transport
 
 
 def free_port() -> int:

@@ -11,10 +11,10 @@ import requests
 from zimage_api.config import QINGBO, WAVESPEED
 from zimage_api.emulator import Emulator
 from zimage_api.errors import URLRefusedError
+from zimage_api.http.transport import Transport
+from zimage_api.http.urls import check_result_url, display_url, same_origin
 from zimage_api.openai_images import ImagesClient
 from zimage_api.qingbo import QingboClient
-from zimage_api.transport import Transport
-from zimage_api.urls import check_result_url, display_url, same_origin
 
 
 def _tiny_png() -> bytes:

@@ -17,13 +17,13 @@ from .errors import *  # noqa: F401,F403  (the error types are light and always 
 from .errors import __all__ as _error_names
 
 if TYPE_CHECKING:
+    from .http.retry import RetryPolicy
     from .openai_images import ImagesClient
     from .polling import PollSchedule, TaskState
     from .qingbo import QingboClient, QingboTask
     from .results import GenerationResult
-    from .retry import RetryPolicy
-    from .store import Store
-    from .store import Store as Ledger
+    from .store.sqlite import Store
+    from .store.sqlite import Store as Ledger
     from .wavespeed_v3 import Prediction, WaveSpeedClient
 
 _LAZY = {

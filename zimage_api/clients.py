@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import QINGBO, WAVESPEED, Provider
-from .store import Store
+from .store.sqlite import Store
 
 if TYPE_CHECKING:
     from .openai_images import ImagesClient

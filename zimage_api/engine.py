@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from .cancel import CancelToken
 from .clients import Clients
-from .deadline import Deadline
 from .errors import (
     APIError,
     CancelledError,
@@ -29,6 +28,8 @@ from .errors import (
     UncertainChargeError,
     ZImageError,
 )
+from .http.deadline import Deadline
+from .http.retry import RetryNotice
 from .limits import LIMITS, ProviderLimits
 from .logs import logger, prompt_hash
 from .orders import Order, PictureOrder, QingboTasks, fingerprint
@@ -36,8 +37,7 @@ from .parallel import JobOutcome, run_jobs
 from .progress import BatchProgress
 from .providers import Accepted, Call, Handle, Provider, ProviderName, Providers, Unit
 from .results import GenerationResult
-from .retry import RetryNotice
-from .store import Claim, LeaseKeeper, Receipt, Store, new_owner
+from .store.sqlite import Claim, LeaseKeeper, Receipt, Store, new_owner
 
 __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "fingerprint", "Hooks"]
 

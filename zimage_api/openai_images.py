@@ -12,12 +12,12 @@ from typing import Any
 
 from .catalog import MODELS, RESPONSE_FORMATS
 from .config import WAVESPEED
-from .deadline import Deadline
 from .errors import InvalidResponseError
+from .http.deadline import Deadline
+from .http.transport import Transport
 from .images import check_picture, decode_base64
 from .logs import log_call, logger, prompt_hash
 from .results import GenerationResult
-from .transport import Transport
 from .validation import IMAGES_SIZE, check_choice, check_count, check_number, check_prompt, check_seed, check_size
 
 __all__ = ["ImagesClient", "MODELS", "RESPONSE_FORMATS"]
@@ -34,7 +34,7 @@ def _call(options: dict[str, Any]) -> dict[str, Any]:
 
 class ImagesClient:
     """Client of the OpenAI-images style endpoints. Keyword arguments other than ``transport`` go to
-    :class:`~zimage_api.transport.Transport` (``api_key``, ``base_url``, ``timeout``, ``retry``, ``sleep``...)."""
+    :class:`~zimage_api.http.transport.Transport` (``api_key``, ``base_url``, ``timeout``, ``retry``, ``sleep``...)."""
 
     protocol = "images"
 

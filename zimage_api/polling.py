@@ -16,7 +16,6 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from .cancel import sleep_unless
-from .deadline import Deadline
 from .errors import (
     APIConnectionError,
     APIError,
@@ -29,6 +28,7 @@ from .errors import (
     TaskTimeoutError,
     ZImageError,
 )
+from .http.deadline import Deadline
 from .logs import logger
 
 __all__ = [

@@ -15,12 +15,13 @@ from typing import Any
 
 from .catalog import QINGBO_QUOTA_PER_PICTURE as PRICE_QUOTA
 from .config import QINGBO
-from .deadline import Deadline
 from .errors import (
     InvalidResponseError,
     NotFoundError,
     TaskFailedError,
 )
+from .http.deadline import Deadline
+from .http.transport import RetryCallback
 from .images import check_picture
 from .logs import log_call, logger, prompt_hash
 from .polling import (
@@ -34,7 +35,6 @@ from .polling import (
 )
 from .results import GenerationResult, quota_to_usd
 from .task_client import TaskClient
-from .transport import RetryCallback
 from .validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,

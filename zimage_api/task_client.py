@@ -11,13 +11,13 @@ import time
 from typing import Any, ClassVar, Protocol
 
 from .config import Provider
-from .deadline import Deadline
 from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
+from .http.deadline import Deadline
+from .http.transport import Transport
 from .logs import logger, prompt_hash
 from .polling import TaskState
 from .results import GenerationResult
-from .store import Store
-from .transport import Transport
+from .store.sqlite import Store
 from .validation import check_task_id
 
 __all__ = ["TaskClient", "TaskProvider", "LOCAL_COPY_NOTE"]
@@ -44,7 +44,7 @@ class TaskClient:
     """Base of a client whose paid work has an id.
 
     ``store`` is where the ids are recorded (default: the data folder's store, opened once here; ``False``
-    records nothing). Other keyword arguments go to :class:`~zimage_api.transport.Transport` (``api_key``,
+    records nothing). Other keyword arguments go to :class:`~zimage_api.http.transport.Transport` (``api_key``,
     ``base_url``, ``timeout``, ``retry``, ``sleep``, ``now``...).
     """
 
@@ -167,7 +167,7 @@ class TaskClient:
                             size=size)
 
     def _check_store(self) -> None:
-        """Raise :class:`~zimage_api.store.StoreError` unless the id about to be paid for can be recorded."""
+        """Raise :class:`~zimage_api.store.sqlite.StoreError` unless the id about to be paid for can be recorded."""
         if self.store is not None:
             self.store.check_writable()
 

@@ -16,13 +16,14 @@ from .catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, V3_MODELS, V3Model
 from .catalog import V3_MODEL_PATHS as MODEL_PATHS
 from .catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
 from .config import WAVESPEED
-from .deadline import Deadline
 from .errors import (
     InvalidResponseError,
     NotFoundError,
     TaskFailedError,
     ValidationError,
 )
+from .http.deadline import Deadline
+from .http.transport import RetryCallback
 from .images import check_picture, decode_base64
 from .logs import log_call, logger
 from .polling import (
@@ -36,7 +37,6 @@ from .polling import (
 )
 from .results import GenerationResult
 from .task_client import TaskClient
-from .transport import RetryCallback
 from .validation import (
     V3_SIZE,
     check_choice,

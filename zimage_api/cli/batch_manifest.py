@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import logger, prompt_hash
-from ..store import NO_PICTURE_STATUSES, Claim, Store
+from ..store.sqlite import NO_PICTURE_STATUSES, Claim, Store
 from .batch_rows import Job
 
 __all__ = ["Manifest", "Plan", "plan_rows", "MANIFEST_NAME", "PENDING", "UNCERTAIN"]

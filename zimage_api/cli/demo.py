@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..store import Store
+from ..store.sqlite import Store
 from .commands import collect_tasks, generate_pictures, prepare_out
 from .runtime import Runtime
 

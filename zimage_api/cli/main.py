@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
 from ..logs import logger, printable
 from ..packages import missing_package_message
-from ..store import StoreError
+from ..store.sqlite import StoreError
 from .batch import run_batch
 from .commands import (
     collect_tasks,

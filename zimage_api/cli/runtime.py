@@ -20,7 +20,7 @@ from ..cancel import CancelToken
 from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
 from ..logs import mask_url, printable
-from ..store import Store
+from ..store.sqlite import Store
 
 if TYPE_CHECKING:
     from ..engine import Engine

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ..cancel import CancelToken
-from ..deadline import Deadline
+from ..http.deadline import Deadline
 
 if TYPE_CHECKING:
+    from ..http.retry import RetryNotice
     from ..orders import Order
     from ..results import GenerationResult
-    from ..retry import RetryNotice
 
 __all__ = ["ProviderName", "Route", "PROVIDER_NAMES", "ROUTES", "Unit", "Call", "Handle", "Accepted", "Recovery",
            "Provider"]

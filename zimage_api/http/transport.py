@@ -1,7 +1,7 @@
 """The HTTP transport shared by the three protocols: one reused session, retries, and typed errors.
 
 A :class:`Transport` belongs to one provider. It resolves the key and the base URL at every request (so a rotated
-key works at once), retries what :mod:`zimage_api.retry` allows, and turns every failure into one of the errors of
+key works at once), retries what :mod:`zimage_api.http.retry` allows, and turns every failure into one of the errors of
 :mod:`zimage_api.errors` with a sentence an artist can act on.
 """
 
@@ -22,11 +22,10 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
-from ._version import __version__
-from .cancel import sleep_unless
-from .config import Provider, config_path, resolve_api_key, resolve_base_url
-from .deadline import Deadline
-from .errors import (
+from .._version import __version__
+from ..cancel import sleep_unless
+from ..config import Provider, config_path, resolve_api_key, resolve_base_url
+from ..errors import (
     APIConnectionError,
     APIError,
     APITimeoutError,
@@ -44,7 +43,8 @@ from .errors import (
     ServerError,
     ZImageError,
 )
-from .logs import logger, redact
+from ..logs import logger, redact
+from .deadline import Deadline
 from .retry import DEFAULT_POLICY, Failure, RetryNotice, RetryPolicy, delay_for, parse_retry_after, should_retry
 from .urls import check_result_url, display_url, host_of, same_origin
 
@@ -160,7 +160,7 @@ class Transport:
         Unless ``stream`` is set, the body is read here in chunks, at most :data:`MAX_JSON_BYTES`
         (:class:`ResponseTooLargeError` beyond) and for at most the read timeout of real time even without a
         deadline: a body still arriving then raises :class:`APITimeoutError` saying so. Redirects are followed here,
-        at most :data:`MAX_REDIRECTS`, each checked by :func:`~zimage_api.urls.check_result_url`; the key goes only
+        at most :data:`MAX_REDIRECTS`, each checked by :func:`~zimage_api.http.urls.check_result_url`; the key goes only
         to the API's own origin.
         """
         cancel = cancel_check or self.cancel_check
@@ -217,7 +217,7 @@ class Transport:
         """Fetch a result picture of a paid request, bounded in time and size.
 
         The URL (and every redirect) is checked before anything connects to it (see
-        :func:`zimage_api.urls.check_result_url`). The key is sent only to the provider's own origin, never to a
+        :func:`zimage_api.http.urls.check_result_url`). The key is sent only to the provider's own origin, never to a
         storage/CDN host. ``deadline`` bounds the whole download, retries included; without one, the transport's
         read timeout does. A truncated body is fetched once more; an expired URL raises
         :class:`ResultExpiredError`; a download that fails otherwise raises :class:`ResultDownloadError` (naming

@@ -12,18 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .logs import logger
-from .store import _COLUMNS, _dumps
+from ..logs import logger
+from .schema import TASK_COLUMNS, dumps
 
 __all__ = ["import_legacy"]
 
 
 def _fold_sql() -> str:
     """One upsert per 0.1.0 line, parsed by SQLite: the line's fields fold into its task (later fields win)."""
-    columns = ", ".join(_COLUMNS)
-    extracted = ", ".join(f"json_extract(j, '$.{name}')" for name in _COLUMNS)
-    not_extra = ", ".join(f"'$.{name}'" for name in ("task_id", "time", "params", "event", *_COLUMNS))
-    folded = ", ".join(f"{name} = coalesce(excluded.{name}, {name})" for name in _COLUMNS)
+    columns = ", ".join(TASK_COLUMNS)
+    extracted = ", ".join(f"json_extract(j, '$.{name}')" for name in TASK_COLUMNS)
+    not_extra = ", ".join(f"'$.{name}'" for name in ("task_id", "time", "params", "event", *TASK_COLUMNS))
+    folded = ", ".join(f"{name} = coalesce(excluded.{name}, {name})" for name in TASK_COLUMNS)
     return f"""
         INSERT INTO tasks (task_id, {columns}, params_json, updated_at, extra_json)
         SELECT CAST(json_extract(j, '$.task_id') AS TEXT), {extracted},
@@ -89,7 +89,7 @@ def _import_receipts(conn: sqlite3.Connection, folder: Path) -> dict[str, Any]:
             if task_file:
                 task_ids.append((key, str(record["task_id"]), created))
             else:
-                results.append((key, _dumps(record), created))
+                results.append((key, dumps(record), created))
         except (OSError, ValueError, KeyError, TypeError) as err:
             damaged += 1
             logger.warning("receipt %s is unreadable (%s) and was not imported", path.name, type(err).__name__)

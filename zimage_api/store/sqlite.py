@@ -42,15 +42,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .catalog import picture_extension
-from .errors import ImageDecodeError
-from .logs import logger
-from .polling import FINAL_STATES, TaskState
+from ..catalog import picture_extension
+from ..errors import ImageDecodeError
+from ..logs import logger
+from ..polling import FINAL_STATES, TaskState
+from .schema import INDEXES, TABLES, TABLES_2, TASK_COLUMNS, dumps
 
 if TYPE_CHECKING:
     import sqlite3  # imported on first use: the pack's import stays cheap
 
-    from .results import GenerationResult
+    from ..results import GenerationResult
 
 __all__ = [
     "Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
@@ -73,45 +74,6 @@ FINAL_STATUSES = frozenset({state.value for state in FINAL_STATES} | {"not_found
 UNFINISHED_STATUSES = frozenset({state.value for state in TaskState if not state.is_final}
                                 | {"submitted", "created", "timeout", "interrupted"})
 NO_PICTURE_STATUSES = FINAL_STATUSES - {TaskState.COMPLETED.value}  # a task in these can never give a picture
-
-_COLUMNS = ("provider", "base_url", "model", "prompt_sha256", "status", "submitted_at", "batch_row")
-
-_TABLES = """
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, provider TEXT, base_url TEXT, model TEXT, prompt_sha256 TEXT, params_json TEXT,
-    status TEXT, submitted_at REAL, updated_at REAL NOT NULL, batch_row TEXT, extra_json TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS events (
-    task_id TEXT NOT NULL, at REAL NOT NULL, status TEXT, detail_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pictures (
-    task_id TEXT NOT NULL, idx INTEGER NOT NULL, path TEXT NOT NULL, sha256 TEXT, PRIMARY KEY (task_id, idx)
-);
-CREATE TABLE IF NOT EXISTS receipts (
-    fingerprint TEXT PRIMARY KEY, task_id TEXT, result_json TEXT, created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    fingerprint TEXT NOT NULL, key TEXT NOT NULL, spent INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
-    PRIMARY KEY (fingerprint, key)
-);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Schema 2: claims, and the URLs of a paid result whose download failed (fetched again without paying).
-_TABLES_2 = """
-CREATE TABLE IF NOT EXISTS claims (
-    fingerprint TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL, claimed_at REAL NOT NULL,
-    lease_until REAL NOT NULL, sending_at REAL, detail_json TEXT NOT NULL DEFAULT '{}'
-);
-ALTER TABLE receipts ADD COLUMN urls_json TEXT;
-"""
-# Made after the import: filling indexed tables row by row is several times slower.
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status);
-CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks(coalesce(submitted_at, updated_at));
-CREATE INDEX IF NOT EXISTS tasks_by_batch_row ON tasks(batch_row) WHERE batch_row IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_task ON events(task_id);
-"""
-
 
 _TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, "
                 "updated_at, batch_row, extra_json, (SELECT json_group_array(path) FROM (SELECT path FROM pictures p "
@@ -212,13 +174,6 @@ class ClaimOutcome:
     kind: Literal["receipt", "claimed", "held", "uncertain"]
     receipt: Receipt | None = None
     previous: Claim | None = None
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
 
 
 _READY_GUARD = threading.Lock()
@@ -377,17 +332,17 @@ class Store:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won the race
             if version == 0:
-                for statement in filter(str.strip, _TABLES.split(";")):
+                for statement in filter(str.strip, TABLES.split(";")):
                     conn.execute(statement)
-                from .store_import import import_legacy
+                from .legacy import import_legacy
 
                 notes = import_legacy(conn, self.directory)
-                for statement in filter(str.strip, _INDEXES.split(";")):
+                for statement in filter(str.strip, INDEXES.split(";")):
                     conn.execute(statement)
                 for name, value in notes.items():
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, _dumps(value)))
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, dumps(value)))
             if version < 2:
-                for statement in filter(str.strip, _TABLES_2.split(";")):
+                for statement in filter(str.strip, TABLES_2.split(";")):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -476,7 +431,7 @@ class Store:
     def check_writable(self) -> None:
         """Raise :class:`StoreError` unless a record can be written now (done before a run pays anything)."""
         with self._write(durable=False) as conn:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_at', ?)", (_dumps(round(time.time(), 3)),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_at', ?)", (dumps(round(time.time(), 3)),))
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
@@ -497,12 +452,12 @@ class Store:
                 if name == "event":
                     continue
                 if name == "params":
-                    sets["params_json"] = None if value is None else _dumps(value)
-                elif name in _COLUMNS:
+                    sets["params_json"] = None if value is None else dumps(value)
+                elif name in TASK_COLUMNS:
                     sets[name] = value
                 else:
                     extra[name] = value
-            sets["extra_json"] = _dumps(extra)
+            sets["extra_json"] = dumps(extra)
             if row is None:
                 names = ["task_id", *sets]
                 conn.execute(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
@@ -513,7 +468,7 @@ class Store:
             if paths is not None:
                 _replace_pictures(conn, task_id, [str(p) for p in paths], None)
             conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
-                         (task_id, at, fields.get("status"), _dumps({**fields, **({"paths": paths} if paths
+                         (task_id, at, fields.get("status"), dumps({**fields, **({"paths": paths} if paths
                                                                                   is not None else {})})))
 
     def keep_pictures(self, task_id: str, paths: Sequence[str], sha256s: Sequence[str | None]) -> None:
@@ -586,7 +541,7 @@ class Store:
         with self._write() as conn:
             conn.execute("INSERT INTO receipts (fingerprint, result_json, created_at) VALUES (?, ?, ?) "
                          "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json, urls_json = NULL",
-                         (fingerprint, _dumps(dict(result)), time.time()))
+                         (fingerprint, dumps(dict(result)), time.time()))
 
     def save_urls(self, fingerprint: str, urls: Mapping[str, Any]) -> None:
         """Keep the URLs of a paid result whose download failed (with what the result needs beside its pictures):
@@ -594,7 +549,7 @@ class Store:
         with self._write() as conn:
             conn.execute("INSERT INTO receipts (fingerprint, urls_json, created_at) VALUES (?, ?, ?) "
                          "ON CONFLICT (fingerprint) DO UPDATE SET urls_json = excluded.urls_json",
-                         (fingerprint, _dumps(dict(urls)), time.time()))
+                         (fingerprint, dumps(dict(urls)), time.time()))
 
     def drop_result(self, fingerprint: str) -> None:
         """Forget a kept result that turned out unusable (its files gone or not pictures); a task id stays."""
@@ -685,7 +640,7 @@ class Store:
 
         A kept result whose files are gone or are not pictures is dropped, so the caller buys it again.
         """
-        from .results import GenerationResult
+        from ..results import GenerationResult
 
         if not reuse_enabled():
             return None
@@ -816,7 +771,7 @@ class Store:
             changed = conn.execute(
                 "UPDATE claims SET state = 'sending', sending_at = ?, lease_until = max(lease_until, ?), "
                 "detail_json = ? WHERE fingerprint = ? AND owner = ?",
-                (at, at + claim_lease(), _dumps(dict(detail or {})), key, owner)).rowcount
+                (at, at + claim_lease(), dumps(dict(detail or {})), key, owner)).rowcount
         if not changed:
             raise StoreError(f"The claim on this picture in {self.path} was taken over by another run (this run "
                              "was paused past its lease), so nothing was sent; queue it again to get that run's "
@@ -846,7 +801,7 @@ class Store:
             if urls is not None:
                 conn.execute("INSERT INTO receipts (fingerprint, urls_json, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT (fingerprint) DO UPDATE SET urls_json = excluded.urls_json",
-                             (key, _dumps(dict(urls)), time.time()))
+                             (key, dumps(dict(urls)), time.time()))
             if task_id is not None:
                 conn.execute("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT (fingerprint) DO UPDATE SET task_id = excluded.task_id",
@@ -854,7 +809,7 @@ class Store:
             if result is not None:
                 conn.execute("INSERT INTO receipts (fingerprint, result_json, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json, "
-                             "urls_json = NULL", (key, _dumps(dict(result)), time.time()))
+                             "urls_json = NULL", (key, dumps(dict(result)), time.time()))
             conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
 
     def expire(self, key: str, owner: str) -> None:
@@ -868,7 +823,7 @@ class Store:
         sent again unless the caller asks (``retry_uncertain``)."""
         with self._write() as conn:
             conn.execute("UPDATE claims SET state = 'uncertain', lease_until = 0, detail_json = ? "
-                         "WHERE fingerprint = ? AND owner = ?", (_dumps(dict(detail)), key, owner))
+                         "WHERE fingerprint = ? AND owner = ?", (dumps(dict(detail)), key, owner))
 
     def uncertain_claims(self) -> list[Claim]:
         """Requests that may have been charged without a known outcome, oldest first."""
@@ -977,7 +932,7 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _read_picture(path: Path) -> bytes:
     """A kept picture's bytes, checked to be a picture (a receipt of anything else is dropped)."""
-    from .images import check_picture
+    from ..images import check_picture
 
     data = path.read_bytes()
     check_picture(data, source=f"the receipt {path.name}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import URLRefusedError
+from ..errors import URLRefusedError
 
 __all__ = ["check_result_url", "same_origin", "origin_of", "address_kind", "display_url", "ALLOW_PRIVATE_ENV"]
 
