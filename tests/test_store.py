@@ -21,6 +21,7 @@ from zimage_api.results import GenerationResult
 from zimage_api.store.sqlite import (
     FINAL_STATUSES,
     NO_PICTURE_STATUSES,
+    SCHEMA_VERSION,
     SQL_RECEIPT_BY_FINGERPRINT,
     SQL_TASK_BY_ID,
     UNFINISHED_STATUSES,
@@ -245,7 +246,7 @@ def test_a_store_of_the_previous_schema_keeps_every_id_and_receipt(tmp_path: Pat
     assert store.task_receipt("f-1") == ("t-1", None)  # the first use migrates it, where the folder can be written
     assert store.claim("f-2", "me").kind == "claimed"
     with sqlite3.connect(tmp_path / "zimage.sqlite3") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     again = Store(tmp_path)
     assert again.task("t-1")["status"] == "queued" and again.task_receipt("f-1") == ("t-1", None)
     assert again.claim("f-1", "other").kind == "receipt"

@@ -16,10 +16,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
+from .budget import BUDGET_ENV, daily_budget, day_start
 from .cancel import CancelToken
 from .clients import Clients
 from .errors import (
     APIError,
+    BudgetExceededError,
     CancelledError,
     ClaimWaitTimeoutError,
     ResultDownloadError,
@@ -37,7 +39,7 @@ from .parallel import JobOutcome, run_jobs
 from .progress import BatchProgress
 from .providers import Accepted, Call, Handle, Provider, ProviderName, Providers, Unit
 from .results import GenerationResult
-from .store.sqlite import Claim, LeaseKeeper, Receipt, Store, new_owner
+from .store import Claim, LeaseKeeper, Price, Receipt, Store, new_owner
 
 __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "fingerprint", "Hooks"]
 
@@ -45,6 +47,13 @@ RECEIPT_NOTE = "served from the local receipt"
 GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
 HOLDER_POLL_SECONDS = 0.25  # how often a run waiting on another run's claim looks again (real time: another process)
 T = TypeVar("T")
+
+
+class Configured:
+    """The default of a setting that comes from the user's configuration."""
+
+
+CONFIGURED = Configured()
 
 
 class RunCancelled(CancelledError):
@@ -108,6 +117,7 @@ class Engine:
         retry_uncertain: send again a request that an earlier run may have been charged for with no way to tell
             (otherwise such a unit fails with :class:`UncertainChargeError`).
         providers: the providers by route (default: WaveSpeed's two protocols and Qingbo, over ``clients``).
+        budget: the day's budget in USD (default: the configured one, see :mod:`zimage_api.budget`; None: none).
 
     Every paid unit goes through the store's claim (:meth:`Store.claim`): one run pays, the others with the same
     inputs wait for its outcome and get the same picture; a run that died is taken over once its lease expires.
@@ -123,7 +133,7 @@ class Engine:
                  on_retry: Callable[[int, RetryNotice | None], None] | None = None,
                  resume_hint: Callable[[str, str], str] | None = None, workers: int = 4,
                  retry_uncertain: bool = False, hooks: Hooks | None = None,
-                 providers: Providers | None = None) -> None:
+                 providers: Providers | None = None, budget: float | None | Configured = CONFIGURED) -> None:
         self.clients = clients
         self.store: Store = clients.store
         self.providers = providers if providers is not None else Providers(clients)
@@ -139,6 +149,7 @@ class Engine:
         self.limits = limits
         self.workers = workers
         self.retry_uncertain = retry_uncertain
+        self.budget = daily_budget() if isinstance(budget, Configured) else budget
         self.owner = new_owner()
         self.keeper = LeaseKeeper(self.store)
         self._claims = itertools.count()
@@ -225,7 +236,11 @@ class Engine:
         owner = f"{self.owner}/{next(self._claims)}"
         while True:
             self.token.raise_if_cancelled("The run was cancelled before this unit started.")
-            claimed = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain)
+            price = Price(provider.name, provider.model_id(order), provider.price(order))
+            claimed = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain, price=price,
+                                       budget=self.budget, day_start=day_start())
+            if claimed.kind == "over_budget" and self.budget is not None:
+                raise _over_budget(self.budget, claimed.spent or 0.0, price.usd)
             if claimed.kind == "receipt" and claimed.receipt is not None:
                 earlier = self._earlier(order, unit, provider, progress, call, claimed.receipt, picture=picture)
                 if earlier is not None:
@@ -289,7 +304,8 @@ class Engine:
             _recorded(lambda: self.store.keep_result(unit.key, result, owner=owner), "The picture")
         else:
             task_id = str(handle.task_id)
-            _recorded(lambda: self.store.finish(unit.key, owner, task_id=task_id), f"The task {task_id}")
+            _recorded(lambda: self.store.finish(unit.key, owner, task_id=task_id, prompt_head=order.prompt[:40]),
+                      f"The task {task_id}")
         return handle
 
     def _recover(self, order: Order, unit: Unit, provider: Provider, call: Call, owner: str,
@@ -385,10 +401,22 @@ class Engine:
                  seed: int | None, size: tuple[int, int] | None) -> GenerationResult:
         task_id = str(handle.task_id)
         self._told_task_id(task_id, provider)
-        result = provider.collect(handle, call, seed=seed, size=size)
+        try:
+            result = provider.collect(handle, call, seed=seed, size=size)
+        except TaskFailedError:
+            self._cost(task_id, 0.0)  # a failed task is not billed (or is refunded)
+            raise
+        if result.cost_usd is not None:
+            self._cost(task_id, result.cost_usd)  # what the provider says it cost, once known
         if self.hooks.on_collected is not None:
             self.hooks.on_collected(task_id)
         return result
+
+    def _cost(self, task_id: str, usd: float) -> None:
+        try:
+            self.store.record_cost(task_id, usd)
+        except OSError as err:  # the reservation stands: the day's spend errs on the safe side
+            logger.warning("could not record what task %s cost: %s", task_id, err)
 
     def _told_task_id(self, task_id: str, provider: Provider) -> None:
         if self.hooks.on_task_id is not None:
@@ -456,6 +484,19 @@ class Engine:
 
     def _paying_for(self, what: str) -> AbstractContextManager[object]:
         return self.hooks.paying(what) if self.hooks.paying is not None else nullcontext()
+
+
+def _over_budget(budget: float, spent: float, price: float) -> BudgetExceededError:
+    return BudgetExceededError(
+        f"Today's Z-Image budget of {_usd(budget)} is spent: {_usd(spent)} so far, and this picture costs "
+        f"{_usd(price)}. Raise `[budget] daily_usd` in zimage.ini (or {BUDGET_ENV}) or wait until midnight. "
+        "Nothing was sent.", budget=budget, spent=spent, price=price)
+
+
+def _usd(amount: float) -> str:
+    """An amount as the messages show it: $0.05, $0.048, $0.0106."""
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text + "0" * max(0, 2 - len(text.partition(".")[2])))
 
 
 def _recorded(record: Callable[[], None], what: str) -> None:

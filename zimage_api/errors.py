@@ -39,6 +39,7 @@ __all__ = [
     "TaskCancelledError",
     "UncertainChargeError",
     "ClaimWaitTimeoutError",
+    "BudgetExceededError",
 ]
 
 
@@ -283,3 +284,14 @@ class UncertainChargeError(ZImageError):
 class ClaimWaitTimeoutError(ZImageError):
     """Another run with the same inputs was still paying for the picture when this run's timeout ended. Its
     picture becomes a receipt: the same inputs queued again get it without paying."""
+
+
+class BudgetExceededError(ZImageError):
+    """Paying for this picture would pass the day's Z-Image budget; nothing was sent. ``budget``, ``spent`` and
+    ``price`` are in USD."""
+
+    def __init__(self, message: str, *, budget: float, spent: float, price: float) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.spent = spent
+        self.price = price

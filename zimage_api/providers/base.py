@@ -118,6 +118,10 @@ class Provider(Protocol):
         """The price of one unit of ``order`` in USD (published, or the catalog's estimate)."""
         ...
 
+    def model_id(self, order: Order) -> str:
+        """The model ``order`` runs, as the provider names it (recorded with what it cost)."""
+        ...
+
     def what(self, order: Order) -> str:
         """The paid request as messages name it ("the image request", "the prediction request")."""
         ...

@@ -46,6 +46,11 @@ class QingboProvider:
     def price(self, order: Order) -> float:
         return QINGBO_USD_PER_PICTURE
 
+    def model_id(self, order: Order) -> str:
+        from ..qingbo import MODEL
+
+        return MODEL
+
     def what(self, order: Order) -> str:
         return "the task request"
 

@@ -80,6 +80,10 @@ class _WaveSpeed:
     def price(self, order: Order) -> float:
         return _picture(order).price
 
+    def model_id(self, order: Order) -> str:
+        picture = _picture(order)
+        return picture.v3_model.id if picture.api == "v3" else picture.model
+
     def cancel(self, task_id: str) -> bool:
         return False  # WaveSpeed documents no cancel
 

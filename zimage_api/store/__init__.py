@@ -18,6 +18,7 @@ from .sqlite import (
     Claim,
     ClaimOutcome,
     LeaseKeeper,
+    Price,
     Receipt,
     Store,
     StoreError,
@@ -27,6 +28,6 @@ from .sqlite import (
     reuse_enabled,
 )
 
-__all__ = ["Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
-           "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner", "reuse_enabled",
-           "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES"]
+__all__ = ["Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "LeaseKeeper", "Price", "STORE_NAME",
+           "SCHEMA_VERSION", "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner",
+           "reuse_enabled", "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["TASK_COLUMNS", "TABLES", "TABLES_2", "INDEXES", "dumps"]
+__all__ = ["TASK_COLUMNS", "TABLES", "TABLES_2", "TABLES_3", "INDEXES", "dumps"]
 
 TASK_COLUMNS = ("provider", "base_url", "model", "prompt_sha256", "status", "submitted_at", "batch_row")
 
@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS claims (
     lease_until REAL NOT NULL, sending_at REAL, detail_json TEXT NOT NULL DEFAULT '{}'
 );
 ALTER TABLE receipts ADD COLUMN urls_json TEXT;
+"""
+# Schema 3: what each paid unit costs, reserved before it is sent (the daily budget is summed from it).
+TABLES_3 = """
+CREATE TABLE IF NOT EXISTS spend (
+    fingerprint TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT, usd REAL NOT NULL, state TEXT NOT NULL,
+    at REAL NOT NULL, task_id TEXT
+);
+CREATE INDEX IF NOT EXISTS spend_by_time ON spend(at);
+CREATE INDEX IF NOT EXISTS spend_by_task ON spend(task_id) WHERE task_id IS NOT NULL;
 """
 # Made after the import: filling indexed tables row by row is several times slower.
 INDEXES = """

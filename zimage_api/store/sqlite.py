@@ -46,7 +46,7 @@ from ..catalog import picture_extension
 from ..errors import ImageDecodeError
 from ..logs import logger
 from ..polling import FINAL_STATES, TaskState
-from .schema import INDEXES, TABLES, TABLES_2, TASK_COLUMNS, dumps
+from .schema import INDEXES, TABLES, TABLES_2, TABLES_3, TASK_COLUMNS, dumps
 
 if TYPE_CHECKING:
     import sqlite3  # imported on first use: the pack's import stays cheap
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..results import GenerationResult
 
 __all__ = [
-    "Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
+    "Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "Price", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
     "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner", "FINAL_STATUSES",
     "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES", "SQL_TASK_BY_ID", "SQL_RECEIPT_BY_FINGERPRINT", "SQL_CLAIM",
 ]
@@ -63,7 +63,7 @@ DATA_DIR_ENV = "ZIMAGE_DATA_DIR"
 LEASE_ENV = "ZIMAGE_CLAIM_LEASE_SECONDS"
 REUSE_ENV = "ZIMAGE_REUSE_RESULTS"
 STORE_NAME = "zimage.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 15_000  # a 100,000-task import holds the write lock for a few seconds
 DEFAULT_LEASE_SECONDS = 30.0  # how long a claim of a process that died keeps others waiting
 
@@ -169,11 +169,22 @@ class ClaimOutcome:
       when that one was ``sending``, the paid request may have gone out and must be recovered, not re-sent.
     * ``held``: another run holds a live claim (``previous``); wait for its outcome.
     * ``uncertain``: an earlier run may have been charged and nothing can tell (``previous``).
+    * ``over_budget``: paying would pass the day's budget: ``spent`` is what the day has cost so far.
     """
 
-    kind: Literal["receipt", "claimed", "held", "uncertain"]
+    kind: Literal["receipt", "claimed", "held", "uncertain", "over_budget"]
     receipt: Receipt | None = None
     previous: Claim | None = None
+    spent: float | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a unit about to be paid costs, reserved against the day's budget with its claim."""
+
+    provider: str
+    model: str
+    usd: float
 
 
 _READY_GUARD = threading.Lock()
@@ -343,6 +354,9 @@ class Store:
                     conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, dumps(value)))
             if version < 2:
                 for statement in filter(str.strip, TABLES_2.split(";")):
+                    conn.execute(statement)
+            if version < 3:
+                for statement in filter(str.strip, TABLES_3.split(";")):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -720,8 +734,12 @@ class Store:
     # -- claims: the store decides who pays ------------------------------------------------------------------------
 
     def claim(self, key: str, owner: str, *, lease: float | None = None, now: float | None = None,
-              retry_uncertain: bool = False) -> ClaimOutcome:
+              retry_uncertain: bool = False, price: Price | None = None, budget: float | None = None,
+              day_start: float | None = None) -> ClaimOutcome:
         """Decide, in one transaction, what a run that would pay for ``key`` does (see :class:`ClaimOutcome`).
+
+        ``price`` is reserved in the same transaction, and with a ``budget`` (USD since ``day_start``) a claim that
+        would pass it is refused (``over_budget``): runs side by side, in any process, cannot overshoot it together.
 
         Raises :class:`StoreError` when the claim cannot be written: then nothing may be paid.
         """
@@ -740,17 +758,25 @@ class Store:
                     if receipt.task_id and _task_usable(conn, receipt.task_id):
                         return ClaimOutcome("receipt", receipt=receipt)
             held = conn.execute(SQL_CLAIM, (key,)).fetchone()
-            if held is None:
+            previous = _claim(held) if held is not None else None
+            if previous is not None and previous.owner != owner:
+                if previous.state == "uncertain" and not retry_uncertain:
+                    return ClaimOutcome("uncertain", previous=previous)
+                if previous.state != "uncertain" and not previous.expired(at):
+                    return ClaimOutcome("held", previous=previous)
+            if price is not None and budget is not None:
+                spent = _spent(conn, day_start if day_start is not None else 0.0, key)
+                if spent + price.usd > budget + 1e-9:
+                    return ClaimOutcome("over_budget", spent=spent)
+            if price is not None:
+                conn.execute("INSERT OR REPLACE INTO spend VALUES (?, ?, ?, ?, 'reserved', ?, NULL)",
+                             (key, price.provider, price.model, float(price.usd), at))
+            if previous is None:
                 conn.execute("INSERT INTO claims VALUES (?, ?, 'claimed', ?, ?, NULL, '{}')", (key, owner, at, until))
                 return ClaimOutcome("claimed")
-            previous = _claim(held)
             if previous.owner == owner:
                 conn.execute("UPDATE claims SET lease_until = ? WHERE fingerprint = ?", (until, key))
                 return ClaimOutcome("claimed")
-            if previous.state == "uncertain" and not retry_uncertain:
-                return ClaimOutcome("uncertain", previous=previous)
-            if previous.state != "uncertain" and not previous.expired(at):
-                return ClaimOutcome("held", previous=previous)
             conn.execute("UPDATE claims SET owner = ?, state = 'claimed', claimed_at = ?, lease_until = ?, "
                          "sending_at = NULL, detail_json = '{}' WHERE fingerprint = ?", (owner, at, until, key))
             # Only a request that may have gone out needs recovering; one the caller sends again on purpose
@@ -791,10 +817,12 @@ class Store:
     def release(self, key: str, owner: str) -> None:
         """Give up the caller's claim on ``key`` (its outcome is recorded, or nothing was paid)."""
         with self._write(durable=False) as conn:
-            conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
+            if conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner)).rowcount:
+                conn.execute("UPDATE spend SET state = 'released', usd = 0 WHERE fingerprint = ? AND state = "
+                             "'reserved'", (key,))
 
     def finish(self, key: str, owner: str, *, task_id: str | None = None, result: Mapping[str, Any] | None = None,
-               urls: Mapping[str, Any] | None = None) -> None:
+               urls: Mapping[str, Any] | None = None, prompt_head: str | None = None) -> None:
         """Record what the caller's paid request bought under ``key`` (a task id, a kept result, or the URLs of a
         result whose download failed) and release the claim, in one durable transaction."""
         with self._write() as conn:
@@ -810,7 +838,43 @@ class Store:
                 conn.execute("INSERT INTO receipts (fingerprint, result_json, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT (fingerprint) DO UPDATE SET result_json = excluded.result_json, "
                              "urls_json = NULL", (key, dumps(dict(result)), time.time()))
+            conn.execute("UPDATE spend SET state = 'spent', task_id = coalesce(?, task_id) WHERE fingerprint = ? AND "
+                         "state = 'reserved'", (task_id, key))
+            if task_id is not None and prompt_head:
+                conn.execute("UPDATE tasks SET extra_json = json_set(extra_json, '$.prompt_head', ?) "
+                             "WHERE task_id = ?", (prompt_head, task_id))
             conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
+
+    def record_cost(self, task_id: str, usd: float) -> None:
+        """Record what a task actually cost once its provider says (0 when it failed or was refunded)."""
+        with self._write() as conn:
+            conn.execute("UPDATE spend SET usd = ?, state = ? WHERE task_id = ?",
+                         (float(usd), "spent" if usd > 0 else "released", task_id))
+
+    def spend(self, since: float, until: float | None = None) -> dict[str, float]:
+        """USD per provider of the paid units reserved or recorded in ``[since, until)`` (unix seconds): a reserved
+        unit at its reserved price, a released one at 0. Receipts served cost nothing and are not in it."""
+        rows = self._read("SELECT provider, sum(usd) FROM spend WHERE at >= ? AND at < ? AND state != 'released' "
+                          "GROUP BY provider", (since, until if until is not None else math.inf))
+        totals = {"wavespeed": 0.0, "qingbo": 0.0}
+        totals.update({str(provider): round(float(usd or 0.0), 6) for provider, usd in rows})
+        return totals
+
+    def spend_rows(self, since: float, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent paid units since ``since``, newest first, with their local pictures where known."""
+        rows = self._read(
+            "SELECT s.fingerprint, s.provider, s.model, s.usd, s.state, s.at, s.task_id, r.result_json FROM spend s "
+            "LEFT JOIN receipts r ON r.fingerprint = s.fingerprint WHERE s.at >= ? ORDER BY s.at DESC LIMIT ?",
+            (since, int(limit)))
+        listed = []
+        for fingerprint, provider, model, usd, state, at, task_id, result in rows:
+            kept = _json_object(result, fingerprint) or {}
+            paths = [str(p) for p in kept.get("paths") or []]
+            if not paths and task_id:
+                paths = [path for path, _sha in self.pictures(str(task_id))]
+            listed.append({"fingerprint": fingerprint, "provider": provider, "model": model, "usd": float(usd),
+                           "state": state, "at": float(at), "task_id": task_id, "paths": paths})
+        return listed
 
     def expire(self, key: str, owner: str) -> None:
         """End the caller's claim on ``key`` at once but keep its state: a request that may have been charged is
@@ -895,6 +959,13 @@ def _claim(row: Sequence[Any]) -> Claim:
     parsed = _json_object(detail, key) or {}
     return Claim(key, owner, state, float(claimed_at), float(lease_until),
                  None if sending_at is None else float(sending_at), parsed)
+
+
+def _spent(conn: sqlite3.Connection, since: float, key: str) -> float:
+    """What the paid units since ``since`` cost or have reserved, beside ``key``'s own reservation."""
+    row = conn.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE at >= ? AND state != 'released' AND "
+                       "fingerprint != ?", (since, key)).fetchone()
+    return float(row[0] or 0.0)
 
 
 def _task_usable(conn: sqlite3.Connection, task_id: str) -> bool:
