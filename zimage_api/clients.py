@@ -84,10 +84,6 @@ class Clients:
         return self._client("qingbo", None, lambda: QingboClient(
             store=self.store, **self.transport_options(QINGBO)))
 
-    def tasks(self, provider: str) -> Any:
-        """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""
-        return self.qingbo() if provider == "qingbo" else self.v3()
-
     def close(self) -> None:
         """Close every client's connections."""
         with self._lock:

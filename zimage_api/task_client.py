@@ -2,13 +2,13 @@
 a transport, a ledger of their task ids, and the collect of a task's pictures by id.
 
 A client says only what differs: how to wait for its task, where its pictures are, and how its result reads. The
-engine drives both through :class:`TaskProvider`, without branching on the provider.
+engine drives them through their adapters in :mod:`zimage_api.providers`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from .config import Provider
 from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
@@ -20,24 +20,10 @@ from .results import GenerationResult
 from .store.sqlite import Store
 from .validation import check_task_id
 
-__all__ = ["TaskClient", "TaskProvider", "LOCAL_COPY_NOTE"]
+__all__ = ["TaskClient", "LOCAL_COPY_NOTE"]
 
 LOCAL_COPY_NOTE = "served from the local copy; no request was sent"
 EARLY_SHARE = 0.03  # the polling loop starts looking this share of the shortest earlier duration before it
-
-
-class TaskProvider(Protocol):
-    """The shape the engine drives: paid work with an id, collected by that id."""
-
-    transport: Transport
-
-    def submit(self, prompt: str, **options: Any) -> Any: ...
-
-    def get(self, task_id: str, **options: Any) -> Any: ...
-
-    def collect(self, task_id: str, **options: Any) -> GenerationResult: ...
-
-    def try_cancel(self, task: Any, task_id: str) -> bool: ...
 
 
 class TaskClient:

@@ -516,7 +516,7 @@ def _age(seconds: float) -> str:
 def _configured_server(rt: Runtime, provider: str) -> str | None:
     """The base URL configured now for a ledger ``provider`` (``qingbo``/``wavespeed``), None if unreadable."""
     try:
-        return str(rt.task_client("qingbo" if provider == "qingbo" else "wavespeed").transport.base_url)
+        return str((rt.clients.qingbo() if provider == "qingbo" else rt.clients.v3()).transport.base_url)
     except ZImageError:
         return None
 

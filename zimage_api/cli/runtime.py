@@ -210,10 +210,6 @@ class Runtime:
         """The Qingbo client (one per run), recording tasks in the run's ledger."""
         return self.clients.qingbo()
 
-    def task_client(self, provider: str) -> Any:
-        """The client that owns task ids of ``provider`` (``"qingbo"``; anything else is a WaveSpeed v3 id)."""
-        return self.clients.tasks(provider)
-
     def engine(self, on_progress: Callable[[], None] | None = None, *,
                paying: Callable[[str], AbstractContextManager[object]] | None = None,
                on_task_id: Callable[[str, str], None] | None = None) -> Engine:
