@@ -365,7 +365,7 @@ def test_submit_returns_the_accepted_ids_at_once(nodes: ModuleType, emu: Emulato
     assert all(emu.tasks[t].status == "queued" for t in task_ids)
     assert "pre-consumed 15939 quota ($0.031878)" in nodes._Node.context.hooks.all_text()
     first_line = nodes._Node.context.hooks.texts[0][0]
-    assert first_line.startswith("submitting 3 task(s) at about $0.0106 each (about $0.0319)")
+    assert first_line.startswith("submitting 3 task(s) at about $0.010626 each (about $0.0319)")
 
 
 def test_submit_passes_seed_plus_i_and_the_callback(nodes: ModuleType, emu: Emulator) -> None:

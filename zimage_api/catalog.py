@@ -114,13 +114,14 @@ class V3Model:
         return usd(self.usd) if self.usd is not None else f"about {usd(WAVESPEED_USD_PER_PICTURE)} (not published)"
 
 
-def usd(amount: float, places: int | None = None) -> str:
-    """A price as every text writes it: ``$0.01``, ``$0.012``; ``places`` digits after the point for a total
-    (``$0.0425``). Qingbo's $0.010626 is written to three significant digits, ``$0.0106``, unless ``places`` is
-    given."""
+def usd(amount: float, places: int | None = None, *, significant: int | None = None) -> str:
+    """A price as every text writes it: ``$0.01``, ``$0.012``, ``$0.010626``; ``places`` digits after the point for
+    a total (``$0.0425``), or ``significant`` digits for a rounded figure in prose (``$0.0106``)."""
     if places is not None:
         return f"${amount:.{places}f}"
-    return f"${amount:.3g}"
+    if significant is not None:
+        return f"${amount:.{significant}g}"
+    return f"${amount:g}"
 
 
 def _model(path: str, fields: str, required: str, usd: float | None) -> V3Model:

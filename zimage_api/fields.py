@@ -63,7 +63,7 @@ class Field:
 
     ``flag`` is the command line's option (None: none), ``column`` the batch file's column (None: none) with its
     other spellings in ``aliases``; ``routes`` are the routes that take the input, and a batch row that has the
-    column with no provider goes to ``implies``.
+    column with no provider goes to ``implies``. A choice with ``any_case`` is read in any case.
     """
 
     name: str
@@ -83,6 +83,7 @@ class Field:
     aliases: tuple[str, ...] = ()
     routes: tuple[Route, ...] = ROUTES
     implies: Route | None = None
+    any_case: bool = False
 
     def but(self, **changes: Any) -> Field:
         """This field with another default, help or range (one node's variant)."""
@@ -109,7 +110,7 @@ class Field:
     def check(self, value: Any) -> Any:
         """The value within this field's range or choices (a :class:`ValidationError` naming the field)."""
         if self.kind == "COMBO":
-            return check_choice(value, self.name, self.choices)
+            return check_choice(value, self.name, self.choices, case_insensitive=self.any_case)
         if self.kind in ("INT", "FLOAT") and self.low is not None and self.high is not None:
             return check_number(value, self.name, self.low, self.high)
         return value
@@ -210,8 +211,9 @@ ASPECT_RATIO = Field("aspect_ratio", "COMBO", "The picture's shape. 1K makes the
                      "2048.", ASPECT_RATIOS[0], choices=ASPECT_RATIOS, flag="--aspect-ratio",
                      flag_help="picture shape (default: {default})", column="aspect_ratio", routes=("qingbo",))
 RESOLUTION = Field("resolution", "COMBO", "1K: long side 1024 pixels; 2K: long side 2048 pixels.", RESOLUTIONS[0],
-                   choices=RESOLUTIONS, flag="--resolution", flag_help="1K = 1024 px or 2K = 2048 px on the long side "
-                   "(default: {default})", column="resolution", routes=("qingbo",))
+                   choices=RESOLUTIONS, any_case=True, flag="--resolution",
+                   flag_help="1K = 1024 px or 2K = 2048 px on the long side (default: {default})",
+                   column="resolution", routes=("qingbo",))
 PROMPT_EXTEND = Field("prompt_extend", "BOOLEAN", "Let Qingbo rewrite the prompt into a longer one first (costs "
                       "extra).", False, flag="--prompt-extend", flag_help="let Qingbo expand the prompt (adds an "
                       "extra cost that Qingbo does not publish)", column="prompt_extend", routes=("qingbo",))

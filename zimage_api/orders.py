@@ -424,7 +424,7 @@ class QingboTasks:
     def __post_init__(self) -> None:
         check_prompt(self.prompt, limit=QINGBO_PROMPT_LIMIT, provider="Qingbo")
         ASPECT_RATIO.check(self.aspect_ratio)
-        RESOLUTION.check(self.resolution)
+        object.__setattr__(self, "resolution", RESOLUTION.check(self.resolution))
         object.__setattr__(self, "prompt_extend", bool(self.prompt_extend))
         object.__setattr__(self, "count", check_count(self.count))
         if self.seed == RANDOM_SEED and not isinstance(self.seed, bool):

@@ -135,7 +135,7 @@ def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> No
 def _add_fields(parser: argparse.ArgumentParser, fields: Sequence[Field]) -> None:
     """The options of the field table (:mod:`zimage_api.fields`), with the command line's parsers."""
     add_flags(parser, fields, parsers={"seed": _seed, "loras": parse_lora, RESOLUTION.name: str.upper},
-              use_defaults=("count",))
+              use_defaults=("count", "negative_prompt"))
 
 
 def _add_batch_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
