@@ -520,7 +520,7 @@ class QingboTaskSubmit(_Node):
     OUTPUT_TOOLTIPS = ("The accepted task ids, one per line. Connect Qingbo Task Poll, or paste them there later.",)
     DESCRIPTION = ("Queues z-image-turbo tasks at Qingbo and returns as soon as they are accepted, one task id per "
                    "line. Qingbo Task Poll collects the pictures; a task id stays collectable after a timeout or a "
-                   f"restart, without paying again. About {usd(QINGBO_USD_PER_PICTURE, significant=3)} per picture "
+                   f"restart, without paying again. About {usd(QINGBO_USD_PER_PICTURE)} per picture "
                    f"({QUOTA_PER_USD:,} quota = 1 USD); prompt_extend costs extra. The same inputs return the same "
                    "task ids without new tasks: change the seed to re-roll. Keys come from QINGBO_API_KEY (or "
                    "WAVE_API_KEY) or zimage.ini.")
@@ -540,7 +540,7 @@ class QingboTaskSubmit(_Node):
                             count=count, callback_url=callback_url, callback_events=split_events(callback_events))
         extra = " + prompt_extend" if prompt_extend else ""
         run = _Run(self.context, unique_id, order.count, start=f"submitting {order.count} task(s) at about "
-                                                 f"{usd(QINGBO_USD_PER_PICTURE)} each (about "
+                                                 f"{usd(QINGBO_USD_PER_PICTURE, exact=True)} each (about "
                                                  f"{usd(QINGBO_USD_PER_PICTURE * order.count, 4)}{extra})")
         accepted: list[Any] = []
         run.cost = lambda: pre_consumed_text(accepted)
@@ -570,9 +570,10 @@ class QingboTaskPoll(_Node):
                        "JSON: task ids, seeds, size, cost (quota and USD), result URLs and the prompt's hash.")
     DESCRIPTION = ("Waits for Qingbo task ids (linked from Qingbo Task Submit, or pasted, one per line) side by side "
                    "and returns their pictures as one batch. Polling is free and never re-submits: Qingbo bills "
-                   f"about {usd(QINGBO_USD_PER_PICTURE, significant=3)} per finished picture "
-                   f"({QUOTA_PER_USD:,} quota = 1 USD), once. A timeout leaves the tasks running, and polling the same ids again collects them without "
-                   "paying twice. Finished ids are served from a local copy without any request.")
+                   f"about {usd(QINGBO_USD_PER_PICTURE)} per finished picture "
+                   f"({QUOTA_PER_USD:,} quota = 1 USD), once. A timeout leaves the tasks running, and polling the "
+                   "same ids again collects them without paying twice. Finished ids are served from a local copy "
+                   "without any request.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

@@ -114,14 +114,15 @@ class V3Model:
         return usd(self.usd) if self.usd is not None else f"about {usd(WAVESPEED_USD_PER_PICTURE)} (not published)"
 
 
-def usd(amount: float, places: int | None = None, *, significant: int | None = None) -> str:
-    """A price as every text writes it: ``$0.01``, ``$0.012``, ``$0.010626``; ``places`` digits after the point for
-    a total (``$0.0425``), or ``significant`` digits for a rounded figure in prose (``$0.0106``)."""
+def usd(amount: float, places: int | None = None, *, exact: bool = False) -> str:
+    """A price as every text writes it: as many decimals as it needs, two to four ($0.03, $0.005, $0.012, $0.0106);
+    ``places`` decimals for a total ($0.0400); ``exact`` for a billed figure in full ($0.010626)."""
     if places is not None:
         return f"${amount:.{places}f}"
-    if significant is not None:
-        return f"${amount:.{significant}g}"
-    return f"${amount:g}"
+    if exact:
+        return f"${amount:g}"
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text if len(text.partition(".")[2]) >= 2 else f"{amount:.2f}")
 
 
 def _model(path: str, fields: str, required: str, usd: float | None) -> V3Model:

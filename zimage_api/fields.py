@@ -341,9 +341,8 @@ def add_flags(parser: argparse.ArgumentParser, fields: Iterable[Field], *,
         if f.kind == "BOOLEAN":
             parser.add_argument(f.flag, action="store_true", help=help_text)
         elif f.kind == "COMBO":
-            kind = parsers.get(f.name)
             parser.add_argument(f.flag, choices=f.choices, default=default, help=help_text,
-                                **({"type": kind} if kind else {}))
+                                type=parsers.get(f.name, str))
         elif f.name == "loras":
             parser.add_argument(f.flag, metavar=f.metavar, type=parsers["loras"], action="append", default=None,
                                 help=help_text)

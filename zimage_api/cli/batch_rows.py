@@ -505,7 +505,8 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
             extended = sum(1 for job in rows if job.params.get("prompt_extend"))
             note = (f"; {extended} with prompt_extend, which adds an extra cost that Qingbo does not publish"
                     if extended else "")
-            to_stdout(f"  {provider:<17} {count:<13} ~{usd(cost, 4)} (about {usd(QINGBO_USD_PER_IMAGE)} each, "
+            each = usd(QINGBO_USD_PER_IMAGE, exact=True)
+            to_stdout(f"  {provider:<17} {count:<13} ~{usd(cost, 4)} (about {each} each, "
                       f"{QINGBO_QUOTA_PER_PICTURE:,} quota{note})")
         else:
             to_stdout(f"  {provider:<17} {count:<13} ~{usd(cost, 4)}")

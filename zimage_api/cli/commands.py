@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension
+from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension, usd
 from ..config import QINGBO, WAVESPEED
 from ..engine import RunCancelled
 from ..errors import ImageDecodeError, InvalidTaskIdError, ValidationError, ZImageError
@@ -36,7 +36,7 @@ from ..orders import (
 )
 from ..parallel import JobOutcome
 from ..results import GenerationResult
-from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes, usd
+from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes
 from ..validation import check_server_task_id
 from .runtime import (
     PROG,
@@ -330,8 +330,8 @@ def _count(n: int, noun: str) -> str:
 
 def paid_line(order: PictureOrder, outcomes: Sequence[JobOutcome[GenerationResult]],
               earlier: Collection[int] = ()) -> str | None:
-    """What a picture command paid: "paid $0.012 for 1 picture", "served from the local receipt, nothing charged",
-    "paid about $0.02 for 2 pictures; 1 served from local receipts, nothing charged". None when nothing came.
+    """What a picture command paid: "paid $X for 1 picture", "served from the local receipt, nothing charged",
+    "paid about $Y for 2 pictures; 1 served from local receipts, nothing charged". None when nothing came.
 
     The price is the catalog's (``order.price``); "about" when it is not published.
     """
@@ -449,7 +449,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
 
 
 def submit_paid_line(bought: int, earlier: int) -> str | None:
-    """What ``submit`` paid: "paid $0.0106 for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
+    """What ``submit`` paid: "paid $X for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
     or both."""
     parts: list[str] = []
     if bought:

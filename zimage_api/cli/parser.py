@@ -92,7 +92,8 @@ def _command(sub: Any, name: str, parents: list[argparse.ArgumentParser], *, sum
 
 
 # The figures come from the catalog; the line breaks are the help text's own.
-_PRICES = (f"prices: Qingbo about {usd(QINGBO_USD_PER_PICTURE)} per picture ({QINGBO_QUOTA_PER_PICTURE:,} quota); "
+_QINGBO_PRICE = usd(QINGBO_USD_PER_PICTURE, exact=True)
+_PRICES = (f"prices: Qingbo about {_QINGBO_PRICE} per picture ({QINGBO_QUOTA_PER_PICTURE:,} quota); "
            "prompt_extend adds an extra cost that Qingbo does not\npublish (not in the estimate). WaveSpeed Z-Image "
            f"about {usd(WAVESPEED_USD_PER_PICTURE)} (an estimate).")
 
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wavespeed_options(edit, edit=True)
 
     submit = _command(sub, "submit", [verbose], summary="create Qingbo z-image-turbo tasks and print their ids",
-                      description=f"Create Qingbo tasks (z-image-turbo, about {usd(QINGBO_USD_PER_PICTURE)} per "
+                      description=f"Create Qingbo tasks (z-image-turbo, about {_QINGBO_PRICE} per "
                                   "picture) and print one task id per line, without waiting. Collect them with `poll`.",
                       examples=['submit "a lighthouse at dusk, oil painting" --aspect-ratio 16:9 --resolution 2K',
                                 f'submit "a lighthouse" --count 3 --seed 100 > ids.txt && {PROG} poll - --out '
