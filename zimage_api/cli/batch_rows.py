@@ -64,7 +64,7 @@ from .runtime import UsageError, one_line, to_stdout
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
            "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
 
-# What Qingbo bills per picture: 5,313 quota at 500,000 quota per USD. prompt_extend costs extra, by an amount
+# What Qingbo bills per picture (its quota per picture at its quota per USD). prompt_extend costs extra, by an amount
 # Qingbo does not publish, so no figure is invented for it.
 QINGBO_USD_PER_IMAGE = QINGBO_USD_PER_PICTURE
 WAVESPEED_USD_PER_IMAGE_ESTIMATE = WAVESPEED_USD_PER_PICTURE
