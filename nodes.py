@@ -33,10 +33,11 @@ from .zimage_api.catalog import (
     QUOTA_PER_USD,
     V3_MODELS,
     WAVESPEED_USD_PER_PICTURE,
+    Api,
     usd,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
-from .zimage_api.fields import node_inputs, qingbo_seed
+from .zimage_api.fields import OUTPUT_FORMAT, RESPONSE_FORMAT, node_inputs, qingbo_seed
 from .zimage_api.logs import logger as log
 from .zimage_api.orders import (
     MAX_PICTURES,
@@ -381,10 +382,10 @@ class ZImageGenerate(_WaveSpeedNode):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {**node_inputs("ZImageGenerate"), "hidden": dict(_HIDDEN)}
 
-    def _generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
-                  height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
-                  timeout: int = DEFAULT_TIMEOUT, loras: Sequence[Lora] | None = None,
-                  unique_id: str | None = None) -> tuple[Any, str]:
+    def _generate(self, prompt: str, negative_prompt: str, model: str, api: Api, guidance_scale: float, width: int,
+                  height: int, seed: int, count: int, response_format: str = RESPONSE_FORMAT.default,
+                  output_format: str = OUTPUT_FORMAT.default, timeout: int = DEFAULT_TIMEOUT,
+                  loras: Sequence[Lora] | None = None, unique_id: str | None = None) -> tuple[Any, str]:
         order = TextToImage(prompt=prompt, negative_prompt=negative_prompt, model=model, api=api,
                             guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
                             response_format=response_format, output_format=output_format,
@@ -412,9 +413,10 @@ class ZImageEdit(_WaveSpeedNode):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {**node_inputs("ZImageEdit"), "hidden": dict(_HIDDEN)}
 
-    def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
+    def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: Api, strength: float,
               guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
-              response_format: str = "b64_json", output_format: str = "png", timeout: int = DEFAULT_TIMEOUT,
+              response_format: str = RESPONSE_FORMAT.default, output_format: str = OUTPUT_FORMAT.default,
+              timeout: int = DEFAULT_TIMEOUT,
               loras: Sequence[Lora] | None = None, unique_id: str | None = None) -> tuple[Any, str]:
         checked = check_loras(loras)  # refused before the references are encoded
         order = Edit(references=_references(image), prompt=prompt, negative_prompt=negative_prompt, model=model,

@@ -21,6 +21,7 @@ from .catalog import (
     SEED_MAX,
     WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
+    Api,
     V3Model,
     usd,
     v3_model_for,
@@ -202,7 +203,7 @@ class TextToImage:
     prompt: str
     negative_prompt: str = ""
     model: str = MODEL.default
-    api: str = API.default
+    api: Api = API.default
     guidance_scale: float = GUIDANCE.default
     width: int = WIDTH.default
     height: int = HEIGHT.default
@@ -348,7 +349,7 @@ class Inpaint(Edit):
 
     pictures: tuple[MaskedReference, ...] = field(default=())
     model: str = "Z-Image-Turbo"
-    api: str = "v3"
+    api: Api = "v3"
 
     kind = "inpaint"
 
@@ -381,7 +382,7 @@ class ControlNet(Edit):
     mode: str = MODE.default
     strength: float = CONTROL_STRENGTH.default
     model: str = "Z-Image-Turbo"
-    api: str = "v3"
+    api: Api = "v3"
 
     kind = "controlnet"
 

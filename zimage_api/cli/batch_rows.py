@@ -421,7 +421,7 @@ def params_digest(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespeed-images",
+def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = ROUTES[0],
               response_format: str | None = None, output_format: str | None = None) -> list[Job]:
     """Every row as a :class:`Job`; invalid rows carry ``error`` (a sentence) instead of raising."""
     jobs: list[Job] = []
