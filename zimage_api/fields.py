@@ -299,12 +299,12 @@ def node_inputs(node: str) -> dict[str, dict[str, tuple[Any, dict[str, Any]]]]:
     return {section: {f.name: f.widget() for f in fields} for section, fields in NODE_INPUTS[node].items()}
 
 
-def qingbo_seed(seed: object, *, zero_means_random: bool) -> int | None:
+def qingbo_seed(seed: int, *, zero_means_random: bool) -> int | None:
     """The seed Qingbo Task Submit sends: None (random: no seed is sent) for -1, and for 0 while
     ``zero_means_random`` (the meaning of 0 in workflows saved before that input existed); else the seed itself."""
     if seed == RANDOM_SEED or (seed == 0 and zero_means_random):
         return None
-    return seed  # type: ignore[return-value]  # checked by the order
+    return seed  # checked by the order
 
 
 # -- the command line -------------------------------------------------------------------------------------------------

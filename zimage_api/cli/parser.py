@@ -15,11 +15,13 @@ from ..catalog import (
     QINGBO_PROMPT_LIMIT,
     QINGBO_QUOTA_PER_PICTURE,
     QINGBO_USD_PER_PICTURE,
+    ROUTES,
     WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
     usd,
 )
 from ..fields import BATCH_FLAGS, COMMAND_FLAGS, RESOLUTION, Field, add_flags
+from .batch_rows import FIELDS as BATCH_FIELDS
 from .runtime import EXIT_USAGE, PROG
 
 __all__ = ["build_parser", "in_flag_terms", "FLAGS"]
@@ -142,11 +144,11 @@ def _add_fields(parser: argparse.ArgumentParser, fields: Sequence[Field]) -> Non
 def _add_batch_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = _command(
         sub, "batch", parents, summary="run many jobs from a JSON-lines or CSV file (resumable)",
-        description="Run one job per row of FILE (JSON lines or CSV with a header). Fields: prompt, "
-                    "negative_prompt, width and height (or size 1024x768), seed, provider (wavespeed-images "
-                    "(default), wavespeed-v3, qingbo), reference (a picture path, relative to FILE's folder: makes "
-                    "the row an edit), cfg, strength, aspect_ratio, resolution, prompt_extend, model, "
-                    "response_format, output_format; id/name/notes are kept in the manifest. Every row is checked "
+        description="Run one job per row of FILE (JSON lines or CSV with a header). Fields: "
+                    f"{', '.join(BATCH_FIELDS)}. The provider is one of {', '.join(ROUTES)} (default "
+                    f"{ROUTES[0]}); size is WIDTHxHEIGHT; reference, mask and control are picture paths, relative "
+                    "to FILE's folder (a reference makes the row an edit); id/name/notes are kept in the manifest. "
+                    "Every row is checked "
                     "before anything is sent. --out gets the pictures and manifest.jsonl (parameters, prompt "
                     "hash, seed, task id, cost, paths and status per row). Running the same command again "
                     "resumes: done rows are skipped, and submitted tasks are collected, never paid twice.",
