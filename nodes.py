@@ -27,18 +27,17 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from .zimage_api.cancel import CancelToken
 from .zimage_api.catalog import (
-    APIS,
-    CONTROL_MODES,
+    DEFAULT_TIMEOUT,
     LORA_MAX,
-    LORA_SCALE_MAX,
-    MODELS,
     QINGBO_USD_PER_PICTURE,
-    RESPONSE_FORMATS,
-    SEED_MAX,
+    QUOTA_PER_USD,
     V3_MODELS,
-    V3_OUTPUT_FORMATS,
+    WAVESPEED_USD_PER_PICTURE,
+    Api,
+    usd,
 )
 from .zimage_api.errors import TaskCancelledError, ValidationError
+from .zimage_api.fields import OUTPUT_FORMAT, RESPONSE_FORMAT, node_inputs, qingbo_seed
 from .zimage_api.logs import logger as log
 from .zimage_api.orders import (
     MAX_PICTURES,
@@ -56,14 +55,7 @@ from .zimage_api.parallel import JobOutcome, first_error
 from .zimage_api.progress import BatchProgress
 from .zimage_api.results import GenerationResult
 from .zimage_api.summary import cost_text, info_json, order_notes, pre_consumed_text, price_text
-from .zimage_api.validation import (
-    ASPECT_RATIOS,
-    QINGBO_PROMPT_LIMIT,
-    RESOLUTIONS,
-    check_task_id,
-    check_timeout,
-    split_task_ids,
-)
+from .zimage_api.validation import check_task_id, check_timeout, split_task_ids
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "ComfyHooks", "NodeContext"]
 
@@ -71,10 +63,6 @@ T = TypeVar("T")
 
 CATEGORY = "Z-Image"
 MAX_EDIT_PICTURES = MAX_PICTURES
-DEFAULT_PROMPT = ("Editorial-style product photo of a ceramic mug on a linen table, soft morning light. 35mm look, "
-                  "neutral color grading, no text, uncluttered background.")
-DEFAULT_INPAINT_PROMPT = "A small potted plant on the table, soft morning light, matching the rest of the photo."
-DEFAULT_NEGATIVE = "no text, no watermark, no extra hands, no extra limbs, no logo, no signature, no border"
 
 
 
@@ -358,35 +346,6 @@ def _node_function(work: Callable[..., T]) -> Callable[..., Any]:
 # -- widgets ----------------------------------------------------------------------------------------------------------
 
 
-def _prompt_input(default: str, tooltip: str) -> tuple[str, dict[str, Any]]:
-    return ("STRING", {"multiline": True, "default": default, "tooltip": tooltip})
-
-
-def _seed_input(tooltip: str) -> tuple[str, dict[str, Any]]:
-    return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": tooltip})
-
-
-_MODEL = (list(MODELS), {"default": "Z-Image-Base", "tooltip": "Z-Image-Base follows CFG and the negative prompt. "
-                   "Z-Image-Turbo is distilled to 8 steps: faster, but CFG and the negative prompt have no effect."})
-_API = (list(APIS), {"default": "v1/images",
-                     "tooltip": "v1/images: WaveSpeed's OpenAI-style API (sizes 256-2048, answers "
-               "at once). v3: WaveSpeed's native prediction API (sizes 256-1536, polled with progress, no CFG)."})
-_RESPONSE_FORMAT = (list(RESPONSE_FORMATS), {"default": "b64_json",
-                                             "tooltip": "How the pictures come back: inline base64, "
-                                       "or short-lived URLs that are downloaded at once. The result is the same."})
-_OUTPUT_FORMAT = (list(V3_OUTPUT_FORMATS), {"default": "png",
-                                            "tooltip": "The file format WaveSpeed encodes (v3 api only; "
-                                   "v1/images always returns PNG)."})
-_TIMEOUT = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
-                    "tooltip": "Seconds to wait for the pictures, retries included. v1/images: the request. v3: "
-                    "upload, submit and polling; a prediction still running then is kept, and queueing again "
-                    "collects it."})
-_TIMEOUT_V3 = ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
-                       "tooltip": "Seconds to wait for the pictures, retries included: upload, submit and polling. "
-                       "A prediction still running then keeps running; queue again to collect it without paying "
-                       "twice."})
-_LORAS_INPUT = ("ZIMAGE_LORAS", {"tooltip": "LoRAs from Z-Image LoRA nodes (v3 api only): with them the -lora model "
-                                 "of the chosen model runs."})
 _HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 
@@ -414,46 +373,19 @@ class ZImageGenerate(_WaveSpeedNode):
     OUTPUT_TOOLTIPS = ("The pictures as one batch, in order of their seeds.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
     DESCRIPTION = ("Text to image with Z-Image at WaveSpeed, over the OpenAI-style /v1/images API or the native v3 "
-                   "API. About $0.01 per picture: a count of N makes N paid requests side by side; picture i uses "
-                   "seed + i, so every picture can be reproduced alone. The same inputs are served from ComfyUI's "
-                   "cache or the pack's local receipts without a new request: change the seed to re-roll. Keys come "
-                   "from WAVESPEED_API_KEY or zimage.ini.")
+                   f"API. About {usd(WAVESPEED_USD_PER_PICTURE)} per picture: a count of N makes N paid requests side "
+                   "by side; picture i uses seed + i, so every picture can be reproduced alone. The same inputs are "
+                   "served from ComfyUI's cache or the pack's local receipts without a new request: change the seed "
+                   "to re-roll. Keys come from WAVESPEED_API_KEY or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "prompt": _prompt_input(DEFAULT_PROMPT, "What to picture. Say subject, setting, light and style."),
-                "negative_prompt": _prompt_input(DEFAULT_NEGATIVE, "What to keep out of the picture "
-                                                 "(Z-Image-Base only)."),
-                "model": _MODEL,
-                "api": _API,
-                "guidance_scale": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 20.0, "step": 0.1,
-                                             "tooltip": "CFG: how strictly the prompt is followed. 7-8 is "
-                                                        "dependable, 9+ gets brittle. Not sent with the v3 api; "
-                                                        "no effect on Z-Image-Turbo."}),
-                "width": ("INT", {"default": 1024, "min": 256, "max": 2048, "step": 16,
-                                  "tooltip": "Picture width in pixels: 256-2048 with v1/images, 256-1536 with v3."}),
-                "height": ("INT", {"default": 1024, "min": 256, "max": 2048, "step": 16,
-                                   "tooltip": "Picture height in pixels: 256-2048 with v1/images, 256-1536 with v3."}),
-                "seed": _seed_input("The seed of the first picture; picture i of the count uses seed + i. "
-                                    "A new seed is the deliberate re-roll."),
-                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
-                                  "tooltip": "How many pictures (one paid request each, up to 4 at a time)."}),
-            },
-            "optional": {
-                "response_format": _RESPONSE_FORMAT,
-                "output_format": _OUTPUT_FORMAT,
-                "timeout": _TIMEOUT,
-                "loras": _LORAS_INPUT,
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("ZImageGenerate"), "hidden": dict(_HIDDEN)}
 
-    def _generate(self, prompt: str, negative_prompt: str, model: str, api: str, guidance_scale: float, width: int,
-                  height: int, seed: int, count: int, response_format: str = "b64_json", output_format: str = "png",
-                  timeout: int = 120, loras: Sequence[Lora] | None = None,
-                  unique_id: str | None = None) -> tuple[Any, str]:
+    def _generate(self, prompt: str, negative_prompt: str, model: str, api: Api, guidance_scale: float, width: int,
+                  height: int, seed: int, count: int, response_format: str = RESPONSE_FORMAT.default,
+                  output_format: str = OUTPUT_FORMAT.default, timeout: int = DEFAULT_TIMEOUT,
+                  loras: Sequence[Lora] | None = None, unique_id: str | None = None) -> tuple[Any, str]:
         order = TextToImage(prompt=prompt, negative_prompt=negative_prompt, model=model, api=api,
                             guidance_scale=guidance_scale, width=width, height=height, seed=seed, count=count,
                             response_format=response_format, output_format=output_format,
@@ -469,55 +401,22 @@ class ZImageEdit(_WaveSpeedNode):
     FUNCTION = "edit"
     OUTPUT_TOOLTIPS = ("The edited pictures as one batch: for each reference in turn, its count of pictures.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
-    DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). About $0.01 "
-                   "per picture: references x count paid requests. Each reference is resized to at most 1024 pixels "
-                   "on the long side before upload (with the v3 api it is uploaded first, then referenced by URL). "
-                   "The output keeps the reference's size unless width and height are set. Picture i of each "
-                   "reference uses seed + i. The same inputs are served from ComfyUI's cache or the pack's local "
-                   "receipts without a new request: change the seed to re-roll. Keys come from WAVESPEED_API_KEY or "
-                   "zimage.ini.")
+    DESCRIPTION = ("Edits each picture of the input batch with Z-Image at WaveSpeed (image to image). About "
+                   f"{usd(WAVESPEED_USD_PER_PICTURE)} per picture: references x count paid requests. Each reference "
+                   "is resized to at most 1024 pixels on the long side before upload (with the v3 api it is uploaded "
+                   "first, then referenced by URL). The output keeps the reference's size unless width and height "
+                   "are set. Picture i of each reference uses seed + i. The same inputs are served from ComfyUI's "
+                   "cache or the pack's local receipts without a new request: change the seed to re-roll. Keys come "
+                   "from WAVESPEED_API_KEY or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        size_tip = ("Output {} in pixels; 0 = the reference's size, fitted to the api's limits (256-2048 for "
-                    "v1/images, 256-1536 for v3) and rounded to a multiple of 16.")
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": "The reference picture(s). Every picture of the batch is edited."}),
-                "prompt": _prompt_input(DEFAULT_PROMPT, "What the edited picture should show."),
-                "negative_prompt": _prompt_input(DEFAULT_NEGATIVE, "What to keep out of the picture "
-                                                 "(Z-Image-Base only)."),
-                "model": _MODEL,
-                "api": _API,
-                "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                       "tooltip": "How closely to follow the reference, the same on both apis: "
-                                                  "0.25-0.35 a light touch (keeps palette and mood), 0.45-0.6 solid "
-                                                  "adherence (composition stays close), 0.7+ a near copy. "
-                                                  "v1/images gets this value; v3, which takes the denoise, gets "
-                                                  "1 - strength."}),
-                "guidance_scale": ("FLOAT", {"default": 6.5, "min": 0.0, "max": 20.0, "step": 0.1,
-                                             "tooltip": "CFG: 6-7 works best with a reference. Not sent with the "
-                                                        "v3 api; no effect on Z-Image-Turbo."}),
-                "seed": _seed_input("The seed of each reference's first picture; picture i uses seed + i."),
-                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
-                                  "tooltip": "How many pictures per reference picture (one paid request each)."}),
-            },
-            "optional": {
-                "width": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
-                                  "tooltip": size_tip.format("width")}),
-                "height": ("INT", {"default": 0, "min": 0, "max": 2048, "step": 16,
-                                   "tooltip": size_tip.format("height")}),
-                "response_format": _RESPONSE_FORMAT,
-                "output_format": _OUTPUT_FORMAT,
-                "timeout": _TIMEOUT,
-                "loras": _LORAS_INPUT,
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("ZImageEdit"), "hidden": dict(_HIDDEN)}
 
-    def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: str, strength: float,
+    def _edit(self, image: Any, prompt: str, negative_prompt: str, model: str, api: Api, strength: float,
               guidance_scale: float, seed: int, count: int, width: int = 0, height: int = 0,
-              response_format: str = "b64_json", output_format: str = "png", timeout: int = 120,
+              response_format: str = RESPONSE_FORMAT.default, output_format: str = OUTPUT_FORMAT.default,
+              timeout: int = DEFAULT_TIMEOUT,
               loras: Sequence[Lora] | None = None, unique_id: str | None = None) -> tuple[Any, str]:
         checked = check_loras(loras)  # refused before the references are encoded
         order = Edit(references=_references(image), prompt=prompt, negative_prompt=negative_prompt, model=model,
@@ -546,20 +445,7 @@ class ZImageLoRA(_Node):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "path": ("STRING", {"default": "", "tooltip": "A Hugging Face repo id (owner/name) or an https URL "
-                                    "of a .safetensors file."}),
-                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": LORA_SCALE_MAX, "step": 0.05,
-                                    "tooltip": f"How strongly the LoRA acts, 0-{LORA_SCALE_MAX:g} (1 = as "
-                                               "trained)."}),
-            },
-            "optional": {
-                "loras": ("ZIMAGE_LORAS", {"tooltip": "An earlier Z-Image LoRA to chain from (this one comes "
-                                           "after it)."}),
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("ZImageLoRA"), "hidden": dict(_HIDDEN)}
 
     def _chain(self, path: str, scale: float, loras: Sequence[Lora] | None = None,
                unique_id: str | None = None) -> tuple[tuple[Lora, ...]]:
@@ -575,32 +461,19 @@ class ZImageInpaint(_WaveSpeedNode):
     OUTPUT_TOOLTIPS = ("The inpainted pictures as one batch: for each picture and mask in turn, its count.",
                        "JSON: provider, model, seeds, size, task ids, result URLs and the prompt's hash (no key).")
     DESCRIPTION = ("Repaints the painted part of each picture with Z-Image-Turbo at WaveSpeed "
-                   f"(wavespeed-ai/z-image/turbo-inpaint, ${V3_MODELS['wavespeed-ai/z-image/turbo-inpaint'].usd:g} "
-                   "per picture). The MASK is 1 where you painted (the mask editor, or LoadImage's transparent "
-                   "part): that part is repainted, the rest is kept. One mask serves every picture of the batch, or "
-                   "each picture gets its own; a mask of another size is scaled to its picture. The picture is "
-                   "resized to at most 1024 pixels on the long side for upload, and the mask goes up at exactly "
-                   "that size, white where painted. Keys come from WAVESPEED_API_KEY or zimage.ini.")
+                   "(wavespeed-ai/z-image/turbo-inpaint, "
+                   f"{V3_MODELS['wavespeed-ai/z-image/turbo-inpaint'].price_text} per picture). The MASK is 1 where "
+                   "you painted (the mask editor, or LoadImage's transparent part): that part is repainted, the rest "
+                   "is kept. One mask serves every picture of the batch, or each picture gets its own; a mask of "
+                   "another size is scaled to its picture. The picture is resized to at most 1024 pixels on the long "
+                   "side for upload, and the mask goes up at exactly that size, white where painted. Keys come from "
+                   "WAVESPEED_API_KEY or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": "The picture(s) to inpaint."}),
-                "mask": ("MASK", {"tooltip": "Where to repaint: 1 (painted) is repainted, 0 is kept. Paint it in "
-                                  "the mask editor of LoadImage, or use its alpha."}),
-                "prompt": _prompt_input(DEFAULT_INPAINT_PROMPT, "What the painted part should show."),
-                "seed": _seed_input("The seed of each picture's first result; result i uses seed + i."),
-                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
-                                  "tooltip": "How many results per picture (one paid request each)."}),
-            },
-            "optional": {
-                "timeout": _TIMEOUT_V3,
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("ZImageInpaint"), "hidden": dict(_HIDDEN)}
 
-    def _inpaint(self, image: Any, mask: Any, prompt: str, seed: int, count: int, timeout: int = 120,
+    def _inpaint(self, image: Any, mask: Any, prompt: str, seed: int, count: int, timeout: int = DEFAULT_TIMEOUT,
                  unique_id: str | None = None) -> tuple[Any, str]:
         order = Inpaint(pictures=_masked(image, mask), prompt=prompt, seed=seed, count=count,
                         timeout=check_timeout(timeout))
@@ -618,44 +491,18 @@ class ZImageControlNet(_WaveSpeedNode):
                        "JSON: provider, model, mode, strength, seeds, size, task ids and the prompt's hash (no key).")
     DESCRIPTION = ("Makes pictures with Z-Image-Turbo at WaveSpeed that follow a control image "
                    "(wavespeed-ai/z-image-turbo/controlnet, "
-                   f"${V3_MODELS['wavespeed-ai/z-image-turbo/controlnet'].usd:g} per picture). With depth, canny or "
-                   "pose WaveSpeed turns the control image into that map "
-                   "itself; with none the image already is a map, made by a local preprocessor node such as core's "
-                   "Canny. The control image is resized to at most 1024 pixels on the long side for upload. Keys "
-                   "come from WAVESPEED_API_KEY or zimage.ini.")
+                   f"{V3_MODELS['wavespeed-ai/z-image-turbo/controlnet'].price_text} per picture). With depth, canny "
+                   "or pose WaveSpeed turns the control image into that map itself; with none the image already is a "
+                   "map, made by a local preprocessor node such as core's Canny. The control image is resized to at "
+                   "most 1024 pixels on the long side for upload. Keys come from WAVESPEED_API_KEY or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        size_tip = ("Output {} in pixels; 0 = the control image's size, fitted to 256-1536 and rounded to a "
-                    "multiple of 16.")
-        return {
-            "required": {
-                "control_image": ("IMAGE", {"tooltip": "The control source: a photo for depth/canny/pose, or a "
-                                            "ready control map for none. Every picture of the batch is used."}),
-                "mode": (list(CONTROL_MODES), {"default": "depth", "tooltip": "depth, canny, pose: WaveSpeed makes "
-                                               "that map from the control image. none: the control image already "
-                                               "is a map made by a local preprocessor node (core's Canny, for "
-                                               "example)."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                       "tooltip": "How strictly the control is followed: 1 strictly, lower gives "
-                                                  "the prompt more room. Sent as it is."}),
-                "prompt": _prompt_input(DEFAULT_PROMPT, "What to picture, in the shape of the control."),
-                "width": ("INT", {"default": 0, "min": 0, "max": 1536, "step": 16,
-                                  "tooltip": size_tip.format("width")}),
-                "height": ("INT", {"default": 0, "min": 0, "max": 1536, "step": 16,
-                                   "tooltip": size_tip.format("height")}),
-                "seed": _seed_input("The seed of each control image's first picture; picture i uses seed + i."),
-                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
-                                  "tooltip": "How many pictures per control image (one paid request each)."}),
-            },
-            "optional": {
-                "timeout": _TIMEOUT_V3,
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("ZImageControlNet"), "hidden": dict(_HIDDEN)}
 
     def _control(self, control_image: Any, mode: str, strength: float, prompt: str, width: int, height: int,
-                 seed: int, count: int, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+                 seed: int, count: int, timeout: int = DEFAULT_TIMEOUT,
+                 unique_id: str | None = None) -> tuple[Any, str]:
         order = ControlNet(references=_references(control_image), prompt=prompt, mode=mode, strength=strength,
                            width=int(width or 0), height=int(height or 0), seed=seed, count=count,
                            timeout=check_timeout(timeout))
@@ -675,47 +522,28 @@ class QingboTaskSubmit(_Node):
     OUTPUT_TOOLTIPS = ("The accepted task ids, one per line. Connect Qingbo Task Poll, or paste them there later.",)
     DESCRIPTION = ("Queues z-image-turbo tasks at Qingbo and returns as soon as they are accepted, one task id per "
                    "line. Qingbo Task Poll collects the pictures; a task id stays collectable after a timeout or a "
-                   "restart, without paying again. About $0.0106 per picture (500,000 quota = 1 USD); "
-                   "prompt_extend costs extra. The same inputs return the same task ids without new tasks: change "
-                   "the seed to re-roll. Keys come from QINGBO_API_KEY (or WAVE_API_KEY) or zimage.ini.")
+                   f"restart, without paying again. About {usd(QINGBO_USD_PER_PICTURE)} per picture "
+                   f"({QUOTA_PER_USD:,} quota = 1 USD); prompt_extend costs extra. The same inputs return the same "
+                   "task ids without new tasks: change the seed to re-roll. Keys come from QINGBO_API_KEY (or "
+                   "WAVE_API_KEY) or zimage.ini.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "prompt": _prompt_input(DEFAULT_PROMPT, f"What to picture; at most {QINGBO_PROMPT_LIMIT} "
-                                        "characters (checked before anything is sent)."),
-                "aspect_ratio": (list(ASPECT_RATIOS), {"default": "1:1", "tooltip": "The picture's shape. 1K makes "
-                                                       "the long side 1024 pixels, 2K makes it 2048."}),
-                "resolution": (list(RESOLUTIONS), {"default": "1K", "tooltip": "1K: long side 1024 pixels; 2K: "
-                                                   "long side 2048 pixels."}),
-                "prompt_extend": ("BOOLEAN", {"default": False, "tooltip": "Let Qingbo rewrite the prompt into a "
-                                              "longer one first (costs extra)."}),
-                "seed": _seed_input("0 = random (no seed is sent). Otherwise task i of the count uses seed + i."),
-                "count": ("INT", {"default": 1, "min": 1, "max": 8, "step": 1,
-                                  "tooltip": "How many tasks to queue (one picture and one charge each)."}),
-            },
-            "optional": {
-                "callback_url": ("STRING", {"default": "", "tooltip": "Advanced, for server deployments: a URL "
-                                            "where Qingbo posts task events. Leave empty in a desktop ComfyUI."}),
-                "callback_events": ("STRING", {"default": "", "tooltip": "Advanced: comma-separated event names for "
-                                               "callback_url. Sent only when set."}),
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("QingboTaskSubmit"), "hidden": dict(_HIDDEN)}
 
     def _submit(self, prompt: str, aspect_ratio: str, resolution: str, prompt_extend: bool, seed: int, count: int,
-                callback_url: str = "", callback_events: str = "", unique_id: str | None = None) -> tuple[str]:
+                callback_url: str = "", callback_events: str = "", seed_zero_means_random: bool = True,
+                unique_id: str | None = None) -> tuple[str]:
         from .zimage_api.engine import submit_error
-        from .zimage_api.validation import check_seed_range
 
         order = QingboTasks(prompt=prompt, aspect_ratio=aspect_ratio, resolution=resolution,
-                            prompt_extend=prompt_extend, seed=None if check_seed_range(seed) == 0 else seed,
+                            prompt_extend=prompt_extend,
+                            seed=qingbo_seed(seed, zero_means_random=seed_zero_means_random),
                             count=count, callback_url=callback_url, callback_events=split_events(callback_events))
         extra = " + prompt_extend" if prompt_extend else ""
         run = _Run(self.context, unique_id, order.count, start=f"submitting {order.count} task(s) at about "
-                                                 f"${QINGBO_USD_PER_PICTURE} each (about "
-                                                 f"${QINGBO_USD_PER_PICTURE * order.count:.4f}{extra})")
+                                                 f"{usd(QINGBO_USD_PER_PICTURE, exact=True)} each (about "
+                                                 f"{usd(QINGBO_USD_PER_PICTURE * order.count, 4)}{extra})")
         accepted: list[Any] = []
         run.cost = lambda: pre_consumed_text(accepted)
         outcomes = run.drive(lambda engine: engine.submit(order))
@@ -744,25 +572,16 @@ class QingboTaskPoll(_Node):
                        "JSON: task ids, seeds, size, cost (quota and USD), result URLs and the prompt's hash.")
     DESCRIPTION = ("Waits for Qingbo task ids (linked from Qingbo Task Submit, or pasted, one per line) side by side "
                    "and returns their pictures as one batch. Polling is free and never re-submits: Qingbo bills "
-                   "about $0.0106 per finished picture (500,000 quota = 1 USD), once. A timeout leaves the tasks "
-                   "running, and polling the same ids again collects them without paying twice. Finished ids are "
-                   "served from a local copy without any request.")
+                   f"about {usd(QINGBO_USD_PER_PICTURE)} per finished picture "
+                   f"({QUOTA_PER_USD:,} quota = 1 USD), once. A timeout leaves the tasks running, and polling the "
+                   "same ids again collects them without paying twice. Finished ids are served from a local copy "
+                   "without any request.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "task_id": ("STRING", {"multiline": True, "default": "",
-                                       "tooltip": "Task ids from Qingbo Task Submit: link its output, or paste ids "
-                                                  "(one per line) to recover earlier results."}),
-                "timeout": ("INT", {"default": 120, "min": 10, "max": 900, "step": 1,
-                                    "tooltip": "Seconds to wait for all tasks. On timeout the tasks keep running; "
-                                               "queue again to collect them."}),
-            },
-            "hidden": dict(_HIDDEN),
-        }
+        return {**node_inputs("QingboTaskPoll"), "hidden": dict(_HIDDEN)}
 
-    def _poll(self, task_id: str, timeout: int = 120, unique_id: str | None = None) -> tuple[Any, str]:
+    def _poll(self, task_id: str, timeout: int = DEFAULT_TIMEOUT, unique_id: str | None = None) -> tuple[Any, str]:
         from .zimage_api.engine import collect_error
 
         ids = [check_task_id(t, provider="Qingbo") for t in split_task_ids(task_id if isinstance(task_id, str) else "")]

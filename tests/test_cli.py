@@ -401,8 +401,8 @@ def test_batch_reports_bad_rows_with_their_numbers_and_sends_nothing(cli, emu, t
             "error: row 5 (line 7): The width 2048 and the height 2048 are outside 256-1536 pixels, the range of "
             "WaveSpeed v3; choose provider wavespeed-images for sizes up to 2048.",
             "error: row 6 (line 8): The seed must be a whole number, not 'abc'.",
-            "error: row 7 (line 9): qingbo does not take size; it takes prompt, aspect_ratio, resolution, "
-            "prompt_extend and seed.",
+            "error: row 7 (line 9): qingbo does not take size; it takes prompt, seed, aspect_ratio, resolution "
+            "and prompt_extend.",
             "error: row 8 (line 10): The provider 'dall-e' is not one of wavespeed-images, wavespeed-v3, qingbo.",
         ]
         assert "7 of 8 rows are invalid" in err

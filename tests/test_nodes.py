@@ -104,7 +104,7 @@ def test_declared_inputs_match_the_issue(pack: ModuleType) -> None:
     assert required["api"][0] == ["v1/images", "v3"] and required["api"][1]["default"] == "v1/images"
     assert required["guidance_scale"][1].items() >= {"default": 7.5, "min": 0.0, "max": 20.0, "step": 0.1}.items()
     assert required["width"][1].items() >= {"default": 1024, "min": 256, "max": 2048, "step": 16}.items()
-    assert required["seed"][1].items() >= {"min": 0, "max": 2147483647, "control_after_generate": True}.items()
+    assert required["seed"][1].items() >= {"min": -1, "max": 2147483647, "control_after_generate": True}.items()
     assert "seed + i" in required["seed"][1]["tooltip"]
     assert list(generate_spec["optional"]) == ["response_format", "output_format", "timeout", "loras"]
     edit = pack.NODE_CLASS_MAPPINGS["ZImageEdit"].INPUT_TYPES()
@@ -114,7 +114,7 @@ def test_declared_inputs_match_the_issue(pack: ModuleType) -> None:
     submit = pack.NODE_CLASS_MAPPINGS["QingboTaskSubmit"].INPUT_TYPES()
     assert submit["required"]["aspect_ratio"][0] == ["1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"]
     assert submit["required"]["prompt_extend"][1]["default"] is False
-    assert list(submit["optional"]) == ["callback_url", "callback_events"]
+    assert list(submit["optional"]) == ["callback_url", "callback_events", "seed_zero_means_random"]
     poll = pack.NODE_CLASS_MAPPINGS["QingboTaskPoll"].INPUT_TYPES()
     assert poll["required"]["task_id"][1]["multiline"] and poll["required"]["timeout"][1]["default"] == 120
     assert pack.NODE_CLASS_MAPPINGS["QingboTaskSubmit"].RETURN_TYPES == ("STRING",)

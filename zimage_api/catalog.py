@@ -1,27 +1,80 @@
-"""Every constant the pack's entry points share, in one place: models, apis, formats, the seed range and prices.
+"""Every constant the pack's entry points share, in one place: models, apis, providers, formats, limits, the seed
+range and prices, and the one function that writes a price.
 
 Prices are the published ones; WaveSpeed bills per picture, Qingbo in quota (500,000 quota = 1 USD).
+
+Three words name where a picture is made, each defined here once: a :data:`Provider` (``wavespeed``, ``qingbo``), a
+WaveSpeed :data:`Api` (``v1/images``, ``v3``), and a :data:`Route`, the batch file's ``provider`` word that names
+both (``wavespeed-images``, ``wavespeed-v3``, ``qingbo``; :func:`route_named` also reads its older aliases).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 __all__ = [
     "MODELS", "APIS", "RESPONSE_FORMATS", "V3_OUTPUT_FORMATS", "V3_MODEL_PATHS", "SEED_MAX", "QUOTA_PER_USD",
     "QINGBO_QUOTA_PER_PICTURE", "QINGBO_USD_PER_PICTURE", "WAVESPEED_USD_PER_PICTURE", "picture_extension",
     "V3Model", "V3_MODELS", "V3_COMMON_FIELDS", "v3_model_for", "LORA_MAX", "LORA_SCALE_MAX",
-    "CONTROL_MODES", "WAVESPEED_PROMPT_LIMIT",
+    "CONTROL_MODES", "WAVESPEED_PROMPT_LIMIT", "Api", "Provider", "Route", "PROVIDERS", "ROUTES", "ROUTE_ALIASES",
+    "route_named", "route_of", "provider_and_api", "QINGBO_PROMPT_LIMIT", "ASPECT_RATIOS", "RESOLUTIONS",
+    "COUNT_MAX", "TIMEOUT_MIN", "TIMEOUT_MAX", "DEFAULT_TIMEOUT", "RANDOM_SEED", "usd",
 ]
 
 MODELS = ("Z-Image-Base", "Z-Image-Turbo")
-APIS = ("v1/images", "v3")
+
+Api = Literal["v1/images", "v3"]
+"""WaveSpeed's two protocols: the OpenAI-style ``/v1/images`` and the native v3 predictions."""
+Provider = Literal["wavespeed", "qingbo"]
+"""Who makes the picture (and bills it)."""
+Route = Literal["wavespeed-images", "wavespeed-v3", "qingbo"]
+"""A provider with its api, as one word: a batch row's ``provider``."""
+
+APIS: tuple[Api, ...] = get_args(Api)
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+ROUTES: tuple[Route, ...] = get_args(Route)
+_ROUTE_PARTS: dict[Route, tuple[Provider, Api | None]] = {
+    "wavespeed-images": ("wavespeed", "v1/images"), "wavespeed-v3": ("wavespeed", "v3"), "qingbo": ("qingbo", None)}
+ROUTE_ALIASES: dict[str, Route] = {"images": "wavespeed-images", "v1/images": "wavespeed-images",
+                                   "wavespeed": "wavespeed-images", "v3": "wavespeed-v3"}
+"""Other words a batch file may use for a route (older files wrote them)."""
+
+
+def route_named(word: object) -> Route | None:
+    """The route a batch file's word names (any case, an alias too), or None."""
+    text = str(word).strip().lower()
+    text = ROUTE_ALIASES.get(text, text)
+    return next((route for route in ROUTES if route == text), None)
+
+
+def provider_and_api(route: Route) -> tuple[Provider, Api | None]:
+    """The provider and api of a route (Qingbo has no api choice: None)."""
+    return _ROUTE_PARTS[route]
+
+
+def route_of(provider: Provider, api: Api | None = None) -> Route:
+    """The route of a provider and api, the other way round from :func:`provider_and_api`."""
+    for route, parts in _ROUTE_PARTS.items():
+        if parts == (provider, api if provider == "wavespeed" else None):
+            return route
+    raise ValueError(f"no route for provider {provider!r} with api {api!r}")
+
 RESPONSE_FORMATS = ("b64_json", "url")
 V3_OUTPUT_FORMATS = ("png", "jpeg")
 V3_MODEL_PATHS = {"Z-Image-Base": "wavespeed-ai/z-image/base", "Z-Image-Turbo": "wavespeed-ai/z-image/turbo"}
 
-# The largest seed every api takes (WaveSpeed v3 documents 2147483647); -1 or None means random.
+# The largest seed every api takes (WaveSpeed v3 documents 2147483647); -1 (RANDOM_SEED) or None means random.
 SEED_MAX = 2_147_483_647
+RANDOM_SEED = -1
+
+COUNT_MAX = 8  # pictures or tasks per node run or command
+TIMEOUT_MIN, TIMEOUT_MAX = 10, 900  # seconds a node may wait for its pictures
+DEFAULT_TIMEOUT = 120  # seconds to wait for pictures, on every node and command that is given none
+
+QINGBO_PROMPT_LIMIT = 800  # characters; Qingbo documents it
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+RESOLUTIONS = ("1K", "2K")
 
 QUOTA_PER_USD = 500_000
 # z-image-turbo at Qingbo: the published $0.010625, billed as whole quota.
@@ -58,7 +111,18 @@ class V3Model:
 
     @property
     def price_text(self) -> str:
-        return f"${self.usd:g}" if self.usd is not None else f"about ${WAVESPEED_USD_PER_PICTURE:g} (not published)"
+        return usd(self.usd) if self.usd is not None else f"about {usd(WAVESPEED_USD_PER_PICTURE)} (not published)"
+
+
+def usd(amount: float, places: int | None = None, *, exact: bool = False) -> str:
+    """A price as every text writes it: as many decimals as it needs, two to four ($0.03, $0.005, $0.012, $0.0106);
+    ``places`` decimals for a total ($0.0400); ``exact`` for a billed figure in full ($0.010626)."""
+    if places is not None:
+        return f"${amount:.{places}f}"
+    if exact:
+        return f"${amount:g}"
+    text = f"{amount:.4f}".rstrip("0")
+    return "$" + (text if len(text.partition(".")[2]) >= 2 else f"{amount:.2f}")
 
 
 def _model(path: str, fields: str, required: str, usd: float | None) -> V3Model:

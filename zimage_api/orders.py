@@ -15,26 +15,39 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Union
 
 from .catalog import (
-    APIS,
-    CONTROL_MODES,
+    DEFAULT_TIMEOUT,
     LORA_MAX,
-    LORA_SCALE_MAX,
-    MODELS,
-    RESPONSE_FORMATS,
+    QINGBO_PROMPT_LIMIT,
+    RANDOM_SEED,
     SEED_MAX,
-    V3_OUTPUT_FORMATS,
     WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
+    Api,
+    Route,
     V3Model,
+    route_of,
+    usd,
     v3_model_for,
 )
 from .errors import ValidationError
+from .fields import (
+    API,
+    ASPECT_RATIO,
+    CONTROL_STRENGTH,
+    EDIT_GUIDANCE,
+    GUIDANCE,
+    HEIGHT,
+    LORA_SCALE,
+    MODE,
+    MODEL,
+    OUTPUT_FORMAT,
+    RESOLUTION,
+    RESPONSE_FORMAT,
+    STRENGTH,
+    WIDTH,
+)
 from .sizes import check_size_for, size_from_reference, size_limits
 from .validation import (
-    ASPECT_RATIOS,
-    QINGBO_PROMPT_LIMIT,
-    RESOLUTIONS,
-    check_choice,
     check_count,
     check_lora_path,
     check_number,
@@ -46,7 +59,6 @@ from .validation import (
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .providers.base import Route
 
 __all__ = ["Reference", "MaskedReference", "Lora", "TextToImage", "Edit", "Inpaint", "ControlNet", "QingboTasks",
            "PictureOrder", "Order", "MAX_PICTURES", "fingerprint", "random_seed", "check_loras", "pair_batches"]
@@ -61,9 +73,10 @@ def fingerprint(kind: str, **params: object) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def random_seed() -> int:
-    """A seed for an order that gave none: drawn here, so that every picture still has a seed to reproduce it."""
-    return secrets.randbelow(SEED_MAX + 1)
+def random_seed(count: int = 1) -> int:
+    """A seed for an order that gave none: drawn here, so that every picture still has a seed to reproduce it;
+    ``count`` pictures from it (seed .. seed + count - 1) all stay within 0-SEED_MAX."""
+    return secrets.randbelow(SEED_MAX - max(count, 1) + 2)
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,8 @@ class Lora:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", check_lora_path(self.path))
-        object.__setattr__(self, "scale", check_number(self.scale, "LoRA scale", 0.0, LORA_SCALE_MAX))
+        object.__setattr__(self, "scale", check_number(self.scale, "LoRA scale", LORA_SCALE.low or 0.0,
+                                                       LORA_SCALE.high or 0.0))
 
     def as_json(self) -> dict[str, object]:
         """The item as the v3 ``loras`` array holds it."""
@@ -190,20 +204,24 @@ def check_loras(loras: object) -> tuple[Lora, ...]:
 
 @dataclass(frozen=True)
 class TextToImage:
-    """Text to image at WaveSpeed: ``count`` pictures, picture *i* with ``seed + i``, one paid request each."""
+    """Text to image at WaveSpeed: ``count`` pictures, picture *i* with ``seed + i``, one paid request each.
+
+    A seed of -1 (:data:`~zimage_api.catalog.RANDOM_SEED`) draws one here, as every node's random seed does.
+    Every default is the field table's (:mod:`zimage_api.fields`).
+    """
 
     prompt: str
     negative_prompt: str = ""
-    model: str = "Z-Image-Base"
-    api: str = "v1/images"
-    guidance_scale: float = 7.5
-    width: int = 1024
-    height: int = 1024
+    model: str = MODEL.default
+    api: Api = API.default
+    guidance_scale: float = GUIDANCE.default
+    width: int = WIDTH.default
+    height: int = HEIGHT.default
     seed: int = 0
     count: int = 1
-    response_format: str = "b64_json"
-    output_format: str = "png"
-    timeout: float = 120.0
+    response_format: str = RESPONSE_FORMAT.default
+    output_format: str = OUTPUT_FORMAT.default
+    timeout: float = float(DEFAULT_TIMEOUT)
     loras: tuple[Lora, ...] = ()
 
     kind = "generate"
@@ -215,13 +233,15 @@ class TextToImage:
             raise ValidationError("The negative_prompt must be text.", field="negative_prompt")
         check_text_length(self.negative_prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed",
                           field="negative_prompt", documented=False)
-        check_choice(self.model, "model", MODELS)
-        check_choice(self.api, "api", APIS)
-        object.__setattr__(self, "guidance_scale", check_number(self.guidance_scale, "guidance_scale", 0.0, 20.0))
-        check_choice(self.response_format, "response_format", RESPONSE_FORMATS)
-        check_choice(self.output_format, "output_format", V3_OUTPUT_FORMATS)
+        MODEL.check(self.model)
+        API.check(self.api)
+        object.__setattr__(self, "guidance_scale", GUIDANCE.check(self.guidance_scale))
+        RESPONSE_FORMAT.check(self.response_format)
+        OUTPUT_FORMAT.check(self.output_format)
         object.__setattr__(self, "count", check_count(self.count))
         object.__setattr__(self, "timeout", check_number(self.timeout, "timeout", 0.001, 86400.0))
+        if self.seed == RANDOM_SEED and not isinstance(self.seed, bool):
+            object.__setattr__(self, "seed", random_seed(self.count if isinstance(self.count, int) else 1))
         check_seeds(self.seed, self.pictures_per_reference)
         if self.loras and self.api != "v3":
             raise ValidationError("LoRAs need the v3 api: /v1/images has no LoRA field. Set api to v3, or remove "
@@ -274,12 +294,12 @@ class TextToImage:
     @property
     def price_text(self) -> str:
         """The price per picture as the status line and estimates say it."""
-        return self.v3_model.price_text if self.api == "v3" else f"about ${WAVESPEED_USD_PER_PICTURE:g}"
+        return self.v3_model.price_text if self.api == "v3" else f"about {usd(WAVESPEED_USD_PER_PICTURE)}"
 
     @property
     def route(self) -> Route:
         """How the order is sent (the provider that takes it is looked up by it)."""
-        return "v3" if self.api == "v3" else "v1/images"
+        return route_of("wavespeed", self.api)
 
     @property
     def endpoint_name(self) -> str:
@@ -296,8 +316,8 @@ class Edit(TextToImage):
     """
 
     references: tuple[Reference, ...] = field(default=())
-    strength: float = 0.5
-    guidance_scale: float = 6.5
+    strength: float = STRENGTH.default
+    guidance_scale: float = EDIT_GUIDANCE.default
     width: int = 0
     height: int = 0
 
@@ -308,7 +328,7 @@ class Edit(TextToImage):
         if not self.references:
             raise ValidationError("An edit needs a reference picture.", field="image")
         object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "strength", check_number(self.strength, "strength", 0.0, 1.0))
+        object.__setattr__(self, "strength", STRENGTH.check(self.strength))
         for name in ("width", "height"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -344,7 +364,7 @@ class Inpaint(Edit):
 
     pictures: tuple[MaskedReference, ...] = field(default=())
     model: str = "Z-Image-Turbo"
-    api: str = "v3"
+    api: Api = "v3"
 
     kind = "inpaint"
 
@@ -374,15 +394,15 @@ class ControlNet(Edit):
     ``strength`` (0-1) is how strictly the control is followed and is sent as it is.
     """
 
-    mode: str = "depth"
-    strength: float = 1.0
+    mode: str = MODE.default
+    strength: float = CONTROL_STRENGTH.default
     model: str = "Z-Image-Turbo"
-    api: str = "v3"
+    api: Api = "v3"
 
     kind = "controlnet"
 
     def __post_init__(self) -> None:
-        check_choice(self.mode, "mode", CONTROL_MODES)
+        MODE.check(self.mode)
         _turbo_v3_only(self, "ControlNet")
         super().__post_init__()
 
@@ -404,11 +424,11 @@ PictureOrder = Union[TextToImage, Edit]
 
 @dataclass(frozen=True)
 class QingboTasks:
-    """z-image-turbo tasks at Qingbo: ``count`` tasks, task *i* with ``seed + i`` (no seed: Qingbo picks)."""
+    """z-image-turbo tasks at Qingbo: ``count`` tasks, task *i* with ``seed + i`` (no seed or -1: Qingbo picks)."""
 
     prompt: str
-    aspect_ratio: str = "1:1"
-    resolution: str = "1K"
+    aspect_ratio: str = ASPECT_RATIO.default
+    resolution: str = RESOLUTION.default
     prompt_extend: bool = False
     seed: int | None = None
     count: int = 1
@@ -419,10 +439,12 @@ class QingboTasks:
 
     def __post_init__(self) -> None:
         check_prompt(self.prompt, limit=QINGBO_PROMPT_LIMIT, provider="Qingbo")
-        check_choice(self.aspect_ratio, "aspect_ratio", ASPECT_RATIOS)
-        check_choice(self.resolution, "resolution", RESOLUTIONS)
+        ASPECT_RATIO.check(self.aspect_ratio)
+        object.__setattr__(self, "resolution", RESOLUTION.check(self.resolution))
         object.__setattr__(self, "prompt_extend", bool(self.prompt_extend))
         object.__setattr__(self, "count", check_count(self.count))
+        if self.seed == RANDOM_SEED and not isinstance(self.seed, bool):
+            object.__setattr__(self, "seed", None)
         if self.seed is not None:
             check_seeds(self.seed, self.count)
         object.__setattr__(self, "callback_url", (self.callback_url or "").strip() or None)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .catalog import QUOTA_PER_USD
+from .catalog import QUOTA_PER_USD, usd
 from .results import GenerationResult
 
 if TYPE_CHECKING:
@@ -41,12 +41,6 @@ def order_notes(order: PictureOrder) -> list[str]:
     if scaled:
         notes.append(f"{scaled} mask(s) had another size than their picture and were scaled to it.")
     return notes
-
-
-def usd(amount: float) -> str:
-    """Dollars with as many decimals as they need, up to four: $0.03, $0.005, $0.012."""
-    text = f"{amount:.4f}".rstrip("0")
-    return "$" + (text if len(text.partition(".")[2]) >= 2 else f"{amount:.2f}")
 
 
 def price_text(order: PictureOrder) -> str:

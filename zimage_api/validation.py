@@ -11,7 +11,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .catalog import SEED_MAX
+from .catalog import (
+    ASPECT_RATIOS,
+    COUNT_MAX,
+    QINGBO_PROMPT_LIMIT,
+    RANDOM_SEED,
+    RESOLUTIONS,
+    SEED_MAX,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+)
 from .errors import InvalidTaskIdError, ValidationError
 
 __all__ = [
@@ -21,9 +30,6 @@ __all__ = [
     "TASK_ID_MAX",
 ]
 
-QINGBO_PROMPT_LIMIT = 800
-ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
-RESOLUTIONS = ("1K", "2K")
 _HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _LORA_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::\d{1,5})?/\S*\.safetensors(?:\?\S*)?", re.IGNORECASE)
 TASK_ID_MAX = 128  # characters of a task or prediction id; real ids have a few dozen
@@ -125,14 +131,15 @@ def check_seed(seed: object, *, field: str = "seed") -> int | None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValidationError(f"The {field} must be a whole number, not {seed!r}.", field=field)
-    if seed == -1:
+    if seed == RANDOM_SEED:
         return None
     if not 0 <= seed <= SEED_MAX:
-        raise ValidationError(f"The {field} {seed} is outside 0-{SEED_MAX} (or -1 for random).", field=field)
+        raise ValidationError(f"The {field} {seed} is outside 0-{SEED_MAX} (or {RANDOM_SEED} for random).",
+                              field=field)
     return seed
 
 
-def check_count(count: object, *, field: str = "count", high: int = 8) -> int:
+def check_count(count: object, *, field: str = "count", high: int = COUNT_MAX) -> int:
     """How many pictures or tasks: 1..high."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= high:
         raise ValidationError(f"The {field} {count!r} is outside 1-{high}.", field=field)
@@ -192,15 +199,16 @@ def split_task_ids(text: str) -> list[str]:
 
 
 def check_seed_range(seed: object, *, field: str = "seed") -> int:
-    """A seed widget value: a whole number 0..SEED_MAX."""
+    """A fixed seed: a whole number 0..SEED_MAX (the caller has already read -1 as random)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ValidationError(f"The {field} {seed!r} is outside 0-{SEED_MAX}.", field=field)
+        raise ValidationError(f"The {field} {seed!r} is outside 0-{SEED_MAX} (or {RANDOM_SEED} for random).",
+                              field=field)
     return seed
 
 
 def check_timeout(timeout: object, *, field: str = "timeout") -> int:
-    """A timeout widget value: 10..900 seconds."""
-    return int(check_number(timeout, field, 10, 900))
+    """A timeout widget value: TIMEOUT_MIN..TIMEOUT_MAX (10..900) seconds."""
+    return int(check_number(timeout, field, TIMEOUT_MIN, TIMEOUT_MAX))
 
 
 def check_lora_path(path: object, *, field: str = "path") -> str:

@@ -19,13 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import (
-    CONTROL_MODES,
+    DEFAULT_TIMEOUT,
     QINGBO_QUOTA_PER_PICTURE,
     QINGBO_USD_PER_PICTURE,
+    ROUTES,
     WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
+    Route,
+    provider_and_api,
+    route_named,
+    route_of,
+    usd,
 )
 from ..errors import ValidationError, ZImageError
+from ..fields import (
+    BATCH_COLUMNS,
+    CONTROL_STRENGTH,
+    EDIT_GUIDANCE,
+    GUIDANCE,
+    HEIGHT,
+    MODE,
+    MODEL,
+    OUTPUT_FORMAT,
+    RESPONSE_FORMAT,
+    STRENGTH,
+    WIDTH,
+    column_named,
+    columns_for,
+)
 from ..orders import (
     ControlNet,
     Edit,
@@ -43,34 +64,20 @@ from .runtime import UsageError, one_line, to_stdout
 __all__ = ["Job", "load_jobs", "normalise_row", "params_digest", "estimate_cost", "print_dry_run", "PROVIDERS",
            "FIELDS", "PASSTHROUGH", "QINGBO_USD_PER_IMAGE", "WAVESPEED_USD_PER_IMAGE_ESTIMATE"]
 
-# What Qingbo bills per picture: 5,313 quota at 500,000 quota per USD. prompt_extend costs extra, by an amount
+# What Qingbo bills per picture (its quota per picture at its quota per USD). prompt_extend costs extra, by an amount
 # Qingbo does not publish, so no figure is invented for it.
 QINGBO_USD_PER_IMAGE = QINGBO_USD_PER_PICTURE
 WAVESPEED_USD_PER_IMAGE_ESTIMATE = WAVESPEED_USD_PER_PICTURE
 
-PROVIDERS = ("wavespeed-images", "wavespeed-v3", "qingbo")
-_PROVIDER_ALIASES = {"images": "wavespeed-images", "v1/images": "wavespeed-images", "wavespeed": "wavespeed-images",
-                     "v3": "wavespeed-v3"}
-FIELDS = ("prompt", "negative_prompt", "width", "height", "size", "seed", "provider", "reference", "cfg", "strength",
-          "aspect_ratio", "resolution", "prompt_extend", "model", "response_format", "output_format", "loras", "mask",
-          "control", "mode")
-_FIELD_ALIASES = {"negative": "negative_prompt", "guidance_scale": "cfg", "image": "reference", "lora": "loras",
-                  "mask_image": "mask", "control_image": "control"}
-_V3_ONLY = ("loras", "mask", "control", "mode")  # a row with one of them and no provider goes to wavespeed-v3
+PROVIDERS = ROUTES  # a row's provider names a route: a provider with its api
+FIELDS = tuple(f.column for f in BATCH_COLUMNS if f.column)  # the columns, from the field table
 PASSTHROUGH = ("id", "name", "note", "notes", "comment")  # kept in the manifest, not part of the row's key
-_NOT_FOR = {
-    "qingbo": ("negative_prompt", "width", "height", "size", "reference", "cfg", "strength", "response_format",
-               "output_format", *_V3_ONLY),
-    "wavespeed-images": ("aspect_ratio", "resolution", "prompt_extend", "output_format", *_V3_ONLY),
-    "wavespeed-v3": ("aspect_ratio", "resolution", "prompt_extend", "cfg"),
-}
-_TAKES = {
-    "qingbo": "it takes prompt, aspect_ratio, resolution, prompt_extend and seed",
-    "wavespeed-images": "it takes width and height (or size), cfg, model, response_format, and strength with a "
-                        "reference",
-    "wavespeed-v3": "it takes width and height (or size), model, output_format, response_format, loras, strength "
-                    "with a reference, mask with a reference, and control with mode and strength (no cfg)",
-}
+
+
+def _takes(route: Route) -> str:
+    """What a row of ``route`` takes, for the message that refuses a column."""
+    names = columns_for(route)
+    return "it takes " + ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @dataclass
@@ -136,7 +143,7 @@ def _read_rows(path: Path, fmt: str) -> list[tuple[int, int, dict[str, Any], str
     except csv.Error as err:
         raise _quote_error(path, source, err) from None
     headers = [(h or "").strip().lower() for h in fieldnames or []]
-    unknown = [h for h in headers if h and _FIELD_ALIASES.get(h, h) not in FIELDS and h not in PASSTHROUGH]
+    unknown = [h for h in headers if h and column_named(h) is None and h not in PASSTHROUGH]
     if unknown:
         raise UsageError(f"The batch file {path} has unknown column(s) {', '.join(map(repr, unknown))}; the "
                          f"columns are {', '.join(FIELDS)} (plus {', '.join(PASSTHROUGH)}, kept as notes).",
@@ -223,13 +230,16 @@ def _unquoted_comma(headers: list[str], record: dict[Any, Any], extra: list[str]
 
 
 _COLUMN_WORDS = re.compile(r"\b([Tt]he) guidance_scale\b")
-_API_COLUMN = {"v1/images": "wavespeed-images", "v3": "wavespeed-v3"}
+
+
+def _route_of_api(api: Any) -> str:
+    return route_of("wavespeed", api)
 
 
 def in_column_terms(message: str) -> str:
     """A library message in a batch file's words: the cfg column, the wavespeed-images provider."""
-    message = re.sub(r"\bthe (v1/images|v3) api\b", lambda m: f"provider {_API_COLUMN[m[1]]}", message)
-    return _COLUMN_WORDS.sub(lambda m: f"{m[1]} cfg", message)
+    message = re.sub(r"\bthe (v1/images|v3) api\b", lambda m: f"provider {_route_of_api(m[1])}", message)
+    return _COLUMN_WORDS.sub(lambda m: f"{m[1]} {GUIDANCE.column}", message)
 
 
 def _int(value: Any, name: str) -> int:
@@ -294,51 +304,49 @@ def _size(raw: dict[str, Any]) -> tuple[int | None, int | None]:
 def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
                   response_format: str | None, output_format: str | None) -> tuple[str, dict[str, Any],
                                                                                     dict[str, Any]]:
-    """(provider, normalised params, passthrough notes), validated with the clients' own checks."""
-    from ..openai_images import ImagesClient
-    from ..qingbo import QingboClient
-    from ..validation import check_choice, check_number, check_prompt, check_text_length
+    """(provider, normalised params, passthrough notes), validated by the order the row makes: the checks every
+    entry point runs (:mod:`zimage_api.orders`), before anything is sent."""
+    from ..validation import check_prompt, check_text_length
 
     fields: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     for name, value in raw.items():
-        canonical = _FIELD_ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-        if canonical in PASSTHROUGH:
-            extras[canonical] = value
-        elif canonical not in FIELDS:
+        text = str(name).strip().lower()
+        column = column_named(text)
+        if text in PASSTHROUGH:
+            extras[text] = value
+        elif column is None or column.column is None:
             raise ValidationError(f"Unknown field {name!r}; the fields are {', '.join(FIELDS)}.", field=str(name))
         elif value is not None and value != "":
-            fields[canonical] = value
-    implied = "wavespeed-v3" if any(name in fields for name in _V3_ONLY) else default_provider
-    provider = str(fields.get("provider") or implied).strip().lower()
-    provider = _PROVIDER_ALIASES.get(provider, provider)
-    if provider not in PROVIDERS:
+            fields[column.column] = value
+    implied = next((f.implies for f in BATCH_COLUMNS if f.implies and f.column in fields), default_provider)
+    route = route_named(fields.get("provider") or implied)
+    if route is None:
         raise ValidationError(f"The provider {fields.get('provider')!r} is not one of {', '.join(PROVIDERS)}.",
                               field="provider")
-    misplaced = [name for name in _NOT_FOR[provider] if name in fields]
+    provider: Route = route
+    misplaced = [f.column for f in BATCH_COLUMNS if f.column in fields and not f.takes(provider)]
     if misplaced:
-        raise ValidationError(f"{provider} does not take {', '.join(misplaced)}; {_TAKES[provider]}.",
-                              field=misplaced[0])
+        raise ValidationError(f"{provider} does not take {', '.join(map(str, misplaced))}; {_takes(provider)}.",
+                              field=str(misplaced[0]))
     prompt = fields.get("prompt", "")
     seed = _seed(fields.get("seed"))
     if provider == "qingbo":
         if str(fields.get("model", "z-image-turbo")).lower() != "z-image-turbo":
             raise ValidationError(f"Qingbo runs z-image-turbo only, not {fields['model']!r}.", field="model")
-        body = QingboClient.build_body(prompt, aspect_ratio=str(fields.get("aspect_ratio", "1:1")),
-                                       resolution=str(fields.get("resolution", "1K")),
-                                       prompt_extend=_bool(fields.get("prompt_extend", False), "prompt_extend"),
-                                       seed=seed)
-        params: dict[str, Any] = {"provider": provider, "prompt": body["prompt"], "aspect_ratio": body["aspect_ratio"],
-                  "resolution": body["resolution"], "prompt_extend": bool(body.get("prompt_extend")), "seed": seed}
+        tasks = QingboTasks(prompt=prompt, aspect_ratio=str(fields.get("aspect_ratio", QingboTasks.aspect_ratio)),
+                            resolution=str(fields.get("resolution", QingboTasks.resolution)),
+                            prompt_extend=_bool(fields.get("prompt_extend", False), "prompt_extend"), seed=seed)
+        params: dict[str, Any] = {"provider": provider, "prompt": tasks.prompt, "aspect_ratio": tasks.aspect_ratio,
+                                  "resolution": tasks.resolution, "prompt_extend": tasks.prompt_extend, "seed": seed}
         return provider, params, extras
 
     width, height = _size(fields)
-    v3 = provider == "wavespeed-v3"
     special = "mask" in fields or "control" in fields
     reference = None
-    params = {"provider": provider, "model": str(fields.get("model", "Z-Image-Turbo" if special else "Z-Image-Base")),
+    params = {"provider": provider, "model": str(fields.get("model", MODEL.choices[1] if special else MODEL.default)),
               "prompt": prompt, "negative_prompt": str(fields.get("negative_prompt", "")), "seed": seed}
-    # The order's length checks, before a reference is read (v1/images rows are checked by the client's body).
+    # The order's length checks, before a reference is read.
     check_prompt(prompt, limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed", documented=False)
     check_text_length(params["negative_prompt"], limit=WAVESPEED_PROMPT_LIMIT, provider="WaveSpeed",
                       field="negative_prompt", documented=False)
@@ -349,12 +357,14 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
             raise ValidationError("A control row takes no reference or mask: the control picture is the source.",
                                   field="control")
         params.update(_file_param(fields["control"], base_dir, "control"))
-        params["mode"] = check_choice(str(fields.get("mode", "depth")), "mode", CONTROL_MODES)
-        params["strength"] = check_number(_float(fields.get("strength", 1.0), "strength"), "strength", 0.0, 1.0)
+        params["mode"] = MODE.check(str(fields.get("mode", MODE.default)))
+        params["strength"] = CONTROL_STRENGTH.check(_float(fields.get("strength", CONTROL_STRENGTH.default),
+                                                           "strength"))
     elif "mode" in fields:
         raise ValidationError("The mode goes with a control picture (the control column).", field="mode")
     if "mask" in fields and "reference" not in fields:
         raise ValidationError("The mask needs a reference picture to inpaint.", field="mask")
+    api = provider_and_api(provider)[1] or "v3"
     if "reference" in fields:
         reference = Path(str(fields["reference"])).expanduser()
         reference = reference if reference.is_absolute() else base_dir / reference
@@ -367,30 +377,24 @@ def normalise_row(raw: dict[str, Any], *, base_dir: Path, default_provider: str,
                                       field="strength")
             params.update(_file_param(fields["mask"], base_dir, "mask"))
         else:
-            strength = _float(fields.get("strength", 0.5), "strength")
-            params["strength"] = check_number(strength, "strength", 0.0, 1.0)
+            params["strength"] = STRENGTH.check(_float(fields.get("strength", STRENGTH.default), "strength"))
         if width is None:
             # The output size an edit gets from its reference, as every entry point fits it.
-            width, height = Edit(references=(ref,), prompt=prompt or "-", api="v1/images" if provider ==
-                                 "wavespeed-images" else "v3").size
+            width, height = Edit(references=(ref,), prompt=prompt or "-", api=api).size
     elif "strength" in fields and "control" not in fields:
         raise ValidationError("The strength needs a reference picture.", field="strength")
     if reference is None and width is None and "control" not in fields:
-        width, height = 1024, 1024
+        width, height = WIDTH.default, HEIGHT.default
     params.update(width=width, height=height)
-    if not v3:
-        cfg = _float(fields.get("cfg", 6.5 if reference else 7.5), "cfg")
-        fmt = str(fields.get("response_format") or response_format or "b64_json")
-        ImagesClient.build_body(prompt, params["negative_prompt"], cfg, width, height, seed, 1, params["model"], fmt)
-        params.update(cfg=cfg, response_format=fmt)
+    params["response_format"] = str(fields.get("response_format") or response_format or RESPONSE_FORMAT.default)
+    if api == "v1/images":
+        default_cfg = EDIT_GUIDANCE.default if reference else GUIDANCE.default
+        params["cfg"] = _float(fields.get("cfg", default_cfg), "cfg")
     else:
-        fmt = str(fields.get("response_format") or response_format or "b64_json")
-        out_fmt = str(fields.get("output_format") or output_format or "png")
-        check_choice(fmt, "response_format", ("b64_json", "url"))
-        params.update(response_format=fmt, output_format=out_fmt)
-        order = row_order(Job(row=0, line=0, provider=provider, params=params))  # every check the order makes
-        if width is None and isinstance(order, TextToImage):
-            params.update(width=order.width, height=order.height)  # a control row: the control picture's size
+        params["output_format"] = str(fields.get("output_format") or output_format or OUTPUT_FORMAT.default)
+    order = row_order(Job(row=0, line=0, provider=provider, params=params))  # every check the order makes
+    if width is None and isinstance(order, TextToImage):
+        params.update(width=order.width, height=order.height)  # a control row: the control picture's size
     return provider, params, extras
 
 
@@ -417,7 +421,7 @@ def params_digest(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = "wavespeed-images",
+def load_jobs(path: Path, *, fmt: str = "auto", default_provider: str = ROUTES[0],
               response_format: str | None = None, output_format: str | None = None) -> list[Job]:
     """Every row as a :class:`Job`; invalid rows carry ``error`` (a sentence) instead of raising."""
     jobs: list[Job] = []
@@ -501,26 +505,27 @@ def print_dry_run(jobs: list[Job], done: list[Job], todo: list[tuple[Job, str | 
             extended = sum(1 for job in rows if job.params.get("prompt_extend"))
             note = (f"; {extended} with prompt_extend, which adds an extra cost that Qingbo does not publish"
                     if extended else "")
-            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f} (about ${QINGBO_USD_PER_IMAGE} each, "
+            each = usd(QINGBO_USD_PER_IMAGE, exact=True)
+            to_stdout(f"  {provider:<17} {count:<13} ~{usd(cost, 4)} (about {each} each, "
                       f"{QINGBO_QUOTA_PER_PICTURE:,} quota{note})")
         else:
-            to_stdout(f"  {provider:<17} {count:<13} ~${cost:.4f}")
+            to_stdout(f"  {provider:<17} {count:<13} ~{usd(cost, 4)}")
             groups: dict[tuple[str, str], list[Job]] = {}
             for job in rows:
                 groups.setdefault(_endpoint(job), []).append(job)
             for (endpoint, each), group in groups.items():
-                to_stdout(f"    {endpoint}: {len(group)} x {each} = ~${sum(estimate_cost(j) for j in group):.4f}")
+                to_stdout(f"    {endpoint}: {len(group)} x {each} = ~{usd(sum(estimate_cost(j) for j in group), 4)}")
     if uncertain:
         to_stdout(f"  uncertain: {_rows(uncertain)}: the submit may have been charged without an answer; not sent "
                   "again (check the provider's dashboard; --retry-uncertain sends them anyway)")
     if missing:
         to_stdout(f"  missing pictures: {_rows(missing)}: done earlier with v1/images, which keeps no copy; not "
                   "sent again (--retry-missing pays for them again)")
-    to_stdout(f"estimated cost: about ${total:.4f} (each model's published price per picture, estimated where none "
+    to_stdout(f"estimated cost: about {usd(total, 4)} (each model's published price per picture, estimated where none "
               "is published; nothing was sent)")
 
 
-def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks:
+def row_order(job: Job, *, timeout: float = DEFAULT_TIMEOUT) -> PictureOrder | QingboTasks:
     """The engine's order for one row: one picture (or task), as a node or a single command would send it.
 
     A WaveSpeed row without a seed gets one drawn now (it is in the picture's file name); Qingbo picks its own.
@@ -529,12 +534,12 @@ def row_order(job: Job, *, timeout: float = 120.0) -> PictureOrder | QingboTasks
     if job.provider == "qingbo":
         return QingboTasks(prompt=p["prompt"], aspect_ratio=p["aspect_ratio"], resolution=p["resolution"],
                            prompt_extend=p["prompt_extend"], seed=p["seed"])
-    api = "v1/images" if job.provider == "wavespeed-images" else "v3"
+    api = provider_and_api(job.provider)[1]  # type: ignore[arg-type]
     seed = random_seed() if p["seed"] is None else p["seed"]
     common: dict[str, Any] = dict(prompt=p["prompt"], negative_prompt=p["negative_prompt"], model=p["model"],
                                   api=api, seed=seed, width=p["width"], height=p["height"],
-                                  response_format=p.get("response_format") or "b64_json",
-                                  output_format=p.get("output_format") or "png", timeout=timeout)
+                                  response_format=p.get("response_format") or RESPONSE_FORMAT.default,
+                                  output_format=p.get("output_format") or OUTPUT_FORMAT.default, timeout=timeout)
     if api == "v1/images":
         common["guidance_scale"] = p["cfg"]
     if p.get("loras"):

@@ -16,7 +16,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension
+from .. import catalog, fields
+from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension, usd
 from ..config import QINGBO, WAVESPEED
 from ..engine import RunCancelled
 from ..errors import ImageDecodeError, InvalidTaskIdError, ValidationError, ZImageError
@@ -36,7 +37,7 @@ from ..orders import (
 )
 from ..parallel import JobOutcome
 from ..results import GenerationResult
-from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes, usd
+from ..summary import TURBO_NOTE, V1_FORMAT_NOTE, V3_CFG_NOTE, order_notes
 from ..validation import check_server_task_id
 from .runtime import (
     PROG,
@@ -59,7 +60,7 @@ __all__ = ["generate_pictures", "submit_tasks", "collect_tasks", "list_tasks", "
            "read_picture_bytes",
            "DEFAULT_TIMEOUT"]
 
-DEFAULT_TIMEOUT = 120.0  # seconds to wait for pictures when --timeout is not given, as the nodes' default
+DEFAULT_TIMEOUT = float(catalog.DEFAULT_TIMEOUT)  # seconds to wait when --timeout is not given: the nodes' default
 
 # -- pictures on disk -----------------------------------------------------------------------------------------------
 
@@ -217,8 +218,9 @@ def _raise_last(errors: Sequence[BaseException]) -> None:
 # -- WaveSpeed ------------------------------------------------------------------------------------------------------
 
 
-def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/images", reference: str | None = None,
-                      model: str = "Z-Image-Base", negative: str = "", cfg: float | None = None,
+def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = fields.API.default,
+                      reference: str | None = None,
+                      model: str = fields.MODEL.default, negative: str = "", cfg: float | None = None,
                       strength: float | None = None, width: int | None = None, height: int | None = None,
                       seed: int | None = None, count: int = 1, response_format: str | None = None,
                       output_format: str | None = None, timeout: float | None = None,
@@ -239,8 +241,8 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
     if loras and api == "v1/images":
         raise UsageError("--lora runs on WaveSpeed v3: /v1/images has no LoRA field; leave out --api v1/images.",
                          field="lora")
-    api = api or ("v3" if special or loras else "v1/images")
-    model = model or ("Z-Image-Turbo" if special else "Z-Image-Base")
+    api = api or ("v3" if special or loras else fields.API.default)
+    model = model or (fields.MODEL.choices[1] if special else fields.MODEL.default)
     if mask is not None and strength is not None:
         raise UsageError("--strength does not apply to inpainting (--mask): the mask says what is kept.",
                          field="strength")
@@ -251,7 +253,8 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         raise UsageError("--output-format applies to --api v3 only; v1/images answers PNG.", field="output_format")
     common: dict[str, Any] = dict(
         prompt=prompt, negative_prompt=negative, model=model, api=api, count=count,
-        response_format=response_format or "b64_json", output_format=output_format or "png",
+        response_format=response_format or fields.RESPONSE_FORMAT.default,
+        output_format=output_format or fields.OUTPUT_FORMAT.default,
         timeout=DEFAULT_TIMEOUT if timeout is None else timeout, loras=lora_values)
     order: PictureOrder
     ref = read_reference(reference) if reference and mask is None else None
@@ -259,16 +262,19 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = "v1/ima
         order = Inpaint(pictures=(read_masked(reference, mask),), width=width or 0, height=height or 0,
                         seed=_checked_seed(seed, count), **common)
     elif control is not None:
-        order = ControlNet(references=(read_reference(control, "control"),), mode=mode or "depth",
-                           strength=1.0 if strength is None else strength, width=width or 0, height=height or 0,
+        order = ControlNet(references=(read_reference(control, "control"),), mode=mode or fields.MODE.default,
+                           strength=fields.CONTROL_STRENGTH.default if strength is None else strength,
+                           width=width or 0, height=height or 0,
                            seed=_checked_seed(seed, count), **common)
     elif ref is not None:
-        order = Edit(references=(ref,), strength=0.5 if strength is None else strength,
-                     guidance_scale=6.5 if cfg is None else cfg, width=width or 0, height=height or 0,
+        order = Edit(references=(ref,), strength=fields.STRENGTH.default if strength is None else strength,
+                     guidance_scale=fields.EDIT_GUIDANCE.default if cfg is None else cfg, width=width or 0,
+                     height=height or 0,
                      seed=_checked_seed(seed, count), **common)
     else:
-        order = TextToImage(guidance_scale=7.5 if cfg is None else cfg, width=width or 1024,
-                            height=height or 1024, seed=_checked_seed(seed, count), **common)
+        order = TextToImage(guidance_scale=fields.GUIDANCE.default if cfg is None else cfg,
+                            width=width or fields.WIDTH.default, height=height or fields.HEIGHT.default,
+                            seed=_checked_seed(seed, count), **common)
     prepare_out(out)
     for note in order_notes(order):
         # Only what the user gave and was dropped: the flags for v3's CFG and v1's format are refused above.
@@ -330,8 +336,8 @@ def _count(n: int, noun: str) -> str:
 
 def paid_line(order: PictureOrder, outcomes: Sequence[JobOutcome[GenerationResult]],
               earlier: Collection[int] = ()) -> str | None:
-    """What a picture command paid: "paid $0.012 for 1 picture", "served from the local receipt, nothing charged",
-    "paid about $0.02 for 2 pictures; 1 served from local receipts, nothing charged". None when nothing came.
+    """What a picture command paid: "paid $X for 1 picture", "served from the local receipt, nothing charged",
+    "paid about $Y for 2 pictures; 1 served from local receipts, nothing charged". None when nothing came.
 
     The price is the catalog's (``order.price``); "about" when it is not published.
     """
@@ -412,7 +418,8 @@ def _collect_all(rt: Runtime, jobs: list[tuple[str, str, dict[str, Any]]], out: 
     return paths
 
 
-def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolution: str = "1K",
+def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = fields.ASPECT_RATIO.default,
+                 resolution: str = fields.RESOLUTION.default,
                  prompt_extend: bool = False, seed: int | None = None, count: int = 1) -> list[str]:
     """Create ``count`` Qingbo tasks through the engine (seeds ``seed``, ``seed+1``...; none: Qingbo picks), print
     and return their ids. The same inputs again return the same tasks without paying: change the seed to re-roll."""
@@ -450,7 +457,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = "1:1", resolut
 
 
 def submit_paid_line(bought: int, earlier: int) -> str | None:
-    """What ``submit`` paid: "paid $0.0106 for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
+    """What ``submit`` paid: "paid $X for 1 task (refunded if it fails)", "accepted earlier, nothing charged",
     or both."""
     parts: list[str] = []
     if bought:

@@ -10,24 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import (
-    CONTROL_MODES,
+    DEFAULT_TIMEOUT,
+    PROVIDERS,
+    QINGBO_PROMPT_LIMIT,
     QINGBO_QUOTA_PER_PICTURE,
     QINGBO_USD_PER_PICTURE,
+    ROUTES,
     WAVESPEED_PROMPT_LIMIT,
     WAVESPEED_USD_PER_PICTURE,
+    usd,
 )
-from ..validation import QINGBO_PROMPT_LIMIT
-from .batch_rows import PROVIDERS
+from ..fields import BATCH_FLAGS, COMMAND_FLAGS, RESOLUTION, Field, add_flags
+from .batch_rows import FIELDS as BATCH_FIELDS
 from .runtime import EXIT_USAGE, PROG
 
 __all__ = ["build_parser", "in_flag_terms", "FLAGS"]
 
-FLAGS = {
-    "guidance_scale": "--cfg", "negative_prompt": "--negative", "width": "--width", "height": "--height",
-    "strength": "--strength", "seed": "--seed", "count": "--count", "model": "--model", "api": "--api",
-    "response_format": "--response-format", "output_format": "--output-format", "timeout": "--timeout",
-    "aspect_ratio": "--aspect-ratio", "resolution": "--resolution",
-}
+FLAGS = {f.name: f.flag for fields in COMMAND_FLAGS.values() for f in fields
+         if f.flag and f.kind not in ("IMAGE", "MASK", "ZIMAGE_LORAS", "BOOLEAN")}
+FLAGS["timeout"] = "--timeout"
 """The library's field names (the nodes' input names) and the command line's flag for each."""
 
 _FIELD_WORDS = re.compile(r"\b([Tt]he) (" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")\b")
@@ -93,9 +94,10 @@ def _command(sub: Any, name: str, parents: list[argparse.ArgumentParser], *, sum
 
 
 # The figures come from the catalog; the line breaks are the help text's own.
-_PRICES = (f"prices: Qingbo about ${QINGBO_USD_PER_PICTURE:g} per picture ({QINGBO_QUOTA_PER_PICTURE:,} quota); "
+_QINGBO_PRICE = usd(QINGBO_USD_PER_PICTURE, exact=True)
+_PRICES = (f"prices: Qingbo about {_QINGBO_PRICE} per picture ({QINGBO_QUOTA_PER_PICTURE:,} quota); "
            "prompt_extend adds an extra cost that Qingbo does not\npublish (not in the estimate). WaveSpeed Z-Image "
-           f"about ${WAVESPEED_USD_PER_PICTURE:g} (an estimate).")
+           f"about {usd(WAVESPEED_USD_PER_PICTURE)} (an estimate).")
 
 
 def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
@@ -108,8 +110,8 @@ def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
     wait = _Parser(add_help=False)
     wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
                       help="how long to wait for a result: the polling deadline for v3 predictions and Qingbo "
-                           "tasks (default 120; the task stays collectable afterwards), or the HTTP read timeout "
-                           "of a v1/images request (default 60)")
+                           f"tasks (default {DEFAULT_TIMEOUT}; the task stays collectable afterwards), or the HTTP "
+                           "read timeout of a v1/images request (default 60)")
     return verbose, out, wait
 
 
@@ -117,8 +119,8 @@ def _collect_wait() -> _Parser:
     """``--timeout`` of the commands that only collect tasks (``poll``, ``tasks resume``): no v1/images request."""
     wait = _Parser(add_help=False)
     wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
-                      help="how long to wait for each task's result, the polling deadline (default 120); a task "
-                           "still running then stays in the ledger, collectable later")
+                      help="how long to wait for each task's result, the polling deadline (default "
+                           f"{DEFAULT_TIMEOUT}); a task still running then stays in the ledger, collectable later")
     return wait
 
 
@@ -130,60 +132,23 @@ def _add_retry_uncertain(parser: argparse.ArgumentParser) -> None:
 
 def _add_wavespeed_options(parser: argparse.ArgumentParser, *, edit: bool) -> None:
     _add_retry_uncertain(parser)
-    parser.add_argument("--api", choices=("v1/images", "v3"), default=None,
-                        help="WaveSpeed protocol: the OpenAI-style v1/images (synchronous) or the native v3 "
-                             "predictions (submit + poll, recorded in the ledger) (default: v1/images; v3 with "
-                             "--lora, --mask or --control)")
-    parser.add_argument("--model", choices=("Z-Image-Base", "Z-Image-Turbo"), default=None,
-                        help="the model (default: Z-Image-Base; Z-Image-Turbo with --mask or --control; Turbo "
-                             "ignores CFG and negative prompt)")
-    parser.add_argument("--lora", metavar="PATH:SCALE", type=parse_lora, action="append", default=None,
-                        help="a LoRA (v3): a Hugging Face repo id owner/name or an https .safetensors URL, with its "
-                             "scale 0-4 after a colon (default 1); repeat for up to 3. Runs the -lora model")
-    parser.add_argument("--negative", metavar="TEXT", default="", help="negative prompt: what to avoid")
-    parser.add_argument("--cfg", metavar="SCALE", type=float, default=None,
-                        help="guidance scale 0-20, v1/images only (default: %s)" % (
-                            "6.5; 6-7 is dependable with a reference" if edit else "7.5; 7-8 is dependable"))
-    if edit:
-        parser.add_argument("--strength", metavar="S", type=float, default=None,
-                            help="how closely to follow the reference, 0-1, the same on both apis: 0.25-0.35 a "
-                                 "light touch, 0.45-0.6 solid, 0.7+ near copy (default: 0.5). v3 is sent the "
-                                 "denoise 1 - S")
-        parser.add_argument("--mask", metavar="FILE", default=None,
-                            help="inpaint (v3, Z-Image-Turbo): a black and white picture, white where the "
-                                 "reference is repainted; scaled to the reference if its size differs")
-    else:
-        parser.add_argument("--control", metavar="FILE", default=None,
-                            help="ControlNet (v3, Z-Image-Turbo): the control picture the result follows")
-        parser.add_argument("--mode", choices=CONTROL_MODES, default=None,
-                            help="with --control: the map WaveSpeed makes of it, or none when FILE already is a "
-                                 "control map (default: depth)")
-        parser.add_argument("--strength", metavar="S", type=float, default=None,
-                            help="with --control: how strictly the control is followed, 0-1 (default: 1)")
-    parser.add_argument("--width", metavar="PX", type=int, default=None,
-                        help="picture width: 256-2048 on v1/images (area up to 2048x2048), 256-1536 on v3 "
-                             "(default: %s)" % ("the reference's size" if edit else "1024"))
-    parser.add_argument("--height", metavar="PX", type=int, default=None, help="picture height (see --width)")
-    parser.add_argument("--seed", metavar="N", type=_seed, default=None,
-                        help="fixed seed for a reproducible picture; -1 or omitted = random. With --count on v3, "
-                             "the pictures use N, N+1, ...")
-    parser.add_argument("--count", metavar="N", type=int, default=1,
-                        help="how many pictures, 1-8 (v1/images: n in one request; v3: N predictions) (default: 1)")
-    parser.add_argument("--response-format", choices=("b64_json", "url"), default=None,
-                        help="how pictures travel: inline base64 or a URL downloaded at once (default: b64_json "
-                             "on v1/images, url on v3)")
-    parser.add_argument("--output-format", choices=("png", "jpeg"), default=None,
-                        help="picture format, v3 only (default: png)")
+    _add_fields(parser, COMMAND_FLAGS["edit" if edit else "generate"])
+
+
+def _add_fields(parser: argparse.ArgumentParser, fields: Sequence[Field]) -> None:
+    """The options of the field table (:mod:`zimage_api.fields`), with the command line's parsers."""
+    add_flags(parser, fields, parsers={"seed": _seed, "loras": parse_lora, RESOLUTION.name: str.upper},
+              use_defaults=("count", "negative_prompt"))
 
 
 def _add_batch_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = _command(
         sub, "batch", parents, summary="run many jobs from a JSON-lines or CSV file (resumable)",
-        description="Run one job per row of FILE (JSON lines or CSV with a header). Fields: prompt, "
-                    "negative_prompt, width and height (or size 1024x768), seed, provider (wavespeed-images "
-                    "(default), wavespeed-v3, qingbo), reference (a picture path, relative to FILE's folder: makes "
-                    "the row an edit), cfg, strength, aspect_ratio, resolution, prompt_extend, model, "
-                    "response_format, output_format; id/name/notes are kept in the manifest. Every row is checked "
+        description="Run one job per row of FILE (JSON lines or CSV with a header). Fields: "
+                    f"{', '.join(BATCH_FIELDS)}. The provider is one of {', '.join(ROUTES)} (default "
+                    f"{ROUTES[0]}); size is WIDTHxHEIGHT; reference, mask and control are picture paths, relative "
+                    "to FILE's folder (a reference makes the row an edit); id/name/notes are kept in the manifest. "
+                    "Every row is checked "
                     "before anything is sent. --out gets the pictures and manifest.jsonl (parameters, prompt "
                     "hash, seed, task id, cost, paths and status per row). Running the same command again "
                     "resumes: done rows are skipped, and submitted tasks are collected, never paid twice.",
@@ -210,12 +175,7 @@ again from its task (free); a v1/images row has no task, so it is listed as miss
                         help="rows running at once, 1-64 (default: 2, the limit of a default WaveSpeed account)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate every row and print the estimated cost; send nothing")
-    parser.add_argument("--provider", choices=PROVIDERS, default="wavespeed-images",
-                        help="the provider of rows that name none (default: wavespeed-images)")
-    parser.add_argument("--response-format", choices=("b64_json", "url"), default=None,
-                        help="default response_format of wavespeed-images rows (default: b64_json)")
-    parser.add_argument("--output-format", choices=("png", "jpeg"), default=None,
-                        help="default output_format of wavespeed-v3 rows (default: png)")
+    add_flags(parser, BATCH_FLAGS, use_defaults=("provider",))
     parser.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto",
                         help="the file's format (default: auto, from the extension or the first character)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -268,22 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wavespeed_options(edit, edit=True)
 
     submit = _command(sub, "submit", [verbose], summary="create Qingbo z-image-turbo tasks and print their ids",
-                      description=f"Create Qingbo tasks (z-image-turbo, about ${QINGBO_USD_PER_PICTURE:g} per "
+                      description=f"Create Qingbo tasks (z-image-turbo, about {_QINGBO_PRICE} per "
                                   "picture) and print one task id per line, without waiting. Collect them with `poll`.",
                       examples=['submit "a lighthouse at dusk, oil painting" --aspect-ratio 16:9 --resolution 2K',
                                 f'submit "a lighthouse" --count 3 --seed 100 > ids.txt && {PROG} poll - --out '
                                 'pictures < ids.txt'])
     submit.add_argument("prompt", metavar="PROMPT", help=f"what to draw (at most {QINGBO_PROMPT_LIMIT} characters)")
     _add_retry_uncertain(submit)
-    submit.add_argument("--aspect-ratio", default="1:1", choices=("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3"),
-                        help="picture shape (default: 1:1)")
-    submit.add_argument("--resolution", default="1K", type=str.upper, choices=("1K", "2K"),
-                        help="1K = 1024 px or 2K = 2048 px on the long side (default: 1K)")
-    submit.add_argument("--prompt-extend", action="store_true",
-                        help="let Qingbo expand the prompt (adds an extra cost that Qingbo does not publish)")
-    submit.add_argument("--seed", metavar="N", type=_seed, default=None,
-                        help="fixed seed (sent only when set); with --count the tasks use N, N+1, ...")
-    submit.add_argument("--count", metavar="N", type=int, default=1, help="how many tasks, 1-8 (default: 1)")
+    add_flags(submit, COMMAND_FLAGS["submit"], parsers={"seed": _seed, RESOLUTION.name: str.upper},
+              use_defaults=("aspect_ratio", "resolution", "count"))
 
     collect_wait = _collect_wait()
     poll = _command(sub, "poll", [verbose, out, collect_wait], summary="collect tasks by id (never re-submits)",
@@ -294,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "poll --provider wavespeed 9f2c4e6a8b0d --timeout 300",
                               f'submit "a fox" --count 2 | {PROG} poll -'])
     poll.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="task ids; - reads them from stdin")
-    poll.add_argument("--provider", choices=("qingbo", "wavespeed"), default="qingbo",
+    poll.add_argument("--provider", choices=PROVIDERS, default="qingbo",
                       help="qingbo task ids, or wavespeed v3 prediction ids (default: qingbo)")
 
     _add_batch_command(sub, [verbose, out, wait])

@@ -25,7 +25,7 @@ class Providers:
         from .wavespeed import ImagesProvider, V3Provider
 
         v3 = V3Provider(clients)
-        self.by_route: dict[Route, Provider] = {"v1/images": ImagesProvider(clients), "v3": v3,
+        self.by_route: dict[Route, Provider] = {"wavespeed-images": ImagesProvider(clients), "wavespeed-v3": v3,
                                                 "qingbo": QingboProvider(clients)}
         self.by_route.update(extra or {})
         # A task id is collected by the provider that issued it; WaveSpeed's ids are v3 predictions.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..cancel import CancelToken
+from ..catalog import PROVIDERS, ROUTES, Route
+from ..catalog import Provider as ProviderName
 from ..http.deadline import Deadline
 
 if TYPE_CHECKING:
@@ -23,12 +25,9 @@ __all__ = ["ProviderName", "Route", "PROVIDER_NAMES", "ROUTES", "Unit", "Call", 
            "Provider"]
 
 
-ProviderName = Literal["wavespeed", "qingbo"]
-"""Who is paid: the name of a provider in the store, the limits and the configuration."""
-Route = Literal["v1/images", "v3", "qingbo"]
-"""How an order is sent: WaveSpeed's OpenAI-style ``/v1/images``, WaveSpeed's native v3, or Qingbo's tasks."""
-PROVIDER_NAMES: tuple[ProviderName, ...] = ("wavespeed", "qingbo")
-ROUTES: tuple[Route, ...] = ("v1/images", "v3", "qingbo")
+# Who is paid (a provider's name in the store, the limits and the configuration) and how an order is sent (its
+# route: WaveSpeed's /v1/images, WaveSpeed's v3, or Qingbo's tasks) are defined once, in the catalog.
+PROVIDER_NAMES: tuple[ProviderName, ...] = PROVIDERS
 
 
 @dataclass(frozen=True)
