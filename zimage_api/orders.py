@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 
 
 __all__ = ["Reference", "MaskedReference", "Lora", "TextToImage", "Edit", "Inpaint", "ControlNet", "QingboTasks",
-           "PictureOrder", "Order", "MAX_PICTURES", "fingerprint", "random_seed", "check_loras", "pair_batches"]
+           "PictureOrder", "Order", "MAX_PICTURES", "fingerprint", "parse_lora", "random_seed", "check_loras",
+           "pair_batches"]
 
 MAX_PICTURES = 64  # paid pictures per order: a guard against paying for a huge batch by mistake
 REFERENCE_MAX_SIDE = 1024  # the seed guide: resize references to 1024 on the long side before upload
@@ -178,6 +179,17 @@ class Lora:
     def as_json(self) -> dict[str, object]:
         """The item as the v3 ``loras`` array holds it."""
         return {"path": self.path, "scale": self.scale}
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """``PATH:SCALE`` (or just ``PATH``, scale 1); the path may be an https URL, so the scale is after the last ':'."""
+    path, sep, tail = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 def check_loras(loras: object) -> tuple[Lora, ...]:

@@ -56,6 +56,7 @@ from ..orders import (
     QingboTasks,
     TextToImage,
     check_loras,
+    parse_lora,
     random_seed,
 )
 from .commands import read_masked, read_picture, read_picture_bytes, read_reference
@@ -409,7 +410,6 @@ def _file_param(value: Any, base_dir: Path, name: str) -> dict[str, Any]:
 
 def _loras(value: Any) -> tuple[Lora, ...]:
     """LoRAs from a row: a list (of ``{"path", "scale"}`` or ``"PATH:SCALE"``), or text ``PATH:SCALE;PATH:SCALE``."""
-    from .parser import parse_lora
 
     items = value if isinstance(value, list) else [part for part in str(value).split(";") if part.strip()]
     return check_loras([parse_lora(item.strip()) if isinstance(item, str) else item for item in items])

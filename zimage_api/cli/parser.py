@@ -21,6 +21,7 @@ from ..catalog import (
     usd,
 )
 from ..fields import BATCH_FLAGS, COMMAND_FLAGS, RESOLUTION, Field, add_flags
+from ..orders import parse_lora
 from .batch_rows import FIELDS as BATCH_FIELDS
 from .runtime import EXIT_USAGE, PROG
 
@@ -66,17 +67,6 @@ def _timeout(text: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: a number of seconds greater than 0")
     return seconds
-
-
-def parse_lora(text: str) -> tuple[str, float]:
-    """``PATH:SCALE`` (or just ``PATH``, scale 1); the path may be an https URL, so the scale is after the last ':'."""
-    path, sep, tail = text.rpartition(":")
-    if sep:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return text, 1.0
 
 
 def _epilog(examples: Sequence[str], notes: str = "") -> str:
