@@ -16,7 +16,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from .budget import BUDGET_ENV, daily_budget, day_start
+from .account import budget_message
+from .budget import daily_budget, day_start
 from .cancel import CancelToken
 from .clients import Clients
 from .errors import (
@@ -238,7 +239,7 @@ class Engine:
             self.token.raise_if_cancelled("The run was cancelled before this unit started.")
             price = Price(provider.name, provider.model_id(order), provider.price(order))
             claimed = self.store.claim(unit.key, owner, retry_uncertain=self.retry_uncertain, price=price,
-                                       budget=self.budget, day_start=day_start())
+                                       budget=self.budget, day_start=day_start(time.time()))
             if claimed.kind == "over_budget" and self.budget is not None:
                 raise _over_budget(self.budget, claimed.spent or 0.0, price.usd)
             if claimed.kind == "receipt" and claimed.receipt is not None:
@@ -487,16 +488,7 @@ class Engine:
 
 
 def _over_budget(budget: float, spent: float, price: float) -> BudgetExceededError:
-    return BudgetExceededError(
-        f"Today's Z-Image budget of {_usd(budget)} is spent: {_usd(spent)} so far, and this picture costs "
-        f"{_usd(price)}. Raise `[budget] daily_usd` in zimage.ini (or {BUDGET_ENV}) or wait until midnight. "
-        "Nothing was sent.", budget=budget, spent=spent, price=price)
-
-
-def _usd(amount: float) -> str:
-    """An amount as the messages show it: $0.05, $0.048, $0.0106."""
-    text = f"{amount:.4f}".rstrip("0")
-    return "$" + (text + "0" * max(0, 2 - len(text.partition(".")[2])))
+    return BudgetExceededError(budget_message(budget, spent, price), budget=budget, spent=spent, price=price)
 
 
 def _recorded(record: Callable[[], None], what: str) -> None:

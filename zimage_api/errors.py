@@ -17,6 +17,8 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "PaymentRequiredError",
+    "InsufficientBalanceError",
+    "BudgetExceededError",
     "BadRequestError",
     "NotFoundError",
     "ResultExpiredError",
@@ -39,7 +41,6 @@ __all__ = [
     "TaskCancelledError",
     "UncertainChargeError",
     "ClaimWaitTimeoutError",
-    "BudgetExceededError",
 ]
 
 
@@ -115,6 +116,28 @@ class AuthenticationError(APIError):
 
 class PaymentRequiredError(APIError):
     """402: the account has no balance left."""
+
+
+class InsufficientBalanceError(PaymentRequiredError):
+    """The account's balance does not cover the run: WaveSpeed's balance read before sending (then nothing was sent),
+    or a provider's HTTP 402 (then nothing was charged). ``balance`` and ``price`` are in USD, None when unknown."""
+
+    def __init__(self, message: str, *, balance: float | None = None, price: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.balance = balance
+        self.price = price
+
+
+class BudgetExceededError(ZImageError):
+    """The day's budget (``[budget] daily_usd``) would be passed by this picture; nothing was sent. ``budget``,
+    ``spent`` (today so far) and ``price`` are in USD."""
+
+    def __init__(self, message: str, *, budget: float, spent: float, price: float) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.spent = spent
+        self.price = price
 
 
 class BadRequestError(APIError):
@@ -284,14 +307,3 @@ class UncertainChargeError(ZImageError):
 class ClaimWaitTimeoutError(ZImageError):
     """Another run with the same inputs was still paying for the picture when this run's timeout ended. Its
     picture becomes a receipt: the same inputs queued again get it without paying."""
-
-
-class BudgetExceededError(ZImageError):
-    """Paying for this picture would pass the day's Z-Image budget; nothing was sent. ``budget``, ``spent`` and
-    ``price`` are in USD."""
-
-    def __init__(self, message: str, *, budget: float, spent: float, price: float) -> None:
-        super().__init__(message)
-        self.budget = budget
-        self.spent = spent
-        self.price = price

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import catalog, fields
+from ..account import format_usd, task_cost_usd
 from ..catalog import QINGBO_USD_PER_PICTURE, picture_extension, usd
 from ..config import QINGBO, WAVESPEED
 from ..engine import RunCancelled
@@ -549,9 +550,16 @@ def task_json(entry: dict[str, Any]) -> str:
     ordered = {name: entry.get(name) for name in _JSON_FIRST}
     if ordered["base_url"]:
         ordered["base_url"] = mask_url(str(ordered["base_url"]))
+    ordered["cost_usd"] = task_cost_usd(entry)
     ordered.update((k, v) for k, v in entry.items() if k not in ordered)
     clean = {k: v for k, v in ordered.items() if not any(word in k.lower() for word in _SECRET_WORDS)}
     return json.dumps(clean, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _cost_text(entry: dict[str, Any]) -> str:
+    """A task's cost for the COST column: ``$0.011``, or ``-`` while a Qingbo task has not said it."""
+    cost = task_cost_usd(entry)
+    return "-" if cost is None else format_usd(cost)
 
 
 def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
@@ -568,13 +576,13 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
 
     def table(rows: list[dict[str, Any]]) -> None:
         nonlocal elsewhere
-        to_stdout(f"  {'TASK ID':<40} {'PROVIDER':<10} {'STATUS':<11} AGE")
+        to_stdout(f"  {'TASK ID':<40} {'PROVIDER':<10} {'STATUS':<11} {'COST':<8} AGE")
         for entry in rows:
             age = _age(now - float(entry.get("submitted_at") or entry.get("time") or now))
             server = _other_server(rt, entry)
             elsewhere = elsewhere or server is not None
             to_stdout(f"  {printable(entry['task_id'], 60):<40} {printable(entry.get('provider', '?'), 10):<10} "
-                      f"{printable(entry.get('status', '?'), 11):<11} {age}"
+                      f"{printable(entry.get('status', '?'), 11):<11} {_cost_text(entry):<8} {age}"
                       + (f"  issued by {printable(mask_url(server))}" if server else ""))
 
     unfinished = rt.ledger.unfinished()

@@ -1,4 +1,4 @@
-"""The command line: ``python -m zimage_api generate|edit|submit|poll|batch|tasks|emulator|demo``.
+"""The command line: ``python -m zimage_api generate|edit|submit|poll|batch|tasks|spend|emulator|demo``.
 
 Every command writes pictures to ``--out`` with predictable names and prints one line per picture (its path) on
 stdout; messages go to stderr. Exit codes: 0 success, 1 a failed job, 2 bad usage (including every local
@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import CancelledError, ConfigError, ValidationError, ZImageError
 from ..logs import logger, printable
@@ -76,6 +77,11 @@ def _dispatch(args: argparse.Namespace, rt: Runtime) -> int:
             resume_tasks(rt, out=args.out, timeout=args.timeout)
         else:
             list_tasks(rt, limit=args.limit, as_json=args.json)
+    elif command == "spend":
+        from .spend import show_spend
+
+        store: Any = rt.store  # the store of record answers ``spend``
+        show_spend(store, since=args.since, as_json=args.json, now=rt.now())
     elif command == "demo":
         from .demo import run_demo
 

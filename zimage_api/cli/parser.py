@@ -176,6 +176,19 @@ again from its task (free); a v1/images row has no task, so it is listed as miss
                         help="send again (and pay for) the done v1/images rows whose pictures are gone from --out")
 
 
+def _add_spend_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    spend = _command(sub, "spend", parents, summary="what today's (or a window's) pictures cost, by provider",
+                     description="Print what the paid pictures cost by provider since local midnight (or over "
+                                 "--since), and today's spend against the daily budget ([budget] daily_usd in "
+                                 "zimage.ini, or ZIMAGE_DAILY_BUDGET_USD).",
+                     examples=["spend", "spend --since 7d", "spend --since 12h --json"])
+    spend.add_argument("--since", metavar="WHEN", default="today",
+                       help="today (since local midnight, the default), Nd (the last N days) or Nh (the last N hours)")
+    spend.add_argument("--json", action="store_true",
+                       help="print one JSON object: since, window_start, by_provider, total_usd, today_usd, "
+                            "budget_usd, left_usd")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every option documented, with examples in each epilog)."""
     verbose, out, wait = _common_parents()
@@ -264,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks_sub.add_parser("resume", parents=[verbose, out, collect_wait], help="collect every unfinished task",
                          description="Collect every unfinished task in the ledger (never re-submitting) and "
                                      "write the pictures to --out.")
+
+    _add_spend_command(sub, [verbose])
 
     sub.add_parser("emulator", add_help=False, help="serve the local emulator of both providers (see "
                                                       "`emulator --help`)")

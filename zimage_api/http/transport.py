@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from .._version import __version__
+from ..account import balance_refusal
 from ..cancel import sleep_unless
 from ..config import Provider, config_path, resolve_api_key, resolve_base_url
 from ..errors import (
@@ -34,7 +35,6 @@ from ..errors import (
     CancelledError,
     InvalidResponseError,
     NotFoundError,
-    PaymentRequiredError,
     RateLimitError,
     ResponseTooLargeError,
     ResultDownloadError,
@@ -707,9 +707,7 @@ def error_from_response(provider: Provider, response: requests.Response, *, now:
             f"{name} rejected the API key (HTTP {status}); check {envs} or api_key under "
             f"[{provider.section}] in {config_path()}.", **kwargs)
     if status == 402:
-        return PaymentRequiredError(
-            f"{name} says the account balance is too low (HTTP 402{said}); top up the account and run again.",
-            **kwargs)
+        return balance_refusal(name, sent=True, detail=detail, **kwargs)
     if status in (400, 409, 413, 415, 422):
         field = f" the parameter '{param}'" if param else " the request"
         return BadRequestError(f"{name} rejected{field} (HTTP {status}{said}).", **kwargs)
