@@ -144,6 +144,7 @@ class NodeContext:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     store: Any = None
+    funds: Any = None  # the balance readings and quoted prices kept between runs (zimage_api.account.Funds)
 
 
 def _store(context: NodeContext) -> Any:
@@ -174,6 +175,8 @@ class _Run:
     def __init__(self, context: NodeContext, node_id: str | None, units: int, notes: Sequence[str] = (),
                  start: str = "starting") -> None:
         self.store = _store(context)
+        self.context = context
+        self.balance: Callable[[], float | None] = lambda: None
         self.hooks = hooks = context.hooks
         self.node_id = node_id
         self.notes = list(notes)
@@ -197,9 +200,12 @@ class _Run:
     # Display ---------------------------------------------------------------------------------------------------
 
     def text(self, state: str) -> str:
-        """The status line: state, elapsed time and cost, then any further lines and the notes."""
+        """The status line: state, elapsed time, cost and the account's balance, then any further lines and the
+        notes."""
         first, *more = state.split("\n")
-        line = " · ".join(part for part in (first, f"{self.clock() - self.started:.1f}s", self.cost()) if part)
+        balance = self.balance()
+        funds = f"balance {usd(balance, 2)}" if balance is not None else None
+        line = " · ".join(part for part in (first, f"{self.clock() - self.started:.1f}s", self.cost(), funds) if part)
         return "\n".join([line, *more, *self.notes])
 
     def show(self, state: str) -> None:
@@ -232,8 +238,15 @@ class _Run:
         from .zimage_api.clients import Clients
         from .zimage_api.engine import Engine
 
-        return Engine(Clients(store=self.store, sleep=self.sleep), progress=self.progress, token=self.token,
-                      on_tick=self.tick, clock=self.clock, sleep=self.sleep, resume_hint=_resume_hint)
+        if self.context.funds is None:
+            from .zimage_api.account import Funds
+
+            self.context.funds = Funds.new()
+        engine = Engine(Clients(store=self.store, sleep=self.sleep), progress=self.progress, token=self.token,
+                        on_tick=self.tick, funds=self.context.funds, clock=self.clock, sleep=self.sleep,
+                        resume_hint=_resume_hint)
+        self.balance = lambda: engine.balance
+        return engine
 
     def drive(self, work: Callable[[Any], list[JobOutcome[T]]]) -> list[JobOutcome[T]]:
         """Run ``work(engine)``; on Cancel raise ComfyUI's interrupt once the waits have stopped."""

@@ -202,7 +202,7 @@ def test_a_node_meeting_an_html_page_keeps_no_receipt_and_succeeds_next_time(nod
     image, _info = generate()  # the same inputs: the prediction already paid for is collected, not bought again
     assert image.shape[0] == 1
     assert np.allclose(image[0].numpy(), pixels(emu.served_images[-1]) / 255.0, atol=1e-6)
-    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
 
 
 def test_base64_of_bytes_that_are_no_picture_is_a_typed_error(emu: Emulator) -> None:

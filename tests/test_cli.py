@@ -279,7 +279,7 @@ def test_tasks_lists_unfinished_and_resume_collects_them(cli, emu, tmp_path):
     assert code == 0, err
     [path] = lines(out)
     assert Path(path).read_bytes() == emu.tasks[task_id].outputs[0]
-    assert posts(emu, "POST /api/v3/*") == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 1
     code, out, _ = cli("tasks", "list", "--limit", "5")
     assert "No unfinished tasks." in out and task_id in out
 
@@ -356,7 +356,7 @@ def test_batch_finds_its_task_in_the_ledger_when_the_manifest_line_is_lost(cli, 
     (out_dir / "manifest.jsonl").unlink()  # e.g. killed between the ledger write and the manifest write
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
     assert code == 0, err
-    assert posts(emu, "POST /v1/tasks") == 1 and posts(emu, "POST /api/v3/*") == 1
+    assert posts(emu, "POST /v1/tasks") == 1 and posts(emu, "POST /api/v3/wavespeed-ai/*") == 1
     assert sorted(Path(p).read_bytes() for p in lines(out)) == sorted(t.outputs[0] for t in emu.tasks.values())
 
 
@@ -431,7 +431,7 @@ def test_batch_row_whose_result_expired_gets_a_new_task_on_the_next_run(cli, emu
     assert record["status"] == "failed" and record["task_id"]
     code, out, err = cli("batch", str(jobs), "--out", str(tmp_path / "out"))
     assert code == 0, err
-    assert posts(emu, "POST /api/v3/*") == 2 and len(lines(out)) == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 2 and len(lines(out)) == 1
 
 
 def test_batch_without_a_key_exits_2_before_sending_anything(cli, emu, tmp_path, monkeypatch):
@@ -496,10 +496,10 @@ def test_batch_first_ctrl_c_lets_the_submit_in_flight_return_and_keeps_its_id(cl
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a kite", "provider": "wavespeed-v3",
                                                  "size": "256x256", "response_format": "url"}])
     out_dir = tmp_path / "out"
-    emu.inject("POST /api/v3/*", "delay", seconds=1.0)  # the paid submit is still under way at Ctrl-C
+    emu.inject("POST /api/v3/wavespeed-ai/*", "delay", seconds=1.0)  # the paid submit is still under way at Ctrl-C
     process = _batch_subprocess(jobs, out_dir)
     try:
-        _wait_for(lambda: posts(emu, "POST /api/v3/*") == 1, "the submit")
+        _wait_for(lambda: posts(emu, "POST /api/v3/wavespeed-ai/*") == 1, "the submit")
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:
@@ -514,7 +514,7 @@ def test_batch_first_ctrl_c_lets_the_submit_in_flight_return_and_keeps_its_id(cl
 
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
     assert code == 0, err
-    assert posts(emu, "POST /api/v3/*") == 1  # collected, not paid again
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 1  # collected, not paid again
     assert Path(lines(out)[0]).read_bytes() == emu.tasks[task_id].outputs[0]
 
 
@@ -523,10 +523,10 @@ def test_batch_second_ctrl_c_exits_at_once_and_the_cut_submit_is_uncertain(cli, 
     jobs = write_jsonl(tmp_path / "jobs.jsonl", [{"prompt": "a kite", "provider": "wavespeed-v3",
                                                  "size": "256x256", "response_format": "url"}])
     out_dir = tmp_path / "out"
-    emu.inject("POST /api/v3/*", "delay", seconds=3.0)
+    emu.inject("POST /api/v3/wavespeed-ai/*", "delay", seconds=3.0)
     process = _batch_subprocess(jobs, out_dir)
     try:
-        _wait_for(lambda: posts(emu, "POST /api/v3/*") == 1, "the submit")
+        _wait_for(lambda: posts(emu, "POST /api/v3/wavespeed-ai/*") == 1, "the submit")
         process.send_signal(signal.SIGINT)
         assert "Press Ctrl-C again" in process.stderr.readline()
         process.send_signal(signal.SIGINT)
@@ -543,10 +543,10 @@ def test_batch_second_ctrl_c_exits_at_once_and_the_cut_submit_is_uncertain(cli, 
     assert code == 0 and "1 uncertain (skipped), 0 to run" in out and "uncertain: row 1" in out
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir))
     assert code == 1 and out == "" and "1 uncertain" in err and "--retry-uncertain" in err
-    assert posts(emu, "POST /api/v3/*") == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 1
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--retry-uncertain")
     assert code == 0, err
-    assert posts(emu, "POST /api/v3/*") == 2 and len(lines(out)) == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 2 and len(lines(out)) == 1
 
 
 def test_batch_submit_that_may_have_been_charged_is_uncertain_and_not_sent_again(cli, emu, tmp_path):
@@ -556,7 +556,7 @@ def test_batch_submit_that_may_have_been_charged_is_uncertain_and_not_sent_again
     out_dir = tmp_path / "out"
     # The server processes each submit, then the connection drops before the answer.
     emu.inject("POST /v1/images/generations", "reset_after")
-    emu.inject("POST /api/v3/*", "reset_after")
+    emu.inject("POST /api/v3/wavespeed-ai/*", "reset_after")
     code, out, err = cli("batch", str(jobs), "--out", str(out_dir), "--no-progress")
     assert code == 1 and out == ""
     assert err.count("may have been processed and charged") == 2 and err.count("marked uncertain") == 2
@@ -612,7 +612,7 @@ def test_paid_pictures_that_cannot_be_written_to_out_are_kept_in_the_data_folder
     assert Path(path).parent == isolated_env / "results"
     assert Path(path).read_bytes() == emu.served_images[-1]
     assert f"Could not write the pictures to {out_dir}" in err and str(isolated_env / "results") in err
-    assert posts(emu, "POST /v1/images/*") + posts(emu, "POST /api/v3/*") == 1 + (api == "v1/images")
+    assert posts(emu, "POST /v1/images/*") + posts(emu, "POST /api/v3/wavespeed-ai/*") == 1 + (api == "v1/images")
 
 
 def test_batch_done_rows_with_missing_pictures_are_collected_again_or_reported(cli, emu, tmp_path, isolated_env):

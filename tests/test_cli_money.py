@@ -79,7 +79,7 @@ def test_a_v3_prediction_bought_in_an_earlier_run_is_collected_without_charging(
     code, out, err = cli(*argv)
     assert (code, lines(err)) == (0, ["1 picture collected from a prediction paid in an earlier run, nothing charged "
                                       "now"])
-    assert posts(emu, "POST /api/v3/*") == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 1
 
 
 def test_turbo_names_the_inputs_it_drops_as_the_node_does(cli, emu, tmp_path):
@@ -94,7 +94,7 @@ def test_turbo_names_the_inputs_it_drops_as_the_node_does(cli, emu, tmp_path):
         "note: Z-Image-Turbo is distilled to 8 steps: CFG (guidance_scale) and the negative prompt have no effect.",
         "note: wavespeed-ai/z-image/turbo takes no negative prompt: the negative prompt was not sent.",
         "paid about $0.01 for 1 picture"])
-    [submit] = emu.requests_to("POST /api/v3/*")
+    [submit] = emu.requests_to("POST /api/v3/wavespeed-ai/*")
     assert "negative_prompt" not in submit.json
 
 
@@ -181,7 +181,7 @@ def test_second_ctrl_c_abandons_the_image_request_and_says_what_that_costs(emu, 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
 def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_for_nothing(cli, emu, tmp_path):
     out_dir = tmp_path / "out"
-    emu.inject("POST /api/v3/*", "delay", seconds=1.5)
+    emu.inject("POST /api/v3/wavespeed-ai/*", "delay", seconds=1.5)
     process = subprocess.Popen([sys.executable, "-m", "zimage_api", "generate", "a lighthouse", "--api", "v3",
                                 "--seed", "9", *SMALL, "--out", str(out_dir)], cwd=tmp_path,
                                env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
@@ -204,7 +204,7 @@ def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_f
     assert (code, lines(err)) == (0, ["1 picture collected from a prediction paid in an earlier run, nothing charged "
                                       "now"])
     assert Path(lines(out)[0]).read_bytes() == emu.tasks[task_id].outputs[0]
-    assert posts(emu, "POST /api/v3/*") == 1
+    assert posts(emu, "POST /api/v3/wavespeed-ai/*") == 1
 
 
 @pytest.mark.parametrize("paying, first, abandoned", [

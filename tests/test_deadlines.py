@@ -208,7 +208,7 @@ def test_generate_v3_node_timeout_holds_whatever_retry_after_says(nodes, emu: Em
             height=256, seed=5, count=1, timeout=10, unique_id="7"))
     assert clock() - started <= 0.5
     assert "WaveSpeed is busy (HTTP 503) and asked to wait 60 s" in str(caught.value)
-    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
 
 
 def _cli(clock, capsys, *argv: str) -> tuple[int, str, str]:

@@ -197,7 +197,7 @@ def test_a_malformed_id_in_a_submit_answer_is_a_failed_job_not_bad_usage(cli, em
         "is marked failed in the ledger and no longer listed as unfinished; check the provider's dashboard for its "
         "picture."]
     assert Ledger().unfinished() == []
-    emu.inject("POST /api/v3/*", "status", status=200,
+    emu.inject("POST /api/v3/wavespeed-ai/*", "status", status=200,
                body={"code": 200, "message": "success", "data": {"id": "a/b", "status": "created"}})
     code, out, err = cli("generate", "a kite", "--api", "v3", *SMALL)
     assert (code, out, lines(err)) == (1, "", [
@@ -216,7 +216,7 @@ def test_a_malformed_id_in_a_submit_answer_is_a_failed_job_not_bad_usage(cli, em
      ("generate", "a fox", *SMALL), "WaveSpeed answered a picture entry with neither 'b64_json' nor 'url'."),
     ("POST /v1/images/generations", "status", {"status": 200, "body": [1, 2]}, ("generate", "a fox", *SMALL),
      "WaveSpeed answered without any picture (no 'data' list); nothing was decoded."),
-    ("POST /api/v3/*", "status", {"status": 200, "body": {"code": 200, "data": None}},
+    ("POST /api/v3/wavespeed-ai/*", "status", {"status": 200, "body": {"code": 200, "data": None}},
      ("generate", "a fox", "--api", "v3", *SMALL), "WaveSpeed answered without a prediction id."),
     ("POST /v1/tasks", "malformed_json", {}, ("submit", "a boat"),
      "Qingbo answered HTTP 200 with cut-off or malformed JSON instead of the expected JSON; the service may be "

@@ -612,7 +612,7 @@ def test_fault_status_with_custom_body_and_headers(emu: Emulator, http: requests
     ("pattern", "call", "shape"),
     [
         ("POST /v1/images/*", lambda http, emu: generate(http, emu), "openai"),
-        ("POST /api/v3/*", lambda http, emu: submit_v3(http, emu), "v3"),
+        ("POST /api/v3/wavespeed-ai/*", lambda http, emu: submit_v3(http, emu), "v3"),
         ("POST /v1/tasks", lambda http, emu: submit_task(http, emu), "qingbo"),
     ],
 )
@@ -685,7 +685,7 @@ def test_fault_malformed_json_and_html_502(emu: Emulator, http: requests.Session
 
 def test_fault_invalid_base64(emu: Emulator, http: requests.Session) -> None:
     emu.inject("POST /v1/images/generations", "invalid_base64")
-    emu.inject("POST /api/v3/*", "invalid_base64")
+    emu.inject("POST /api/v3/wavespeed-ai/*", "invalid_base64")
     item = generate(http, emu).json()["data"][0]["b64_json"]
     with pytest.raises(ValueError):
         base64.b64decode(item, validate=True)
@@ -709,7 +709,7 @@ def test_fault_truncated_and_expired_files(emu: Emulator, http: requests.Session
 
 def test_fault_task_failed(emu: Emulator, http: requests.Session, clock: FakeClock) -> None:
     emu.inject("POST /v1/tasks", "task_failed", code="upstream_bad_request", message="prompt rejected")
-    emu.inject("POST /api/v3/*", "task_failed")
+    emu.inject("POST /api/v3/wavespeed-ai/*", "task_failed")
     task_id = submit_task(http, emu).json()["task_id"]
     prediction = submit_v3(http, emu).json()["data"]["id"]
     clock.advance(2.0)

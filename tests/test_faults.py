@@ -78,7 +78,7 @@ def test_reset_after_a_wavespeed_submit_is_not_sent_again(emu, clock) -> None:
     with pytest.raises(APIConnectionError) as info:
         WaveSpeedClient(sleep=clock.sleep).submit(PROMPT, width=256, height=256)
     assert info.value.may_have_processed and "Check your WaveSpeed dashboard" in str(info.value)
-    assert len(emu.requests_to("POST /api/v3/*")) == 1 and emu.task_count("wavespeed") == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1 and emu.task_count("wavespeed") == 1
 
 
 def test_server_down_before_a_wavespeed_submit_is_retried(emu, clock) -> None:

@@ -46,6 +46,9 @@ class PlainTasks:
     def model_id(self, order: Order) -> str:
         return "plain"
 
+    def check_funds(self, order: Order, units: int, call: Call) -> float | None:
+        return None
+
     def what(self, order: Order) -> str:
         return "the plain task request"
 

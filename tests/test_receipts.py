@@ -119,10 +119,10 @@ def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, cloc
     monkeypatch.setattr(nodes._Node.context.hooks, "interrupted", lambda: clock() - started > 0.5)
     with pytest.raises(FakeInterrupt):
         generate(nodes, api="v3", count=1)
-    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
     monkeypatch.setattr(nodes._Node.context.hooks, "interrupted", lambda: False)
     image, info = generate(nodes, api="v3", count=1)  # the same inputs: collect, do not pay again
-    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
     prediction = next(iter(emu.tasks))
     assert prediction in info and image.shape[0] == 1
 

@@ -72,7 +72,7 @@ def test_stuck_prediction_times_out_with_a_resume_hint(emu, clock) -> None:
     pid = info.value.task_id
     assert f"poll --provider wavespeed {pid}" in str(info.value)
     assert Ledger.default().get(pid)["status"] == "timeout"
-    assert len(emu.requests_to("POST /api/v3/*")) == 1
+    assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
 
 
 def test_collect_recovers_by_id(emu, clock) -> None:
@@ -80,7 +80,7 @@ def test_collect_recovers_by_id(emu, clock) -> None:
     prediction = wave.submit(PROMPT, width=256, height=256)
     assert prediction.state is TaskState.QUEUED
     result = wave.collect(prediction.id, sleep=clock.sleep, clock=clock)
-    assert result.images == [emu.served_images[-1]] and len(emu.requests_to("POST /api/v3/*")) == 1
+    assert result.images == [emu.served_images[-1]] and len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .catalog import QINGBO_USD_PER_PICTURE, QUOTA_PER_USD, V3_MODEL_PATHS, V3_MODELS, WAVESPEED_USD_PER_PICTURE
-from .errors import CancelledError, ConfigError, InsufficientBalanceError, ZImageError
+from .errors import CancelledError, ConfigError, InsufficientBalanceError, InvalidResponseError, ZImageError
+from .http.deadline import Deadline
+from .http.retry import RetryNotice
 from .logs import logger
 
 __all__ = [
+    "Funds",
     "BalanceCheck", "Prices", "PriceSource", "BalanceSource", "BALANCE_MAX_AGE", "PRICE_MAX_AGE",
     "balance_refusal", "budget_message", "format_budget", "format_usd", "key_digest", "price_key", "pricing_inputs",
     "task_cost_usd",
@@ -35,13 +38,16 @@ _FINAL_UNPAID = ("failed", "cancelled", "canceled")
 class BalanceSource(Protocol):
     """What :class:`BalanceCheck` needs of a client: :meth:`WaveSpeedClient.balance`."""
 
-    def balance(self, **call: Any) -> float: ...
+    def balance(self, *, deadline: Deadline | None = None, cancel_check: Callable[[], bool] | None = None,
+                on_retry: Callable[[RetryNotice | None], None] | None = None) -> float: ...
 
 
 class PriceSource(Protocol):
     """What :class:`Prices` needs of a client: :meth:`WaveSpeedClient.price`."""
 
-    def price(self, model_id: str, inputs: Mapping[str, Any], **call: Any) -> float: ...
+    def price(self, model_id: str, inputs: Mapping[str, Any], *, deadline: Deadline | None = None,
+              cancel_check: Callable[[], bool] | None = None,
+              on_retry: Callable[[RetryNotice | None], None] | None = None) -> float: ...
 
 
 def format_usd(amount: float) -> str:
@@ -267,3 +273,25 @@ def task_cost_usd(entry: Mapping[str, Any]) -> float | None:
     model = str(entry.get("model") or "")
     spec = V3_MODELS.get(V3_MODEL_PATHS.get(model, model))
     return spec.price if spec is not None else WAVESPEED_USD_PER_PICTURE
+
+
+@dataclass
+class Funds:
+    """What an entry point keeps between its runs: the balance readings and the quoted prices, so that a key's
+    balance is asked at most once a minute and a price once an hour, however many runs go by. The providers hand
+    each check the client of the run in progress."""
+
+    balance: BalanceCheck
+    prices: Prices
+
+    @classmethod
+    def new(cls, clock: Callable[[], float] = time.monotonic) -> Funds:
+        return cls(BalanceCheck(_NoClient(), clock=clock), Prices(None, clock=clock))
+
+
+class _NoClient:
+    """A balance source before the first run hands over its client."""
+
+    def balance(self, *, deadline: Deadline | None = None, cancel_check: Callable[[], bool] | None = None,
+                on_retry: Callable[[RetryNotice | None], None] | None = None) -> float:
+        raise InvalidResponseError("no client yet", provider="WaveSpeed")

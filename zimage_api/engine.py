@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from .account import budget_message
+from .account import Funds, budget_message
 from .budget import daily_budget, day_start
 from .cancel import CancelToken
 from .clients import Clients
@@ -119,6 +119,8 @@ class Engine:
             (otherwise such a unit fails with :class:`UncertainChargeError`).
         providers: the providers by route (default: WaveSpeed's two protocols and Qingbo, over ``clients``).
         budget: the day's budget in USD (default: the configured one, see :mod:`zimage_api.budget`; None: none).
+        funds: the balance readings and quoted prices the caller keeps between runs (see
+            :class:`~zimage_api.account.Funds`); None skips the balance check and uses the catalog's prices.
 
     Every paid unit goes through the store's claim (:meth:`Store.claim`): one run pays, the others with the same
     inputs wait for its outcome and get the same picture; a run that died is taken over once its lease expires.
@@ -134,10 +136,12 @@ class Engine:
                  on_retry: Callable[[int, RetryNotice | None], None] | None = None,
                  resume_hint: Callable[[str, str], str] | None = None, workers: int = 4,
                  retry_uncertain: bool = False, hooks: Hooks | None = None,
-                 providers: Providers | None = None, budget: float | None | Configured = CONFIGURED) -> None:
+                 providers: Providers | None = None, budget: float | None | Configured = CONFIGURED,
+                 funds: Funds | None = None) -> None:
         self.clients = clients
         self.store: Store = clients.store
-        self.providers = providers if providers is not None else Providers(clients)
+        self.providers = providers if providers is not None else Providers(clients, funds=funds)
+        self.balance: float | None = None  # the paying account's balance in USD, once a run has read it
         self.progress = progress
         self.token = token if token is not None else CancelToken()
         # run_jobs abandons the jobs in flight once its event is set: the token's own, or one that is never set.
@@ -185,6 +189,10 @@ class Engine:
         units = provider.plan(order, provider.endpoint())
         progress = self._progress(len(units))
         self.store.check_writable()  # no record, no payment: before any upload or request
+        to_pay = sum(1 for unit in units if self.store.receipt(unit.key) is None)
+        if to_pay and not self.token.cancelled():
+            funds = provider.check_funds(order, to_pay, self._call(0, progress, 60.0, provider))
+            self.balance = funds if funds is not None else self.balance
         jobs = [(lambda unit=unit: unit_job(unit, provider, progress)) for unit in units]
         return self._run(jobs, progress)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..account import Funds
 from ..cancel import CancelToken
 from ..clients import Clients
 from ..errors import CancelledError, ValidationError, ZImageError
@@ -169,6 +170,7 @@ class Runtime:
         self.clock = clock or time.monotonic
         self.now = clock or time.time
         self.retry_uncertain = False  # ``--retry-uncertain``: pay again for a request that may have been charged
+        self.funds = Funds.new()  # the balance readings and quoted prices of this run
         self.store = ledger or Store.default()  # opened once here, handed to the engine and the clients
         self.ledger = self.store
         self.api_keys = dict(api_keys or {})
@@ -222,7 +224,7 @@ class Runtime:
         return Engine(self.clients, token=self.token, abandon=False, clock=self.clock, sleep=self.sleep,
                       paying=paying or self.paying, on_task_id=on_task_id or self.track, on_collected=self.untrack,
                       on_tick=on_progress, on_retry=self._show_retry, resume_hint=resume_hint,
-                      retry_uncertain=self.retry_uncertain)
+                      retry_uncertain=self.retry_uncertain, funds=self.funds)
 
     @staticmethod
     def _show_retry(_index: int, notice: Any) -> None:

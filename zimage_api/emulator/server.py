@@ -81,6 +81,10 @@ class _Server(ThreadingHTTPServer):
         logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
+ACCOUNT_PATHS = frozenset({"/api/v3/balance", "/api/v3/account/balance", "/api/v3/model/pricing",
+                           "/api/v3/predictions"})
+
+
 class Emulator(Backend):
     """A local stand-in for the paid image services; see the package docstring for the routes.
 
@@ -248,6 +252,12 @@ class Emulator(Backend):
         """Every request received, in arrival order (a snapshot)."""
         with self._lock:
             return list(self._log)
+
+    @property
+    def service_requests(self) -> list[RecordedRequest]:
+        """The requests that asked for pictures (or their tasks, uploads and files): every request but those of
+        WaveSpeed's account routes (balance, prices, history), which a client asks around them."""
+        return [r for r in self.requests if r.path not in ACCOUNT_PATHS]
 
     def requests_to(self, pattern: str) -> list[RecordedRequest]:
         """Recorded requests whose ``"METHOD /path"`` matches the fnmatch ``pattern``, e.g. ``"GET /v1/tasks/*"``."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .base import PROVIDER_NAMES, ROUTES, Accepted, Call, Handle, Provider, ProviderName, Recovery, Route, Unit
 
 if TYPE_CHECKING:
+    from ..account import Funds
     from ..clients import Clients
 
 __all__ = ["Providers", "Provider", "ProviderName", "Route", "PROVIDER_NAMES", "ROUTES", "Call", "Handle", "Recovery",
@@ -20,12 +21,13 @@ __all__ = ["Providers", "Provider", "ProviderName", "Route", "PROVIDER_NAMES", "
 class Providers:
     """The providers of one run, by the route an order takes and by the name a task id is recorded under."""
 
-    def __init__(self, clients: Clients, extra: dict[Route, Provider] | None = None) -> None:
+    def __init__(self, clients: Clients, extra: dict[Route, Provider] | None = None, *,
+                 funds: Funds | None = None) -> None:
         from .qingbo import QingboProvider
         from .wavespeed import ImagesProvider, V3Provider
 
-        v3 = V3Provider(clients)
-        self.by_route: dict[Route, Provider] = {"wavespeed-images": ImagesProvider(clients), "wavespeed-v3": v3,
+        v3 = V3Provider(clients, funds)
+        self.by_route: dict[Route, Provider] = {"wavespeed-images": ImagesProvider(clients, funds), "wavespeed-v3": v3,
                                                 "qingbo": QingboProvider(clients)}
         self.by_route.update(extra or {})
         # A task id is collected by the provider that issued it; WaveSpeed's ids are v3 predictions.

@@ -117,6 +117,11 @@ class Provider(Protocol):
         """The price of one unit of ``order`` in USD (published, or the catalog's estimate)."""
         ...
 
+    def check_funds(self, order: Order, units: int, call: Call) -> float | None:
+        """Refuse, before anything is sent, a run of ``units`` paid units the account cannot pay
+        (:class:`~zimage_api.errors.InsufficientBalanceError`); the balance in USD where the provider tells it."""
+        ...
+
     def model_id(self, order: Order) -> str:
         """The model ``order`` runs, as the provider names it (recorded with what it cost)."""
         ...

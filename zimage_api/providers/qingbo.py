@@ -46,6 +46,9 @@ class QingboProvider:
     def price(self, order: Order) -> float:
         return QINGBO_USD_PER_PICTURE
 
+    def check_funds(self, order: Order, units: int, call: Call) -> float | None:
+        return None  # Qingbo documents no balance route: its HTTP 402 says the same, before anything is charged
+
     def model_id(self, order: Order) -> str:
         from ..qingbo import MODEL
 

@@ -15,6 +15,7 @@ from ..results import GenerationResult
 from .base import Call, Handle, ProviderName, Recovery, Unit
 
 if TYPE_CHECKING:
+    from ..account import Funds
     from ..clients import Clients
     from ..orders import Order, PictureOrder
 
@@ -71,14 +72,28 @@ class _WaveSpeed:
     name: ProviderName = "wavespeed"
     label = WAVESPEED.name
 
-    def __init__(self, clients: Clients) -> None:
+    def __init__(self, clients: Clients, funds: Funds | None = None) -> None:
         self._clients = clients
+        self._funds = funds
 
     def plan(self, order: Order, endpoint: str) -> list[Unit]:
         return picture_units(_picture(order), endpoint)
 
     def price(self, order: Order) -> float:
-        return _picture(order).price
+        """WaveSpeed's own price for the request where it quotes one (kept an hour), else the catalog's."""
+        if self._funds is None:
+            return _picture(order).price
+        self._funds.prices.client = self._clients.v3()
+        usd, _source = self._funds.prices.price_of(order)
+        return usd
+
+    def check_funds(self, order: Order, units: int, call: Call) -> float | None:
+        if self._funds is None or units <= 0:
+            return None
+        client = self._clients.v3()
+        self._funds.balance.client = client
+        return self._funds.balance.check(self.price(order) * units, key_id=client.transport.api_key(),
+                                         deadline=call.deadline, cancel_check=call.cancel, on_retry=call.on_retry)
 
     def model_id(self, order: Order) -> str:
         picture = _picture(order)
@@ -154,8 +169,8 @@ class V3Provider(_WaveSpeed):
     """WaveSpeed's v3 predictions. References and masks are uploaded once per run, however many units use them;
     a request whose run died while sending it is found again in WaveSpeed's prediction history."""
 
-    def __init__(self, clients: Clients) -> None:
-        super().__init__(clients)
+    def __init__(self, clients: Clients, funds: Funds | None = None) -> None:
+        super().__init__(clients, funds)
         self._uploads: dict[str, str] = {}
         self._upload_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
