@@ -86,7 +86,8 @@ class TaskClient:
 
     @staticmethod
     def _age(entry: dict[str, Any]) -> float | None:
-        """Seconds since the task was created, as far as the client can tell (None when unknown)."""
+        """Seconds since the task was submitted, by the store's record (None when unknown): the polling schedule
+        counts from there."""
         submitted = entry.get("submitted_at")
         return max(time.time() - float(submitted), 0.0) if isinstance(submitted, (int, float)) else None
 
@@ -140,6 +141,8 @@ class TaskClient:
                 expected = self.expected(entry)
                 if expected is not None:
                     wait_options["expected"], wait_options["expected_spread"] = expected
+            if "submitted_ago" not in wait_options and entry is not None:
+                wait_options["submitted_ago"] = self._age(entry)
             try:
                 task = self._wait_for(tid, first=first, **wait_options)
             except TaskTimeoutError:
