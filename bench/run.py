@@ -84,6 +84,9 @@ class Settings:
     lag_short_lengths: tuple[float, ...] = (1.2, 2, 3, 4.5, 6)
     lag_lengths: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 20, 30, 45, 60)
     lag_per_kind: int = 3
+    lag_mixed: tuple[float, float] = (1.2, 6.0)  # one model whose tasks take anything in this range
+    lag_mixed_count: int = 8  # tasks one after another, in each of ``lag_mixed_kinds`` stores at once
+    lag_mixed_kinds: int = 3
     many_count: int = 16
     many_latency: float = 2.0
     many_reps: int = 3
@@ -102,7 +105,7 @@ class Settings:
         if not quick:
             return cls(quick=False)
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_short_lengths=(1.2, 3), lag_lengths=(1, 4),
-                   lag_per_kind=2,
+                   lag_per_kind=2, lag_mixed_count=3, lag_mixed_kinds=1,
                    many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
                    store_lookups=50, store_reps=5, bounds_deadline=2.0, bounds_read_timeout=1.0)
 
@@ -306,31 +309,32 @@ class TaskTiming:
     first_of_kind: bool
 
 
-def _kind_thread(shape: str, length: float, per_kind: int, out: list[tuple[Emulator, TaskTiming]],
+def _kind_thread(shape: str, span: tuple[float, float], per_kind: int, out: list[tuple[Emulator, TaskTiming]],
                  errors: list[BaseException], folder: Path) -> threading.Thread:
-    """One kind of task (one server, one length): ``per_kind`` tasks one after another, each submitted and then
-    collected by its id as Qingbo Task Poll does with a pasted id (the store knows when it was submitted), with the
-    default schedule and the kind's own task store, so that later ones know how long the earlier ones took."""
+    """One kind of task (one server, one model whose tasks take anything in ``span`` seconds): ``per_kind`` tasks
+    one after another, each submitted and then collected by its id as Qingbo Task Poll does with a pasted id (the
+    store knows when it was submitted), with the default schedule and the kind's own task store, so that later ones
+    know how long the earlier ones took."""
 
     def one() -> None:
         try:
             # Tiny result pictures: the emulator renders one when a task is first seen completed, and that CPU time
-            # is the emulator's, not the client's. Each task of a kind takes its length, give or take 5 %.
-            emu = Emulator(queue_seconds=0.0, process_seconds=(0.95 * length, 1.05 * length), picture_scale=1 / 16,
+            # is the emulator's, not the client's.
+            emu = Emulator(queue_seconds=0.0, process_seconds=span, picture_scale=1 / 16,
                            progress_style=shape, wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}).start()
             client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=Ledger(folder))
             try:
                 for index in range(per_kind):
                     submitted = time.time()
-                    task = client.submit(f"bench lag {shape} {length} {index}", seed=index + 1)
-                    client.collect(task.task_id, timeout=length * 3 + 30)
+                    task = client.submit(f"bench lag {shape} {span} {index}", seed=index + 1)
+                    client.collect(task.task_id, timeout=span[1] * 3 + 30)
                     out.append((emu, TaskTiming(task.task_id, submitted, time.time(), index == 0)))
             finally:
                 client.transport.close()
         except BaseException as err:  # noqa: BLE001 - reported after the run
             errors.append(err)
 
-    return threading.Thread(target=one, name=f"lag-{shape}-{length:g}")
+    return threading.Thread(target=one, name=f"lag-{shape}-{span[0]:g}-{span[1]:g}")
 
 
 def _lag_stats(timings: list[tuple[Emulator, TaskTiming]]) -> dict[str, Any]:
@@ -351,22 +355,32 @@ def _lag_figures(stats: dict[str, Any]) -> str:
 
 
 def bench_lag(cfg: Settings) -> list[Row]:
-    """Every progress shape, tasks of 1.2 to 6 s and of 1 to 60 s, all at once in real time against their own
-    emulators."""
-    ranges = {"1.2-6 s": cfg.lag_short_lengths, "1-60 s": cfg.lag_lengths}
+    """Every progress shape: tasks of 1.2 to 6 s and of 1 to 60 s (one length per kind, give or take 5 %), and one
+    model whose tasks take anything from 1.2 to 6 s; all at once in real time against their own emulators."""
+    def spans(lengths: tuple[float, ...]) -> list[tuple[float, float]]:
+        return [(0.95 * length, 1.05 * length) for length in lengths]
+
+    mixed = f"one model, {cfg.lag_mixed[0]:g}-{cfg.lag_mixed[1]:g} s each"
+    ranges = {"1.2-6 s": (spans(cfg.lag_short_lengths), cfg.lag_per_kind),
+              "1-60 s": (spans(cfg.lag_lengths), cfg.lag_per_kind),
+              mixed: ([cfg.lag_mixed] * cfg.lag_mixed_kinds, cfg.lag_mixed_count)}
     timings: dict[tuple[str, str], list[tuple[Emulator, TaskTiming]]] = {
         (name, shape): [] for name in ranges for shape in LAG_SHAPES}
     errors: list[BaseException] = []
-    longest = max(max(lengths) for lengths in ranges.values())
+    longest = max(span[1] * count for kinds, count in ranges.values() for span in kinds)
     with tempfile.TemporaryDirectory() as tmp:
-        threads = [_kind_thread(shape, length, cfg.lag_per_kind, timings[name, shape], errors,
-                                Path(tmp) / f"{name[:-2]}-{shape}-{length:g}")
-                   for name, lengths in ranges.items() for shape in LAG_SHAPES for length in lengths]
-        for name, lengths in ranges.items():
-            say(f"  tasks of {name}: {len(LAG_SHAPES)} progress shapes x lengths {', '.join(f'{v:g}' for v in lengths)}"
-                f" s, {cfg.lag_per_kind} tasks of each kind one after another (the first knows nothing of its length)")
-        say(f"  {len(threads)} kinds at once; each task submitted, then collected by its id")
-        _run_threads(threads, errors, "lag task(s)", timeout=cfg.lag_per_kind * (longest * 1.05 + 10) + 60)
+        threads = [_kind_thread(shape, span, count, timings[name, shape], errors,
+                                Path(tmp) / f"{number}-{shape}-{index}")
+                   for number, (name, (kinds, count)) in enumerate(ranges.items()) for shape in LAG_SHAPES
+                   for index, span in enumerate(kinds)]
+        say(f"  tasks of 1.2-6 s and of 1-60 s: lengths {', '.join(f'{v:g}' for v in cfg.lag_short_lengths)} s and "
+            f"{', '.join(f'{v:g}' for v in cfg.lag_lengths)} s (give or take 5 %), {cfg.lag_per_kind} tasks of each "
+            "length one after another (the first knows nothing of its length)")
+        say(f"  {mixed}: {cfg.lag_mixed_count} tasks one after another, in {cfg.lag_mixed_kinds} stores at once")
+        say(f"  {len(threads)} kinds of task ({len(LAG_SHAPES)} progress shapes) at once; each task submitted, then "
+            "collected by its id")
+        _run_threads(threads, errors, "lag task(s)", timeout=longest + 10 * max(cfg.lag_mixed_count,
+                                                                                cfg.lag_per_kind) + 60)
         for emu in {id(e): e for items in timings.values() for e, _ in items}.values():
             emu.stop()
     rows = []

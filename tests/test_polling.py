@@ -110,7 +110,10 @@ def test_first_snapshot_is_used_without_a_request(clock) -> None:
         (20.0, 0.0, 1.5, 10.0, None, 5, 0.6),  # a wide window of earlier tasks is swept less densely
         (20.0, 0.0, 4.0, 2.0, None, 5, 0.5),  # then slowing down with how late it is
         (20.0, 0.0, 30.0, 0.0, None, 5, 1.0),  # back to the plain schedule
-        (1.2, 0.0, 0.1, 0.0, 1.2, 2, 0.8),  # the budget: the third request not before 2 s after the submission
+        (1.2, 0.5, 0.0, 0.0, 1.2, 2, 0.8),  # the budget: before a sharp prediction, the third request after 2 s
+        (1.2, 0.0, 0.1, 0.0, 1.2, 2, 1.8),  # and once it has passed, not before 3 s: one a second since the submission
+        (3.0, 0.0, 0.1, 0.5, 3.0, 3, 0.25),  # inside a tight window of earlier tasks, one request ahead
+        (3.0, 0.0, 0.1, 4.0, 3.0, 3, 1.0),  # inside a wide one, none
         (1.2, 0.0, 0.1, 0.0, 600.0, 2, 0.25),  # a task submitted long ago has budget to spare
     ],
 )
@@ -219,6 +222,34 @@ def test_every_progress_shape_at_most_one_request_a_second(shape, clock, tmp_pat
     lags.sort()
     assert requests / waited <= 1.0, (requests, waited)
     assert (lags[2] + lags[3]) / 2 <= (0.6 if shape in SILENT else 0.3), lags
+
+
+@pytest.mark.parametrize("shape", ["int", "absent"])
+def test_a_model_whose_tasks_vary_widely_is_still_asked_about_once_a_second(shape, clock, tmp_path) -> None:
+    """One model whose tasks take anything from 1.2 to 6 s: what the earlier ones took never brings the first look
+    before the shortest of them, and over eight tasks, at most one request a second."""
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.ledger import Ledger
+    from zimage_api.qingbo import QingboClient
+
+    requests, waited, lags = 0, 0.0, []
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=(1.2, 6.0), picture_scale=1 / 16,
+                  progress_style=shape, qingbo_keys={DEMO_KEY}) as emu:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock,
+                              ledger=Ledger(tmp_path))
+        for index in range(8):
+            submitted = clock()
+            task = client.submit("a kite", seed=index + 1)
+            client.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=60)
+            times = [r.time - submitted for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+            took = [emu.tasks[t].completed_at - emu.tasks[t].created_at for t in emu.tasks if t != task.task_id]
+            assert times[0] >= min(took or [1.25]) * 0.75 - 0.05, (index, times, took)
+            requests, waited = requests + len(times), waited + clock() - submitted
+            lags.append(clock() - emu.tasks[task.task_id].completed_at)
+            clock.advance(1.0)
+    lags.sort()
+    assert requests / waited <= 1.0, (requests, waited)
+    assert (lags[3] + lags[4]) / 2 <= (0.3 if shape == "int" else 0.6), lags
 
 
 def test_a_pasted_id_submitted_long_ago_is_not_asked_about_fast(clock, tmp_path) -> None:

@@ -109,9 +109,11 @@ class PollSchedule:
     ``slowest``. With a predicted end (from the progress, or from how long this model's tasks took before), the loop
     sleeps until just after it (``margin``), at most ``longest`` at a time. Inside the window in which earlier tasks
     of the kind ended, it looks every ``sweep`` of that window (at least ``near`` apart); past it, it slows by
-    ``late_share`` of how late the task is, back to the plain schedule. Under all of it lies a budget: after the
-    first look, at most ``rate`` requests per second since the submission, so that a wait never asks more often
-    than once a second overall, whatever the progress says.
+    ``late_share`` of how late the task is, back to the plain schedule. Under all of it lies a budget: at most
+    ``rate`` requests per second since the submission, so that a wait never asks more often than about once a second
+    overall, whatever the progress says. A sharp prediction (the progress, or earlier tasks that ended within
+    ``tight`` of the time waited of each other, until that window has passed) may spend one request ahead of it: a
+    short task is then seen at its end, not a second later.
     """
 
     rate: float = 1.0
@@ -125,15 +127,16 @@ class PollSchedule:
     near: float = 0.25
     sweep: float = 0.06
     late_share: float = 0.25
+    tight: float = 0.25
 
     def plain(self, waited: float) -> float:
         """The wait without any prediction, after ``waited`` seconds of waiting."""
         return min(max(self.share * waited, self.fastest), self.slowest)
 
-    def budget(self, since: float, sent: int) -> float:
+    def budget(self, since: float, sent: int, ahead: int = 1) -> float:
         """The seconds to wait before one more request keeps ``sent`` requests within ``rate`` per second since
-        the submission, ``since`` seconds ago (one request ahead: the first look is free)."""
-        return max(sent / self.rate - since, 0.0)
+        the submission, ``since`` seconds ago, ``ahead`` requests ahead of it."""
+        return max((sent + 1 - ahead) / self.rate - since, 0.0)
 
     def first_delay(self, since: float, eta: float | None = None) -> float:
         """Seconds until the first status request of a task submitted ``since`` seconds ago, when nothing was seen of
@@ -164,11 +167,12 @@ class PollSchedule:
             delay = min(max(self.near, self.sweep * window), plain)
         else:
             delay = min(max(self.near, self.late_share * (overdue - window)), plain)
-        return max(delay, self.budget(age, sent))
+        sharp = eta is not None and (eta > 0 or overdue <= window <= self.tight * age)
+        return max(delay, self.budget(age, sent, ahead=1 if sharp else 0))
 
 
 STEP_SHIFT = 0.25
-SHARP_SECONDS = 1.0  # past the earlier tasks' end, a prediction from progress counts only if read this sharply
+SHARP_SECONDS = 0.5  # past the earlier tasks' end, a prediction from progress counts only if read this sharply
 SMOOTH_TOLERANCE = 0.05  # a reading this close to the predicted progress is taken as exact
 CHECK_SECONDS = 1.0  # a prediction from one reading further than this is checked halfway
 
@@ -237,8 +241,8 @@ class _EndEstimator:
         Before the end that earlier tasks predict, the earlier of the two predictions wins: one that comes too early
         costs a few requests, one that comes too late costs lag. Once that end has passed, it stays the reference
         (looked at closely inside the window of earlier tasks, less often the later it gets), unless the progress
-        predicts from a reading taken between two close answers: a jump (0, 50, 100) seen after a long sleep may
-        have happened any time in it, and predicts nothing sharp.
+        predicts sharply: from a smooth progress, or from a reading taken between two close answers. A jump (0, 50,
+        100) seen after a long sleep may have happened any time in it, and predicts nothing sharp.
         """
         expected, progress = self.expected_end, self._from_progress()
         if expected is None:
@@ -246,9 +250,7 @@ class _EndEstimator:
         if now < expected:
             return min(expected, progress) if progress is not None and progress > now else expected
         sharp = progress is not None and progress > now and bool(self.samples) and self.samples[-1][2] <= SHARP_SECONDS
-        if now <= expected + self.window or not sharp:
-            return expected
-        return progress
+        return progress if sharp else expected
 
     def _from_progress(self, halfway: bool = True) -> float | None:
         points = self.samples

@@ -24,6 +24,7 @@ __all__ = ["TaskClient", "TaskProvider", "LOCAL_COPY_NOTE"]
 
 LOCAL_COPY_NOTE = "served from the local copy; no request was sent"
 EARLY_SHARE = 0.03  # the polling loop starts looking this share of the shortest earlier duration before it
+LEAD_SHARE = 0.25  # and at most this share before it, however widely the earlier durations spread
 
 
 class TaskProvider(Protocol):
@@ -106,7 +107,7 @@ class TaskClient:
             return None
         # A few samples do not show the fastest such a task can be: start looking a little before the fastest.
         shortest, spread = min(took), max(took) - min(took)
-        lead = max(spread / 2, shortest * EARLY_SHARE)
+        lead = max(min(spread / 2, shortest * LEAD_SHARE), shortest * EARLY_SHARE)
         age = self._age(entry or {}) or 0.0
         return max(shortest - lead - age, 0.0), spread + 2 * lead
 
