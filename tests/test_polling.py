@@ -96,21 +96,40 @@ def test_first_snapshot_is_used_without_a_request(clock) -> None:
 
 
 @pytest.mark.parametrize(
-    ("waited", "eta", "overdue", "window", "expected"),
+    ("waited", "eta", "overdue", "window", "since", "sent", "expected"),
     [
-        (0.0, None, 0.0, 0.0, 0.3),  # nothing known yet: the fastest interval
-        (10.0, None, 0.0, 0.0, 0.7),  # a share of the time waited so far
-        (100.0, None, 0.0, 0.0, 2.5),  # but never slower than the slowest interval
-        (1.0, 3.0, 0.0, 0.0, 3.05),  # sleep until just after the predicted end
-        (1.0, 30.0, 0.0, 0.0, 10.0),  # at most the longest sleep, then look again
-        (20.0, 0.0, 0.1, 0.0, 0.2),  # the predicted end has just passed: dense again
-        (20.0, 0.0, 1.5, 2.0, 0.2),  # and dense while earlier tasks of its kind were still ending
-        (20.0, 0.0, 4.0, 2.0, 0.5),  # then slowing down with how late it is
-        (20.0, 0.0, 30.0, 0.0, 1.4),  # back to the plain schedule
+        (0.0, None, 0.0, 0.0, None, 0, 1.0),  # nothing known yet: the first look at 0.8 of the shortest plausible task
+        (0.0, None, 0.0, 0.0, 0.5, 0, 0.5),  # counted from the submission when it is known
+        (10.0, None, 0.0, 0.0, None, 5, 1.0),  # then about once a second
+        (100.0, None, 0.0, 0.0, None, 30, 2.5),  # a share of the time waited, never slower than the slowest interval
+        (1.0, None, 0.0, 0.0, 40.0, 1, 2.0),  # a task submitted 40 s ago is asked about less often from the start
+        (1.0, 3.0, 0.0, 0.0, None, 1, 3.05),  # sleep until just after the predicted end
+        (1.0, 30.0, 0.0, 0.0, None, 1, 10.0),  # at most the longest sleep, then look again
+        (20.0, 0.0, 0.1, 0.0, None, 5, 0.25),  # the predicted end has just passed: dense again
+        (20.0, 0.0, 1.5, 2.0, None, 5, 0.25),  # and dense while earlier tasks of its kind were still ending
+        (20.0, 0.0, 1.5, 10.0, None, 5, 0.6),  # a wide window of earlier tasks is swept less densely
+        (20.0, 0.0, 4.0, 2.0, None, 5, 0.5),  # then slowing down with how late it is
+        (20.0, 0.0, 30.0, 0.0, None, 5, 1.0),  # back to the plain schedule
+        (1.2, 0.5, 0.0, 0.0, 1.2, 2, 0.8),  # the budget: before a sharp prediction, the third request after 2 s
+        (1.2, 0.0, 0.1, 0.0, 1.2, 2, 1.8),  # and once it has passed, not before 3 s: one a second since the submission
+        (3.0, 0.0, 0.1, 0.5, 3.0, 3, 0.25),  # inside a tight window of earlier tasks, one request ahead
+        (3.0, 0.0, 0.1, 4.0, 3.0, 3, 1.0),  # inside a wide one, none
+        (1.2, 0.0, 0.1, 0.0, 600.0, 2, 0.25),  # a task submitted long ago has budget to spare
     ],
 )
-def test_schedule_table(waited, eta, overdue, window, expected) -> None:
-    assert PollSchedule().next_delay(waited, eta, overdue, window) == pytest.approx(expected)
+def test_schedule_table(waited, eta, overdue, window, since, sent, expected) -> None:
+    assert PollSchedule().next_delay(waited, eta, overdue, window, since=since, sent=sent) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("since", "eta", "expected"), [
+    (0.0, None, 1.0),  # just submitted, nothing known: not before 0.8 of the shortest plausible task
+    (0.3, None, 0.7),
+    (600.0, None, 0.0),  # submitted long ago: at once
+    (0.0, 4.0, 4.05),  # earlier tasks of the kind say when to look first
+    (30.0, 0.0, 0.0),  # and that it may well be done
+])
+def test_first_look(since, eta, expected) -> None:
+    assert PollSchedule().first_delay(since, eta) == pytest.approx(expected)
 
 
 def test_a_jumping_progress_predicts_the_end_from_its_step(clock) -> None:
@@ -145,34 +164,158 @@ def test_earlier_tasks_of_the_kind_stand_in_for_a_useless_progress(clock) -> Non
     assert len(calls) <= 15
 
 
-@pytest.mark.parametrize("shape", ["int", "float", "percent", "stepped", "zero", "empty", "absent"])
-def test_every_progress_shape_is_noticed_soon_at_about_a_request_a_second(shape, clock, tmp_path) -> None:
-    """Over HTTP to the emulator (fake clock): two 12 s tasks of one kind, for each way servers report progress.
-    The first knows nothing of its length; the second also knows how long the first took."""
+SHAPES = ["int", "float", "percent", "stepped", "zero", "empty", "absent"]
+SILENT = ("stepped", "zero", "empty", "absent")  # a progress that says nothing of when the task ends
+
+
+def _poll_kind(clock, tmp_path, shape: str, length: float, count: int, *, store: bool = True, unit: str = "ms"):
+    """Over HTTP to the emulator on the fake clock: ``count`` tasks of ``length`` s (give or take 5 %) of one kind,
+    each submitted and
+    then collected by its id, as Qingbo Task Poll does with a pasted id. For each: the times of its status requests
+    after the submission, and the lag between its end and the wait's return, both on the fake clock."""
     from zimage_api.emulator import DEMO_KEY, Emulator
     from zimage_api.ledger import Ledger
     from zimage_api.qingbo import QingboClient
 
-    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=12.0, picture_scale=1 / 16, progress_style=shape,
-                  qingbo_keys={DEMO_KEY}) as emu:
+    seen = []
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=(0.95 * length, 1.05 * length), picture_scale=1 / 16,
+                  progress_style=shape, created_at_unit=unit, qingbo_keys={DEMO_KEY}) as emu:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock,
+                              ledger=Ledger(tmp_path) if store else False)
+        for index in range(count):
+            submitted = clock()
+            task = client.submit("a kite", seed=index + 1)
+            result = client.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=length * 3 + 30)
+            assert result.images == emu.tasks[task.task_id].outputs
+            times = [r.time - submitted for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+            seen.append((times, clock() - emu.tasks[task.task_id].completed_at, clock() - submitted))
+            clock.advance(1.0)
+    return seen
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_short_task_is_not_asked_about_at_once_and_seen_soon(shape, clock, tmp_path) -> None:
+    """Three 2 s tasks of one kind: the first knows nothing of its length, the next ones know how long it took.
+    No look before about 1 s, at most one request a second over the wait, and the end seen within 0.3 s when the
+    progress moves, or with history; within 1 s when nothing at all is known."""
+    seen = _poll_kind(clock, tmp_path, shape, 2.0, 3)
+    (first, first_lag, _), *known = seen
+    # Not 0.3 s after the submission (the store counts the age on the wall clock: a few milliseconds pass here).
+    assert first[0] >= 0.9, first
+    assert len(first) <= 3 and len(first) - 1 <= first[-1], first  # after the first look, one a second at most
+    assert 0 <= first_lag <= (1.0 if shape in SILENT else 0.3), (first, first_lag)
+    for times, lag, _ in known:
+        assert len(times) <= 2, times  # looked when such a task ends
+        assert 0 <= lag <= 0.3, (times, lag)
+    assert sum(len(times) for times, _, _ in seen) / sum(waited for _, _, waited in seen) <= 1.0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_progress_shape_at_most_one_request_a_second(shape, clock, tmp_path) -> None:
+    """Tasks of 1.2, 3 and 12 s, two of each kind: over all of them, at most one request a second of waiting; the
+    end seen within 0.3 s (median) when the progress moves, within 0.6 s when it says nothing."""
+    requests, waited, lags = 0, 0.0, []
+    for length in (1.2, 3.0, 12.0):
+        for times, lag, wait in _poll_kind(clock, tmp_path / f"{length:g}", shape, length, 2):
+            requests, waited = requests + len(times), waited + wait
+            lags.append(lag)
+    lags.sort()
+    assert requests / waited <= 1.0, (requests, waited)
+    assert (lags[2] + lags[3]) / 2 <= (0.6 if shape in SILENT else 0.3), lags
+
+
+@pytest.mark.parametrize("shape", ["int", "absent"])
+def test_a_model_whose_tasks_vary_widely_is_still_asked_about_once_a_second(shape, clock, tmp_path) -> None:
+    """One model whose tasks take anything from 1.2 to 6 s: what the earlier ones took never brings the first look
+    before the shortest of them, and over eight tasks, at most one request a second."""
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.ledger import Ledger
+    from zimage_api.qingbo import QingboClient
+
+    requests, waited, lags = 0, 0.0, []
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=(1.2, 6.0), picture_scale=1 / 16,
+                  progress_style=shape, qingbo_keys={DEMO_KEY}) as emu:
         client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock,
                               ledger=Ledger(tmp_path))
-        for attempt in range(2):
-            task = client.submit("a kite", seed=1)
-            before = len(emu.requests_to("GET /v1/tasks/*"))
-            started = clock()
-            result = client.collect(task.task_id, first=task, sleep=clock.sleep, clock=clock, timeout=60)
-            assert result.images == emu.tasks[task.task_id].outputs
-            lag = clock() - emu.tasks[task.task_id].completed_at
-            requests = len(emu.requests_to("GET /v1/tasks/*")) - before
-            blind = attempt == 0 and shape in ("zero", "empty", "absent")
-            # Knowing nothing of the length, a progress that says nothing costs lag (a share of the wait) and
-            # requests (every 0.3 s at first; a stepped one until its first step); once a task of the kind was
-            # seen, both targets hold.
-            assert 0 <= lag <= (PollSchedule().plain(12.0) if blind else 0.3), (shape, lag)
-            rate = 2.5 if blind or (attempt == 0 and shape == "stepped") else 1.0
-            assert requests / (clock() - started) <= rate, (shape, requests)
-        assert requests <= 8, (shape, requests)  # with a length known from the first task: a few requests
+        for index in range(8):
+            submitted = clock()
+            task = client.submit("a kite", seed=index + 1)
+            client.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=60)
+            times = [r.time - submitted for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+            took = [emu.tasks[t].completed_at - emu.tasks[t].created_at for t in emu.tasks if t != task.task_id]
+            assert times[0] >= min(took or [1.25]) * 0.75 - 0.05, (index, times, took)
+            requests, waited = requests + len(times), waited + clock() - submitted
+            lags.append(clock() - emu.tasks[task.task_id].completed_at)
+            clock.advance(1.0)
+    lags.sort()
+    assert requests / waited <= 1.0, (requests, waited)
+    assert (lags[3] + lags[4]) / 2 <= (0.3 if shape == "int" else 0.6), lags
+
+
+def test_a_pasted_id_submitted_long_ago_is_not_asked_about_fast(clock, tmp_path) -> None:
+    """The store says the task was submitted 150 s ago (it takes 200 s): the first look is at once, and the next ones
+    come at the pace of a long wait, not every second."""
+    import time as wall
+
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.ledger import Ledger
+    from zimage_api.qingbo import QingboClient
+
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=200.0, picture_scale=1 / 16,
+                  progress_style="absent", qingbo_keys={DEMO_KEY}) as emu:
+        store = Ledger(tmp_path)
+        submitter = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock, ledger=store)
+        task = submitter.submit("a kite", seed=1)
+        store.append(task.task_id, event="submitted", submitted_at=round(wall.time() - 150.0, 3))
+        clock.advance(150.0)
+        started = clock()
+        poller = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock, ledger=store)
+        poller.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=120)
+        times = [r.time - started for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+        lag = clock() - emu.tasks[task.task_id].completed_at
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert times[0] == 0.0  # it may be done already: looked at once
+    assert min(gaps) >= 2.5 - 1e-6, gaps  # a share of 150 s and more, at most 2.5 s apart
+    assert len(times) <= 50 / 2.5 + 2 and 0 <= lag <= 2.5
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_created_at_tells_the_age_of_a_task_the_store_does_not_know(unit, clock) -> None:
+    """No store: the age of the task comes from Qingbo's ``created_at`` (seconds or milliseconds) in the first
+    answer. A task created 150 s ago is then asked about every 2.5 s, not every second."""
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.qingbo import QingboClient
+
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=200.0, picture_scale=1 / 16,
+                  progress_style="zero", created_at_unit=unit, qingbo_keys={DEMO_KEY}) as emu:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock, ledger=False)
+        task = client.submit("a kite", seed=1)
+        clock.advance(150.0)
+        started = clock()
+        client.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=120)
+        times = [r.time - started for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert times[0] == 0.0 and min(gaps) >= 2.5 - 1e-6, gaps
+    assert len(times) <= 50 / 2.5 + 2
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_created_at_of_a_fresh_task_spares_the_fast_opening(unit, clock) -> None:
+    """No store, a 3 s task with a moving progress: one look at once tells its age (``created_at``), one more when it
+    should be near its end, and the end is seen soon."""
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.qingbo import QingboClient
+
+    with Emulator(clock=clock, queue_seconds=0.0, process_seconds=3.0, picture_scale=1 / 16,
+                  progress_style="int", created_at_unit=unit, qingbo_keys={DEMO_KEY}) as emu:
+        client = QingboClient(api_key=DEMO_KEY, base_url=emu.url, sleep=clock.sleep, now=clock, ledger=False)
+        task = client.submit("a kite", seed=1)
+        submitted = clock()
+        client.collect(task.task_id, sleep=clock.sleep, clock=clock, timeout=60)
+        times = [r.time - submitted for r in emu.requests_to(f"GET /v1/tasks/{task.task_id}")]
+        lag = clock() - emu.tasks[task.task_id].completed_at
+    assert times[0] == 0.0 and times[1] >= 1.0 - 1e-6, times  # then not before 1 s after the submission
+    assert len(times) <= 4 and 0 <= lag <= 0.3, (times, lag)
 
 
 def test_a_step_seen_late_does_not_push_the_end_past_what_earlier_tasks_said(clock) -> None:

@@ -2,8 +2,9 @@
 
 :func:`wait_for_task` polls a ``fetch`` callable until the task reaches a final state, with typed states, a
 deadline on a monotonic clock, an adaptive interval, and injected ``sleep``/``clock``/``cancel_check``/
-``on_progress``. It never re-submits anything: a timeout raises :class:`TaskTimeoutError` naming the task id so the
-result can be collected later.
+``on_progress``. The schedule counts from the task's submission when it is known, so that a task just submitted
+is not asked about at once, and keeps to at most about one status request a second. It never re-submits anything:
+a timeout raises :class:`TaskTimeoutError` naming the task id so the result can be collected later.
 """
 
 from __future__ import annotations
@@ -88,56 +89,92 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TaskSnapshot(Generic[T]):
-    """One observation of a task: its state, progress in 0..1 (None when unknown), and the parsed task."""
+    """One observation of a task: its state, progress in 0..1 (None when unknown), the parsed task, and how many
+    seconds before this answer the provider created the task (``age``; None when the answer does not say)."""
 
     state: TaskState
     progress: float | None
     task: T
+    age: float | None = None
 
 
 @dataclass(frozen=True)
 class PollSchedule:
     """How long to wait between status requests: pure arithmetic, no sleeping.
 
-    Without a prediction, the wait between two requests is ``share`` of the time waited so far, between ``fastest``
-    and ``slowest``: the time lost after a task ends stays a small part of its wait, and a long task is asked about
-    less and less often. With a predicted end (from the progress, or from how long this model's tasks took before),
-    the loop sleeps until just after it (``margin``), at most ``longest`` at a time. Once a predicted end has passed
-    without the task ending, it asks every ``near`` seconds, slowing by ``growth`` per answer, back to the plain
-    schedule: a prediction that was wrong costs a few requests, never a long lag.
+    Times count from the task's submission when it is known (the store's record of a pasted id, the provider's
+    ``created_at``), else from the start of the wait. Nothing is asked before ``opening`` of the shortest
+    duration expected (``shortest`` when nothing is known): a task just submitted is not done yet. Without a
+    prediction, the wait between two requests is ``share`` of the time waited so far, between ``fastest`` and
+    ``slowest``. With a predicted end (from the progress, or from how long this model's tasks took before), the loop
+    sleeps until just after it (``margin``), at most ``longest`` at a time. Inside the window in which earlier tasks
+    of the kind ended, it looks every ``sweep`` of that window (at least ``near`` apart); past it, it slows by
+    ``late_share`` of how late the task is, back to the plain schedule. Under all of it lies a budget: at most
+    ``rate`` requests per second since the submission, so that a wait never asks more often than about once a second
+    overall, whatever the progress says. A sharp prediction (the progress, or earlier tasks that ended within
+    ``tight`` of the time waited of each other, until that window has passed) may spend one request ahead of it: a
+    short task is then seen at its end, not a second later.
     """
 
-    fastest: float = 0.3
-    share: float = 0.07
+    rate: float = 1.0
+    shortest: float = 1.25
+    opening: float = 0.8
+    fastest: float = 1.0
+    share: float = 0.05
     slowest: float = 2.5
     margin: float = 0.05
     longest: float = 10.0
-    near: float = 0.2
+    near: float = 0.25
+    sweep: float = 0.06
     late_share: float = 0.25
+    tight: float = 0.25
 
     def plain(self, waited: float) -> float:
         """The wait without any prediction, after ``waited`` seconds of waiting."""
         return min(max(self.share * waited, self.fastest), self.slowest)
 
-    def next_delay(self, waited: float, eta: float | None = None, overdue: float = 0.0, window: float = 0.0) -> float:
+    def budget(self, since: float, sent: int, ahead: int = 1) -> float:
+        """The seconds to wait before one more request keeps ``sent`` requests within ``rate`` per second since
+        the submission, ``since`` seconds ago, ``ahead`` requests ahead of it."""
+        return max((sent + 1 - ahead) / self.rate - since, 0.0)
+
+    def first_delay(self, since: float, eta: float | None = None) -> float:
+        """Seconds until the first status request of a task submitted ``since`` seconds ago, when nothing was seen of
+        it yet; ``eta`` is the end predicted by earlier tasks of its kind, if any. A task submitted long ago is asked
+        about at once."""
+        if eta is not None:
+            return eta + self.margin if eta > 0 else 0.0
+        return max(self.opening * self.shortest - since, 0.0)
+
+    def next_delay(self, waited: float, eta: float | None = None, overdue: float = 0.0, window: float = 0.0, *,
+                   since: float | None = None, sent: int = 0) -> float:
         """Seconds until the next status request.
 
-        ``waited`` is the time since the wait began; ``eta`` the predicted seconds to the end (0 once it has
-        passed), or None without a prediction; ``overdue`` the seconds since the predicted end passed; ``window``
-        how far past the prediction such a task may still end (the spread of the earlier tasks it came from).
+        ``waited`` is the time since the wait began, ``since`` the time since the task was submitted (None when
+        unknown: ``waited`` stands in) and ``sent`` the status requests sent so far; ``eta`` the predicted seconds
+        to the end (0 once it has passed), or None without a prediction; ``overdue`` the seconds since the predicted
+        end passed; ``window`` how far past the prediction such a task may still end (the spread of the earlier
+        tasks it came from).
         """
-        plain = self.plain(waited)
+        age = waited if since is None else since
+        plain = self.plain(age)
         if eta is None:
-            return plain
-        if eta > 0:
-            return min(eta + self.margin, self.longest)
-        if overdue <= window:
-            return min(self.near, plain)
-        return min(max(self.near, self.late_share * (overdue - window)), plain)
+            opening = self.opening * self.shortest
+            delay = opening - age if age < opening else plain
+        elif eta > 0:
+            delay = min(eta + self.margin, self.longest)
+        elif overdue <= window:
+            delay = min(max(self.near, self.sweep * window), plain)
+        else:
+            delay = min(max(self.near, self.late_share * (overdue - window)), plain)
+        sharp = eta is not None and (eta > 0 or overdue <= window <= self.tight * age)
+        return max(delay, self.budget(age, sent, ahead=1 if sharp else 0))
 
 
 STEP_SHIFT = 0.25
-SHARP_SECONDS = 1.0  # past the earlier tasks' end, a prediction from progress counts only if read this sharply
+SHARP_SECONDS = 0.5  # past the earlier tasks' end, a prediction from progress counts only if read this sharply
+SMOOTH_TOLERANCE = 0.05  # a reading this close to the predicted progress is taken as exact
+CHECK_SECONDS = 1.0  # a prediction from one reading further than this is checked halfway
 
 
 @dataclass
@@ -145,26 +182,54 @@ class _EndEstimator:
     """Predicts when a task ends: from its progress when that moves, else from how long such tasks took before.
 
     Progress readings in 0..1 give a rate once two of them differ; the moment a task is first seen processing at
-    0 counts as a reading, so a progress that jumps (0, 50, 100) predicts as well as a smooth one. A progress that
-    never moves (absent, always 0, or an empty string) gives no rate, and ``expected_end`` is used instead.
+    0 counts as a reading, and so does its submission (``start``) while it was never seen queued after it: one
+    reading of a moving progress then predicts, checked halfway when its end is far. A progress that jumps
+    (0, 50, 100) predicts as well as a smooth one. A progress that never moves (absent, always 0, or an empty
+    string) gives no rate, and ``expected_end`` is used instead.
     """
 
     expected_end: float | None = None  # on the wait's clock, from earlier tasks; None when unknown
     window: float = 0.0  # how much later than ``expected_end`` the earlier tasks ended
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # (when, progress, how unsure when)
+    start: float | None = None  # when the task was submitted, or last seen queued, on the wait's clock
+    read_at: float | None = None  # when the last sample was read
+    seen_at: float | None = None  # when the last answer came
 
     def add(self, when: float, state: TaskState, progress: float | None, since: float | None = None) -> None:
         """A reading at ``when``; ``since`` is the reading before it. A new value appeared somewhere between the
-        two: it counts from their middle, at most ``STEP_SHIFT`` seconds back (a smooth progress is exact when
-        read). A jump seen late then predicts early, which costs a request or two, rather than late, which costs
-        lag."""
+        two: it counts from their middle, at most ``STEP_SHIFT`` seconds back, unless the readings before predicted
+        it (a smooth progress, exact when read). A jump seen late then predicts early, which costs a request or two,
+        rather than late, which costs lag."""
+        self.seen_at = when
+        if state is TaskState.QUEUED and self.start is not None and not self.samples:
+            self.start = max(self.start, when)
         if state is not TaskState.PROCESSING or progress is None or not 0.0 <= progress < 1.0:
             return
         if self.samples and progress <= self.samples[-1][1]:
             return
-        at = when if since is None else when - min((when - since) / 2, STEP_SHIFT)
-        self.samples.append((at, progress, 0.0 if since is None else when - since))
+        if not self.samples and self.start is not None and progress <= 0.0:
+            return  # the submission already counts as the reading at 0
+        smooth = self._expects(when, progress)
+        at = when if since is None or smooth else when - min((when - since) / 2, STEP_SHIFT)
+        # A first reading is taken as exact (a smooth progress is), but not sharp: its value may have come any time
+        # since the task started. A reading where the earlier ones predicted it is exact and sharp.
+        unsure = 0.0 if smooth else when - since if since is not None else \
+            when - self.start if self.start is not None else 0.0
+        self.samples.append((at, progress, unsure))
+        self.read_at = when
         del self.samples[:-4]
+
+    def _expects(self, when: float, progress: float) -> bool:
+        """Whether the readings so far predicted ``progress`` at ``when`` (within ``SMOOTH_TOLERANCE``): a smooth
+        progress, whose readings are exact when read."""
+        end = self._from_progress(halfway=False)
+        if end is None or not self.samples:
+            return False
+        t1, p1, _ = self.samples[-1]
+        if end <= t1:
+            return False
+        predicted = p1 + (1.0 - p1) * (when - t1) / (end - t1)
+        return abs(predicted - progress) <= SMOOTH_TOLERANCE
 
     def window_for(self, end: float) -> float:
         """How far past ``end`` the task may still end without being late: the earlier tasks' spread."""
@@ -176,29 +241,35 @@ class _EndEstimator:
         Before the end that earlier tasks predict, the earlier of the two predictions wins: one that comes too early
         costs a few requests, one that comes too late costs lag. Once that end has passed, it stays the reference
         (looked at closely inside the window of earlier tasks, less often the later it gets), unless the progress
-        predicts from a reading taken between two close answers: a jump (0, 50, 100) seen after a long sleep may
-        have happened any time in it, and predicts nothing sharp.
+        predicts sharply: from a smooth progress, or from a reading taken between two close answers. A jump (0, 50,
+        100) seen after a long sleep may have happened any time in it, and predicts nothing sharp.
         """
         expected, progress = self.expected_end, self._from_progress()
         if expected is None:
             return progress
         if now < expected:
             return min(expected, progress) if progress is not None and progress > now else expected
-        sharp = progress is not None and progress > now and self.samples[-1][2] <= SHARP_SECONDS
-        if now <= expected + self.window or not sharp:
-            return expected
-        return progress
+        sharp = progress is not None and progress > now and bool(self.samples) and self.samples[-1][2] <= SHARP_SECONDS
+        return progress if sharp else expected
 
-    def _from_progress(self) -> float | None:
-        if len(self.samples) < 2:
+    def _from_progress(self, halfway: bool = True) -> float | None:
+        points = self.samples
+        if len(points) < 2 and self.start is not None and points:
+            points = [(self.start, 0.0, 0.0), *points]
+        if len(points) < 2:
             return None
-        (t0, p0, _), (t1, p1, _) = self.samples[0], self.samples[-1]
+        (t0, p0, _), (t1, p1, _) = points[0], points[-1]
         if t1 <= t0 or p1 <= p0:
             return None
         end = t1 + (1.0 - p1) * (t1 - t0) / (p1 - p0)
-        return end if math.isfinite(end) else None
+        if not math.isfinite(end):
+            return None
+        if halfway and points is not self.samples and end - t1 > CHECK_SECONDS and self.seen_at == self.read_at:
+            end = t1 + (end - t1) / 2  # the task may have waited in a queue unseen: look again halfway, once
+        return end
 
 
+_AGE_LIMIT = 86400.0  # an age beyond a day says more of a clock than of the task
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError, InvalidResponseError)
 
 
@@ -219,6 +290,7 @@ def wait_for_task(
     deadline: Deadline | None = None,
     expected: float | None = None,
     expected_spread: float = 0.0,
+    submitted_ago: float | None = None,
     where: str = "",
 ) -> TaskSnapshot[T]:
     """Poll ``fetch`` until the task is final and return the final snapshot (completed, failed or cancelled).
@@ -231,6 +303,8 @@ def wait_for_task(
     provider cancelled the task remotely. ``first`` is a snapshot already in hand (from the submit). ``expected``
     is how many seconds from now such a task should end at the earliest, judged by earlier tasks, and
     ``expected_spread`` how much later than that they ended (a fallback when the progress says nothing).
+    ``submitted_ago`` is how many seconds ago the task was submitted, when known (else the ``age`` of the first
+    answer that tells it): the schedule counts from there, and a task just submitted is not asked about at once.
     ``where`` names the server in messages; ``resume_hint`` ends them: how to collect the task later.
     """
     hint = resume_hint or f"collect it later by its id {task_id}"
@@ -239,12 +313,14 @@ def wait_for_task(
     clock = deadline.clock
     started = clock()
     promised = deadline.seconds or max(deadline.at - started, 0.0)
-    estimator = _EndEstimator(expected_end=started + expected if expected else None,
-                              window=max(expected_spread, 0.0))
+    origin = started - max(submitted_ago, 0.0) if submitted_ago is not None else None  # the submission
+    estimator = _EndEstimator(expected_end=started + expected if expected is not None else None,
+                              window=max(expected_spread, 0.0), start=origin)
     last: TaskSnapshot[T] | None = first
     last_key: tuple[TaskState, float | None] | None = None
     failing_since: float | None = None
     seen_at: float | None = None  # when the last answer came
+    sent = 0  # status requests sent
 
     def cancelled() -> TaskCancelledError:
         remote = bool(on_cancel(last)) if on_cancel else False
@@ -252,6 +328,12 @@ def wait_for_task(
         return TaskCancelledError(f"Cancelled while waiting for {provider} task {task_id}; the task was {state}.",
                                   task_id=task_id, provider=provider, remote_cancelled=remote)
 
+    if first is None and origin is not None:
+        # A task of known age: its first look comes when it may be done, not at once.
+        end = estimator.end(started)
+        delay = schedule.first_delay(started - origin, None if end is None else max(end - started, 0.0))
+        if sleep_unless(cancel_check, min(delay, max(deadline.at - started, 0.0)), sleep):
+            raise cancelled()
     while True:
         if cancel_check is not None and cancel_check():
             raise cancelled()
@@ -260,6 +342,7 @@ def wait_for_task(
             snapshot, first = first, None
         else:
             asked = clock()
+            sent += 1
             try:
                 snapshot = fetch()
                 failing_since = None
@@ -282,6 +365,10 @@ def wait_for_task(
         now = clock()
         if snapshot is not None:
             last = snapshot
+            if origin is None and snapshot.age is not None and math.isfinite(snapshot.age):
+                origin = now - min(max(snapshot.age, 0.0), _AGE_LIMIT)
+                if not estimator.samples:
+                    estimator.start = origin
             estimator.add(now, snapshot.state, snapshot.progress, since=seen_at)
             seen_at = now
             key = (snapshot.state, snapshot.progress)
@@ -296,7 +383,8 @@ def wait_for_task(
         eta = None if end is None else max(end - now, 0.0)
         overdue = 0.0 if end is None else max(now - end, 0.0)
         window = 0.0 if end is None else estimator.window_for(end)
-        delay = schedule.next_delay(now - started, eta, overdue, window)
+        delay = schedule.next_delay(now - started, eta, overdue, window,
+                                    since=None if origin is None else now - origin, sent=sent)
         delay = min(delay, max(deadline.at - now, 0.0))
         if sleep_unless(cancel_check, delay, sleep):
             raise cancelled()

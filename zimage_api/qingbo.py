@@ -310,22 +310,25 @@ class QingboClient(TaskClient):
         resume_hint: str | None = None,
         expected: float | None = None,
         expected_spread: float = 0.0,
+        submitted_ago: float | None = None,
     ) -> QingboTask:
         """Poll until the task is final; return it completed, or raise a typed task error.
 
         ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
         status request's retries. On cancel, a task still queued is cancelled remotely (refunded) before
         :class:`TaskCancelledError`. ``resume_hint`` ends a timeout's message: how the caller collects it later.
+        ``expected``, ``expected_spread`` and ``submitted_ago`` shape the schedule (see :func:`wait_for_task`); the
+        task's ``created_at`` stands in for ``submitted_ago`` when the store does not know it.
         """
         tid = check_task_id(task_id, provider="Qingbo")
         deadline = deadline or Deadline.after(timeout, clock)
         snapshot = wait_for_task(
-            lambda: self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry).snapshot(),
+            lambda: self._snapshot(self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)),
             task_id=tid, provider=QINGBO.name, deadline=deadline, sleep=sleep, cancel_check=cancel_check,
             on_progress=on_progress, schedule=schedule, where=self.transport.base_url, expected=expected,
-            expected_spread=expected_spread,
+            expected_spread=expected_spread, submitted_ago=submitted_ago,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
-            first=first.snapshot() if first is not None else None,
+            first=self._snapshot(first) if first is not None else None,
             resume_hint=resume_hint or f"collect it later by its id with `python -m zimage_api poll {tid}`",
         )
         task = snapshot.task
@@ -347,6 +350,11 @@ class QingboClient(TaskClient):
 
     def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
         return self.wait(task_id, **wait_options)
+
+    def _snapshot(self, task: QingboTask) -> TaskSnapshot[QingboTask]:
+        """The task as the polling loop sees it, with its age by its ``created_at`` (seconds or milliseconds)."""
+        age = self.transport.now() - task.created_at if task.created_at is not None else None
+        return TaskSnapshot(task.state, task.progress, task, age=age)
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 

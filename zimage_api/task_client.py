@@ -24,6 +24,7 @@ __all__ = ["TaskClient", "LOCAL_COPY_NOTE"]
 
 LOCAL_COPY_NOTE = "served from the local copy; no request was sent"
 EARLY_SHARE = 0.03  # the polling loop starts looking this share of the shortest earlier duration before it
+LEAD_SHARE = 0.25  # and at most this share before it, however widely the earlier durations spread
 
 
 class TaskClient:
@@ -72,7 +73,8 @@ class TaskClient:
 
     @staticmethod
     def _age(entry: dict[str, Any]) -> float | None:
-        """Seconds since the task was created, as far as the client can tell (None when unknown)."""
+        """Seconds since the task was submitted, by the store's record (None when unknown): the polling schedule
+        counts from there."""
         submitted = entry.get("submitted_at")
         return max(time.time() - float(submitted), 0.0) if isinstance(submitted, (int, float)) else None
 
@@ -91,7 +93,7 @@ class TaskClient:
             return None
         # A few samples do not show the fastest such a task can be: start looking a little before the fastest.
         shortest, spread = min(took), max(took) - min(took)
-        lead = max(spread / 2, shortest * EARLY_SHARE)
+        lead = max(min(spread / 2, shortest * LEAD_SHARE), shortest * EARLY_SHARE)
         age = self._age(entry or {}) or 0.0
         return max(shortest - lead - age, 0.0), spread + 2 * lead
 
@@ -126,6 +128,8 @@ class TaskClient:
                 expected = self.expected(entry)
                 if expected is not None:
                     wait_options["expected"], wait_options["expected_spread"] = expected
+            if "submitted_ago" not in wait_options and entry is not None:
+                wait_options["submitted_ago"] = self._age(entry)
             try:
                 task = self._wait_for(tid, first=first, **wait_options)
             except TaskTimeoutError:

@@ -219,6 +219,7 @@ class WaveSpeedClient(TaskClient):
         resume_hint: str | None = None,
         expected: float | None = None,
         expected_spread: float = 0.0,
+        submitted_ago: float | None = None,
     ) -> Prediction:
         """Poll until the prediction is final; return it completed, or raise a task error.
 
@@ -235,7 +236,7 @@ class WaveSpeedClient(TaskClient):
         snapshot = wait_for_task(
             fetch, task_id=pid, provider=WAVESPEED.name, deadline=deadline, sleep=sleep,
             cancel_check=cancel_check, on_progress=on_progress, schedule=schedule, where=self.transport.base_url,
-            expected=expected, expected_spread=expected_spread,
+            expected=expected, expected_spread=expected_spread, submitted_ago=submitted_ago,
             # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
             on_cancel=lambda _last: False,
             first=TaskSnapshot(first.state, None, first) if first is not None else None,
