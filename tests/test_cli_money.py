@@ -39,7 +39,8 @@ def lines(text: str) -> list[str]:
 
 
 def posts(emu: Emulator, pattern: str = "POST *") -> int:
-    return len(emu.requests_to(pattern))
+    """Requests for pictures (the account routes' balance and price requests left out)."""
+    return len([r for r in emu.requests_to(pattern) if r in emu.service_requests])
 
 
 # -- what each command paid -----------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ ROWS = [
         TaskTimeoutError, ServerError,
         r"^Qingbo is busy \(HTTP 503\) and asked to wait 60 s, until \d\d:\d\d:\d\d UTC, but only " + LEFT + r" of the "
         r"timeout were left, so it was not waited for\. Task {id} is recorded and was not re-submitted; collect "
-        r"it later by its id with `python -m zimage_api poll {id}`\.$",
+        r"it later by its id, {id}, without paying again\.$",
         (OPENING - 0.1, OPENING + 0.5), (1, 1)),
     Row("a 429 whose reset_at is past the deadline",
         lambda emu: emu.inject(STATUS, "quota", times=50, reset_in=45),

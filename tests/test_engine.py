@@ -18,6 +18,7 @@ from PIL import Image
 from tests.comfy_stubs import call_node
 from zimage_api.cli import run
 from zimage_api.emulator import DEMO_KEY, Emulator
+from zimage_api.emulator.server import ACCOUNT_PATHS
 from zimage_api.limits import ProviderLimits
 
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -26,7 +27,8 @@ NEGATIVE = "no text"
 
 def _paid(emu: Emulator, since: int = 0) -> list[Any]:
     """The requests that make pictures or tasks (uploads and status reads are free), from request ``since`` on."""
-    return [r for r in emu.requests[since:] if r.method == "POST" and "/media/" not in r.path]
+    return [r for r in emu.requests[since:] if r.method == "POST" and "/media/" not in r.path
+            and r.path not in ACCOUNT_PATHS]
 
 
 def _signature(emu: Emulator, since: int = 0) -> list[tuple[Any, ...]]:

@@ -319,7 +319,7 @@ def test_edit_resizes_a_large_reference_to_1024_before_upload(nodes: ModuleType,
 
 def test_edit_v3_uploads_each_reference_once_before_the_predictions(nodes: ModuleType, emu: Emulator) -> None:
     image, info = edit(nodes, reference(640, 480), api="v3", count=2, width=512, height=384)
-    paths = [r.path for r in emu.requests if r.method == "POST"]
+    paths = [r.path for r in emu.service_requests if r.method == "POST"]
     assert paths[0] == "/api/v3/media/upload/binary" and paths.count("/api/v3/media/upload/binary") == 1
     upload_url = emu.requests_to("POST /api/v3/media/upload/binary")[0]
     submits = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/base")

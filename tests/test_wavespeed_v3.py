@@ -70,7 +70,7 @@ def test_stuck_prediction_times_out_with_a_resume_hint(emu, clock) -> None:
     with pytest.raises(TaskTimeoutError) as info:
         client(clock).generate(PROMPT, width=256, height=256, timeout=20, sleep=clock.sleep, clock=clock)
     pid = info.value.task_id
-    assert f"poll --provider wavespeed {pid}" in str(info.value)
+    assert f"collect it later by its id, {pid}, without paying again" in str(info.value)
     assert Ledger.default().get(pid)["status"] == "timeout"
     assert len(emu.requests_to("POST /api/v3/wavespeed-ai/*")) == 1
 

@@ -329,7 +329,7 @@ class QingboClient(TaskClient):
             expected_spread=expected_spread, submitted_ago=submitted_ago,
             on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
             first=self._snapshot(first) if first is not None else None,
-            resume_hint=resume_hint or f"collect it later by its id with `python -m zimage_api poll {tid}`",
+            resume_hint=resume_hint or f"collect it later by its id, {tid}, without paying again",
         )
         task = snapshot.task
         if task.state is TaskState.COMPLETED:

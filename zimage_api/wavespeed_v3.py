@@ -240,7 +240,7 @@ class WaveSpeedClient(TaskClient):
             # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
             on_cancel=lambda _last: False,
             first=TaskSnapshot(first.state, None, first) if first is not None else None,
-            resume_hint=resume_hint or f"collect it later with `python -m zimage_api poll --provider wavespeed {pid}`",
+            resume_hint=resume_hint or f"collect it later by its id, {pid}, without paying again",
         )
         prediction = snapshot.task
         if prediction.state is TaskState.COMPLETED:
