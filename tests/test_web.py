@@ -41,8 +41,8 @@ def test_the_script_is_valid_javascript() -> None:
 def test_the_script_is_served_from_the_pack_web_directory() -> None:
     pack = load_pack()
     assert (PACK_DIR / pack.WEB_DIRECTORY / "js" / "zimage.js").resolve() == SCRIPT.resolve()
-    # ComfyUI serves it at /extensions/<pack>/js/zimage.js: the frontend's modules are two folders up.
-    assert 'from "../../scripts/app.js"' in SOURCE and 'from "../../scripts/api.js"' in SOURCE
+    # ComfyUI serves it at /extensions/<pack>/js/zimage.js: the frontend's modules are three folders up.
+    assert 'from "../../../scripts/app.js"' in SOURCE and 'from "../../../scripts/api.js"' in SOURCE
 
 
 def test_the_script_badges_exactly_the_paid_nodes() -> None:
@@ -83,3 +83,17 @@ def test_the_locale_strings_are_plain_for_the_frontend_i18n() -> None:
     for lang in ("en", "zh"):
         for key, text in leaves(strings(lang)).items():
             assert "|" not in text and "@" not in text, f"{lang} {key}"
+
+
+def test_the_script_sends_every_widget_that_changes_a_price() -> None:
+    declared = re.search(r"const PRICE_WIDGETS = \[(.*?)\]", SOURCE)
+    assert declared is not None
+    sent = set(re.findall(r'"(\w+)"', declared.group(1)))
+    nodes = load_pack().NODE_CLASS_MAPPINGS
+    inputs = {name for node in PRICED_NODES for part in ("required", "optional")
+              for name in nodes[node].INPUT_TYPES().get(part, {})}
+    assert sent <= inputs
+    read = set(re.findall(r'widgets(?:\.get\(|\[)"(\w+)"', (PACK_DIR / "zimage_api" / "pricing.py").read_text()))
+    read |= set(re.findall(r'for name in \(([^)]*)\) if name in widgets', (PACK_DIR / "zimage_api" / "pricing.py")
+                           .read_text())[0].replace('"', "").replace(",", " ").split())
+    assert read and read <= sent, sorted(read - sent)

@@ -3,8 +3,8 @@
 // Prices come only from POST /zimage/price (the library computes them from its catalog); this file holds no price.
 // Strings come from the pack's locales/<lang>/main.json (key "zimage"), read through ComfyUI's /i18n.
 
-import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
 
 const PAID_NODES = new Set(["ZImageGenerate", "ZImageEdit", "ZImageInpaint", "ZImageControlNet", "QingboTaskSubmit"]);
 // The widgets that can choose a model or a count; the server decides what each one costs.
@@ -31,7 +31,7 @@ async function loadMessages() {
     console.warn("[zimage] no translations:", err);
   }
   const lang = locale();
-  const pick = (code) => all?.[code]?.zimage;
+  const pick = (code) => all?.[code];
   messages = { own: pick(lang) ?? pick(lang.split("-")[0]) ?? {}, en: pick("en") ?? {} };
 }
 
@@ -171,6 +171,15 @@ function attachPriceBadge(node) {
   });
   node.zimagePriceBadge = badge;
   node.zimageRefreshPrice = refresh;
+  // A renderer that draws no LiteGraph badge (the Vue nodes) still gets the price for the sidebar: ask once the
+  // workflow has set the widgets, and again whenever it is configured.
+  setTimeout(refresh, 0);
+  const onConfigure = node.onConfigure;
+  node.onConfigure = function (...args) {
+    const result = onConfigure?.apply(this, args);
+    setTimeout(refresh, 0);
+    return result;
+  };
 
   // Widget callbacks and link changes also ask at once, in case the canvas is not redrawn.
   const onConnectionsChange = node.onConnectionsChange;
@@ -208,8 +217,10 @@ const STYLE = `
 .zimage-panel button:disabled { opacity: .5; cursor: default; }
 .zimage-panel .zimage-pictures { display: grid; grid-template-columns: repeat(3, 1fr); gap: 6px; }
 .zimage-panel .zimage-picture { font-size: 11px; text-align: center; }
-.zimage-panel .zimage-picture img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: 4px;
-  display: block; }
+.zimage-panel .zimage-picture img, .zimage-panel .zimage-picture .zimage-nothumb { width: 100%; aspect-ratio: 1;
+  object-fit: cover; border-radius: 4px; display: block; box-sizing: border-box; }
+.zimage-panel .zimage-picture .zimage-nothumb { border: 1px dashed var(--border-color, #555); }
+.zimage-panel .zimage-picture > div { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .zimage-panel .zimage-bar { height: 6px; border-radius: 3px; background: var(--border-color, #444); overflow: hidden;
   margin-top: 4px; }
 .zimage-panel .zimage-bar > div { height: 100%; background: #8D6932; }
@@ -254,6 +265,7 @@ function workflowPrices() {
   const rows = [];
   for (const node of app.graph?.nodes ?? []) {
     if (!PAID_NODES.has(node.comfyClass ?? node.type) || node.mode === 2 || node.mode === 4) continue;
+    node.zimageRefreshPrice?.();
     const text = node.zimagePriceBadge?.text;
     if (text) rows.push([node.title, text]);
   }
@@ -360,7 +372,7 @@ class SidebarPanel {
       for (const picture of pictures) {
         grid.append(element("div", { class: "zimage-picture", title: `${row.model ?? ""} ${picture.name ?? ""}` },
           picture.url ? element("img", { src: api.apiURL(picture.url), loading: "lazy", alt: picture.name ?? "" })
-            : element("div", { class: "zimage-muted" }, picture.name ?? ""),
+            : element("div", { class: "zimage-nothumb" }),
           element("div", {}, usd(row.usd))));
       }
     }
