@@ -81,11 +81,13 @@ async function fetchPrice(key, request) {
           body: JSON.stringify(request),
         });
         const answer = await res.json();
-        const known = res.ok ? { text: answer.text, answer } : { text: t("zimage.badge.noPrice"), error: answer.error };
+        // Refused (ComfyUI opened from another machine): no badge rather than a warning on every node.
+        const text = res.ok ? answer.text : res.status === 403 ? "" : t("zimage.badge.noPrice");
+        const known = { text, answer: res.ok ? answer : null, error: answer.error };
         prices.set(key, known);
         return known;
       } catch (err) {
-        return { text: "", error: String(err) }; // not cached: asked again on the next change
+        return { text: "", error: String(err) }; // not cached: asked again when the widgets change
       } finally {
         pending.delete(key);
       }
@@ -157,7 +159,6 @@ function attachPriceBadge(node) {
       const answer = await fetchPrice(key, request);
       if (state.key !== key) return; // the widgets changed meanwhile; that change asks for its own price
       badge.text = answer.text;
-      if (!answer.text) state.key = null;
       node.zimagePrice = answer.answer ?? null;
       node.setDirtyCanvas?.(true, false);
       app.graph?.setDirtyCanvas?.(true, false);
