@@ -65,10 +65,10 @@ from PIL import Image  # noqa: E402
 from zimage_api import images as zimages  # noqa: E402
 from zimage_api.emulator import DEMO_KEY, Emulator  # noqa: E402
 from zimage_api.ledger import Ledger  # noqa: E402
-from zimage_api.openai_images import ImagesClient  # noqa: E402
 from zimage_api.parallel import run_jobs  # noqa: E402
-from zimage_api.qingbo import QingboClient  # noqa: E402
-from zimage_api.wavespeed_v3 import WaveSpeedClient  # noqa: E402
+from zimage_api.providers.openai_images import ImagesClient  # noqa: E402
+from zimage_api.providers.qingbo_tasks import QingboClient  # noqa: E402
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
 SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds")
 

@@ -22,8 +22,8 @@ from zimage_api.errors import (
     ZImageError,
 )
 from zimage_api.orders import Lora, QingboTasks, TextToImage
-from zimage_api.qingbo import QingboClient
-from zimage_api.wavespeed_v3 import WaveSpeedClient
+from zimage_api.providers.qingbo_tasks import QingboClient
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 BALANCE = "GET /api/v3/balance"

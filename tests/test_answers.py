@@ -31,9 +31,9 @@ from zimage_api.images import (
     read_picture_file,
 )
 from zimage_api.ledger import Ledger
-from zimage_api.openai_images import ImagesClient
-from zimage_api.qingbo import QingboClient
-from zimage_api.wavespeed_v3 import WaveSpeedClient
+from zimage_api.providers.openai_images import ImagesClient
+from zimage_api.providers.qingbo_tasks import QingboClient
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
 HTML_SAID = (f"an HTML page ({len(HTML_LOGIN_PAGE):,} bytes); this is usually a login, error or proxy page, check "
              "the base URL.")

@@ -28,8 +28,8 @@ from zimage_api.errors import (
 from zimage_api.http.deadline import Deadline
 from zimage_api.http.retry import RetryPolicy
 from zimage_api.http.transport import MAX_ERROR_BODY_BYTES, MAX_JSON_BYTES, MAX_PICTURE_BYTES, Transport
-from zimage_api.openai_images import ImagesClient
-from zimage_api.qingbo import QingboClient
+from zimage_api.providers.openai_images import ImagesClient
+from zimage_api.providers.qingbo_tasks import QingboClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 GENERATIONS = "POST /v1/images/generations"

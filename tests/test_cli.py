@@ -170,7 +170,7 @@ def test_submit_prints_ids_and_poll_collects_them_without_resubmitting(cli, emu,
 
 
 def test_poll_wavespeed_prediction_by_id(cli, emu, tmp_path):
-    from zimage_api.wavespeed_v3 import WaveSpeedClient
+    from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
     prediction = WaveSpeedClient().submit("a kite", width=256, height=256)
     code, out, err = cli("poll", "--provider", "wavespeed", prediction.id, "--out", str(tmp_path))

@@ -17,7 +17,7 @@ import pytest
 from zimage_api.emulator import Emulator
 from zimage_api.errors import APIConnectionError, APITimeoutError, RateLimitError, ServerError, TaskTimeoutError
 from zimage_api.polling import PollSchedule, UnknownStatusError
-from zimage_api.qingbo import QingboClient
+from zimage_api.providers.qingbo_tasks import QingboClient
 
 PROMPT = "A lighthouse on a cliff at dusk, long exposure."
 STATUS = "GET /v1/tasks/task-*"
@@ -121,7 +121,7 @@ def test_a_timeout_holds_and_the_error_says_what_was_seen(row: Row, emu: Emulato
 
 
 def test_a_timeout_holds_whatever_retry_after_says_on_v3(emu: Emulator, clock) -> None:
-    from zimage_api.wavespeed_v3 import WaveSpeedClient
+    from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
     client = WaveSpeedClient(sleep=clock.sleep, now=clock)
     prediction = client.submit(PROMPT, width=256, height=256)

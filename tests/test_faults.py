@@ -14,9 +14,9 @@ from zimage_api.errors import (
 )
 from zimage_api.http.retry import RetryPolicy
 from zimage_api.ledger import Ledger
-from zimage_api.openai_images import ImagesClient
-from zimage_api.qingbo import QingboClient
-from zimage_api.wavespeed_v3 import WaveSpeedClient
+from zimage_api.providers.openai_images import ImagesClient
+from zimage_api.providers.qingbo_tasks import QingboClient
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 GENERATIONS = "POST /v1/images/generations"

@@ -82,10 +82,10 @@ def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env
     import numpy as np
     from PIL import Image
 
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     script = (
-        "from zimage_api.qingbo import QingboClient\n"
+        "from zimage_api.providers.qingbo_tasks import QingboClient\n"
         "QingboClient().generate('a lighthouse at dawn', aspect_ratio='16:9', timeout=600)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -119,7 +119,7 @@ def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env
 
 def test_the_ledger_knows_which_server_issued_an_id(emu, clock) -> None:
     from zimage_api.errors import NotFoundError
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     task = QingboClient(sleep=clock.sleep, now=clock).submit("a lighthouse")
     ledger = Ledger.default()

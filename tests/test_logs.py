@@ -38,9 +38,9 @@ def test_redact_leaves_ordinary_text_alone(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_one_reproducibility_line_per_call_for_every_protocol(emu, clock, caplog: pytest.LogCaptureFixture) -> None:
-    from zimage_api.openai_images import ImagesClient
-    from zimage_api.qingbo import QingboClient
-    from zimage_api.wavespeed_v3 import WaveSpeedClient
+    from zimage_api.providers.openai_images import ImagesClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
+    from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
     with caplog.at_level(logging.INFO, logger="zimage_api"):
         ImagesClient(sleep=clock.sleep).generate("a mug", guidance_scale=7.5, width=256, height=256, seed=1)

@@ -121,8 +121,8 @@ def test_declared_inputs_match_the_issue(pack: ModuleType) -> None:
 
 
 def test_model_lists_match_the_library(pack: ModuleType) -> None:
-    from zimage_api.openai_images import MODELS
-    from zimage_api.wavespeed_v3 import MODEL_PATHS
+    from zimage_api.providers.openai_images import MODELS
+    from zimage_api.providers.wavespeed_v3 import MODEL_PATHS
 
     nodes = pack_nodes()
     widget = nodes.ZImageGenerate.INPUT_TYPES()["required"]["model"][0]
@@ -143,7 +143,8 @@ def test_importing_the_pack_alone_is_light(tmp_path: Path) -> None:
 
 def test_every_module_a_node_uses_imports_inside_comfyui(tmp_path: Path) -> None:
     """Inside ComfyUI the library is only reachable through the pack (relative imports), never as `zimage_api`."""
-    modules = ["images", "openai_images", "wavespeed_v3", "qingbo", "ledger", "engine", "orders", "parallel",
+    modules = ["images", "providers.openai_images", "providers.wavespeed_v3", "providers.qingbo_tasks", "ledger",
+               "engine", "orders", "parallel",
                "progress", "summary", "sizes", "limits", "clients", "catalog", "polling", "http.transport",
                "store", "providers"]
     code = ("import importlib, importlib.util, sys\n"

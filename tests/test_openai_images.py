@@ -18,7 +18,7 @@ from zimage_api.errors import (
     ValidationError,
 )
 from zimage_api.images import bytes_to_tensor
-from zimage_api.openai_images import ImagesClient
+from zimage_api.providers.openai_images import ImagesClient
 
 MUG = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 

@@ -175,7 +175,7 @@ def _poll_kind(clock, tmp_path, shape: str, length: float, count: int, *, store:
     after the submission, and the lag between its end and the wait's return, both on the fake clock."""
     from zimage_api.emulator import DEMO_KEY, Emulator
     from zimage_api.ledger import Ledger
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     seen = []
     with Emulator(clock=clock, queue_seconds=0.0, process_seconds=(0.95 * length, 1.05 * length), picture_scale=1 / 16,
@@ -230,7 +230,7 @@ def test_a_model_whose_tasks_vary_widely_is_still_asked_about_once_a_second(shap
     before the shortest of them, and over eight tasks, at most one request a second."""
     from zimage_api.emulator import DEMO_KEY, Emulator
     from zimage_api.ledger import Ledger
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     requests, waited, lags = 0, 0.0, []
     with Emulator(clock=clock, queue_seconds=0.0, process_seconds=(1.2, 6.0), picture_scale=1 / 16,
@@ -259,7 +259,7 @@ def test_a_pasted_id_submitted_long_ago_is_not_asked_about_fast(clock, tmp_path)
 
     from zimage_api.emulator import DEMO_KEY, Emulator
     from zimage_api.ledger import Ledger
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     with Emulator(clock=clock, queue_seconds=0.0, process_seconds=200.0, picture_scale=1 / 16,
                   progress_style="absent", qingbo_keys={DEMO_KEY}) as emu:
@@ -284,7 +284,7 @@ def test_created_at_tells_the_age_of_a_task_the_store_does_not_know(unit, clock)
     """No store: the age of the task comes from Qingbo's ``created_at`` (seconds or milliseconds) in the first
     answer. A task created 150 s ago is then asked about every 2.5 s, not every second."""
     from zimage_api.emulator import DEMO_KEY, Emulator
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     with Emulator(clock=clock, queue_seconds=0.0, process_seconds=200.0, picture_scale=1 / 16,
                   progress_style="zero", created_at_unit=unit, qingbo_keys={DEMO_KEY}) as emu:
@@ -304,7 +304,7 @@ def test_created_at_of_a_fresh_task_spares_the_fast_opening(unit, clock) -> None
     """No store, a 3 s task with a moving progress: one look at once tells its age (``created_at``), one more when it
     should be near its end, and the end is seen soon."""
     from zimage_api.emulator import DEMO_KEY, Emulator
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     with Emulator(clock=clock, queue_seconds=0.0, process_seconds=3.0, picture_scale=1 / 16,
                   progress_style="int", created_at_unit=unit, qingbo_keys={DEMO_KEY}) as emu:

@@ -19,7 +19,7 @@ from zimage_api.errors import (
 from zimage_api.images import bytes_to_tensor
 from zimage_api.ledger import Ledger
 from zimage_api.polling import TaskState
-from zimage_api.qingbo import QingboClient, QingboTask, output_size, parse_progress, parse_timestamp
+from zimage_api.providers.qingbo_tasks import QingboClient, QingboTask, output_size, parse_progress, parse_timestamp
 
 PROMPT = "Seaside cafe at sunset, wooden deck, warm tones"
 

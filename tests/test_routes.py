@@ -195,7 +195,7 @@ def test_collect_writes_the_paid_qingbo_task_into_output_without_a_new_submit(em
 
 
 def test_collect_of_a_wavespeed_prediction_sends_no_prediction(emu: Any, clock: Any, tmp_path: Path) -> None:
-    from zimage_api.wavespeed_v3 import WaveSpeedClient
+    from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
     store = Store()
     prediction = WaveSpeedClient(store=store, sleep=clock.sleep, now=clock).submit(PROMPT, width=512, height=512,

@@ -144,7 +144,7 @@ def _make_0_1_0_folder(folder: Path, unfinished_id: str, base_url: str) -> dict[
 
 
 def test_upgrade_from_0_1_0_loses_nothing(emu, clock, isolated_env: Path, monkeypatch) -> None:
-    from zimage_api.qingbo import QingboClient
+    from zimage_api.providers.qingbo_tasks import QingboClient
 
     issued = QingboClient(ledger=False, sleep=clock.sleep).submit("a lighthouse at dawn")  # paid under 0.1.0
     old = _make_0_1_0_folder(isolated_env, issued.task_id, emu.url)

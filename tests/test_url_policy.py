@@ -13,8 +13,8 @@ from zimage_api.emulator import Emulator
 from zimage_api.errors import URLRefusedError
 from zimage_api.http.transport import Transport
 from zimage_api.http.urls import check_result_url, display_url, same_origin
-from zimage_api.openai_images import ImagesClient
-from zimage_api.qingbo import QingboClient
+from zimage_api.providers.openai_images import ImagesClient
+from zimage_api.providers.qingbo_tasks import QingboClient
 
 
 def _tiny_png() -> bytes:

@@ -11,8 +11,8 @@ import requests
 from zimage_api.catalog import V3_MODELS
 from zimage_api.emulator import DEMO_KEY, Emulator
 from zimage_api.errors import APIConnectionError, BadRequestError, InvalidResponseError, ValidationError
-from zimage_api.wavespeed_account import ORPHAN_SKEW_SECONDS, HistoryItem, parse_timestamp
-from zimage_api.wavespeed_v3 import WaveSpeedClient
+from zimage_api.providers.wavespeed_account import ORPHAN_SKEW_SECONDS, HistoryItem, parse_timestamp
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 BASE, TURBO = "wavespeed-ai/z-image/base", "wavespeed-ai/z-image/turbo"

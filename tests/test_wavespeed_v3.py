@@ -12,7 +12,7 @@ from zimage_api.errors import TaskFailedError, TaskTimeoutError, ValidationError
 from zimage_api.images import bytes_to_tensor
 from zimage_api.ledger import Ledger
 from zimage_api.polling import TaskState
-from zimage_api.wavespeed_v3 import WaveSpeedClient
+from zimage_api.providers.wavespeed_v3 import WaveSpeedClient
 
 PROMPT = "Editorial-style product photo of a ceramic mug on a linen table, soft morning light."
 

@@ -18,24 +18,24 @@ from .errors import __all__ as _error_names
 
 if TYPE_CHECKING:
     from .http.retry import RetryPolicy
-    from .openai_images import ImagesClient
     from .polling import PollSchedule, TaskState
-    from .qingbo import QingboClient, QingboTask
+    from .providers.openai_images import ImagesClient
+    from .providers.qingbo_tasks import QingboClient, QingboTask
+    from .providers.wavespeed_v3 import Prediction, WaveSpeedClient
     from .results import GenerationResult
     from .store.sqlite import Store
     from .store.sqlite import Store as Ledger
-    from .wavespeed_v3 import Prediction, WaveSpeedClient
 
 _LAZY = {
-    "ImagesClient": "openai_images",
-    "WaveSpeedClient": "wavespeed_v3",
-    "Prediction": "wavespeed_v3",
-    "QingboClient": "qingbo",
-    "QingboTask": "qingbo",
+    "ImagesClient": "providers.openai_images",
+    "WaveSpeedClient": "providers.wavespeed_v3",
+    "Prediction": "providers.wavespeed_v3",
+    "QingboClient": "providers.qingbo_tasks",
+    "QingboTask": "providers.qingbo_tasks",
     "GenerationResult": "results",
     "Ledger": "ledger",
     "Store": "store",
-    "RetryPolicy": "retry",
+    "RetryPolicy": "http.retry",
     "PollSchedule": "polling",
     "TaskState": "polling",
 }

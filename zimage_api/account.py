@@ -111,7 +111,7 @@ class _Balance:
 class BalanceCheck:
     """Refuses a WaveSpeed run the account's balance cannot pay, before anything is sent.
 
-    ``client`` is a :class:`~zimage_api.wavespeed_v3.WaveSpeedClient` (its :meth:`balance`); ``clock`` gives
+    ``client`` is a :class:`~zimage_api.providers.wavespeed_v3.WaveSpeedClient` (its :meth:`balance`); ``clock`` gives
     seconds (monotonic by default). A balance that covers a run is remembered per key for ``max_age`` seconds, less
     the price of each run let through meanwhile, so a key's balance is asked at most once a minute while it
     suffices; a balance that does not cover a run is asked again at the next run (the artist may have topped up).
@@ -208,7 +208,7 @@ class _Price:
 class Prices:
     """The price of one request before running it, asked of WaveSpeed (``POST /api/v3/model/pricing``) and kept.
 
-    ``client`` is a :class:`~zimage_api.wavespeed_v3.WaveSpeedClient` (its :meth:`price`), or None to use the
+    ``client`` is a :class:`~zimage_api.providers.wavespeed_v3.WaveSpeedClient` (its :meth:`price`), or None to use the
     catalog only. A quoted price is kept ``max_age`` seconds per :func:`price_key`; when the route cannot be reached
     the catalog price is used (and the route is asked again a minute later). Orders that do not go to WaveSpeed v3
     (Qingbo, ``/v1/images``) have no such route: their price is the catalog's.

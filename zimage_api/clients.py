@@ -10,9 +10,9 @@ from .config import QINGBO, WAVESPEED, Provider
 from .store.sqlite import Store
 
 if TYPE_CHECKING:
-    from .openai_images import ImagesClient
-    from .qingbo import QingboClient
-    from .wavespeed_v3 import WaveSpeedClient
+    from .providers.openai_images import ImagesClient
+    from .providers.qingbo_tasks import QingboClient
+    from .providers.wavespeed_v3 import WaveSpeedClient
 
 __all__ = ["Clients"]
 
@@ -65,7 +65,7 @@ class Clients:
 
     def images(self, read_timeout: float | None = None) -> ImagesClient:
         """The OpenAI-images style client; its calls answer with the pictures, so the timeout is their read timeout."""
-        from .openai_images import ImagesClient
+        from .providers.openai_images import ImagesClient
 
         options = self.transport_options(WAVESPEED)
         if read_timeout is not None:
@@ -73,13 +73,13 @@ class Clients:
         return self._client("images", read_timeout, lambda: ImagesClient(**options))
 
     def v3(self) -> WaveSpeedClient:
-        from .wavespeed_v3 import WaveSpeedClient
+        from .providers.wavespeed_v3 import WaveSpeedClient
 
         return self._client("v3", None, lambda: WaveSpeedClient(
             store=self.store, **self.transport_options(WAVESPEED)))
 
     def qingbo(self) -> QingboClient:
-        from .qingbo import QingboClient
+        from .providers.qingbo_tasks import QingboClient
 
         return self._client("qingbo", None, lambda: QingboClient(
             store=self.store, **self.transport_options(QINGBO)))

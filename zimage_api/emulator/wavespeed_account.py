@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import V3_MODELS
-from ..wavespeed_account import HISTORY_PAGE_SIZE_MAX, HISTORY_STATUSES, parse_timestamp
+from ..providers.wavespeed_account import HISTORY_PAGE_SIZE_MAX, HISTORY_STATUSES, parse_timestamp
 from .faults import Fault
 from .tasks import COMPLETED, FAILED, FINAL, PROCESSING, QUEUED, assign_slots, phase_of
 from .wavespeed_v3 import prediction_view

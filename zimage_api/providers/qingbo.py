@@ -50,7 +50,7 @@ class QingboProvider:
         return None  # Qingbo documents no balance route: its HTTP 402 says the same, before anything is charged
 
     def model_id(self, order: Order) -> str:
-        from ..qingbo import MODEL
+        from .qingbo_tasks import MODEL
 
         return MODEL
 
@@ -69,7 +69,7 @@ class QingboProvider:
 
     def earlier(self, task_id: str) -> Handle:
         from ..polling import TaskState
-        from ..qingbo import QingboTask
+        from .qingbo_tasks import QingboTask
 
         return Handle(task_id=task_id, first=QingboTask(task_id=task_id, state=TaskState.QUEUED,
                                                         raw={"receipt": True}))

@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .catalog import MODELS, RESPONSE_FORMATS
-from .config import WAVESPEED
-from .errors import InvalidResponseError
-from .http.deadline import Deadline
-from .http.transport import Transport
-from .images import check_picture, decode_base64
-from .logs import log_call, logger, prompt_hash
-from .results import GenerationResult
-from .validation import IMAGES_SIZE, check_choice, check_count, check_number, check_prompt, check_seed, check_size
+from ..catalog import MODELS, RESPONSE_FORMATS
+from ..config import WAVESPEED
+from ..errors import InvalidResponseError
+from ..http.deadline import Deadline
+from ..http.transport import Transport
+from ..images import check_picture, decode_base64
+from ..logs import log_call, logger, prompt_hash
+from ..results import GenerationResult
+from ..validation import IMAGES_SIZE, check_choice, check_count, check_number, check_prompt, check_seed, check_size
 
 __all__ = ["ImagesClient", "MODELS", "RESPONSE_FORMATS"]
 

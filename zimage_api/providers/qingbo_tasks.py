@@ -13,18 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import QINGBO_QUOTA_PER_PICTURE as PRICE_QUOTA
-from .config import QINGBO
-from .errors import (
+from ..catalog import QINGBO_QUOTA_PER_PICTURE as PRICE_QUOTA
+from ..config import QINGBO
+from ..errors import (
     InvalidResponseError,
     NotFoundError,
     TaskFailedError,
 )
-from .http.deadline import Deadline
-from .http.transport import RetryCallback
-from .images import check_picture
-from .logs import log_call, logger, prompt_hash
-from .polling import (
+from ..http.deadline import Deadline
+from ..http.transport import RetryCallback
+from ..images import check_picture
+from ..logs import log_call, logger, prompt_hash
+from ..polling import (
     DEFAULT_TIMEOUT,
     CancelCheck,
     PollSchedule,
@@ -33,9 +33,8 @@ from .polling import (
     TaskState,
     wait_for_task,
 )
-from .results import GenerationResult, quota_to_usd
-from .task_client import TaskClient
-from .validation import (
+from ..results import GenerationResult, quota_to_usd
+from ..validation import (
     ASPECT_RATIOS,
     QINGBO_PROMPT_LIMIT,
     RESOLUTIONS,
@@ -44,6 +43,7 @@ from .validation import (
     check_seed,
     check_task_id,
 )
+from .task_client import TaskClient
 
 __all__ = ["QingboClient", "QingboTask", "MODEL", "PRICE_QUOTA", "parse_progress", "parse_timestamp", "output_size"]
 
@@ -172,7 +172,7 @@ def _number(value: Any) -> float | None:
 class QingboClient(TaskClient):
     """Client of Qingbo's task API for z-image-turbo.
 
-    Task ids go to the ledger as soon as they are issued; see :class:`~zimage_api.task_client.TaskClient` for
+    Task ids go to the ledger as soon as they are issued; see :class:`~zimage_api.providers.task_client.TaskClient` for
     ``transport``, ``ledger`` and the transport options.
     """
 

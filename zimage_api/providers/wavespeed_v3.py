@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, V3_MODELS, V3Model
-from .catalog import V3_MODEL_PATHS as MODEL_PATHS
-from .catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
-from .config import WAVESPEED
-from .errors import (
+from ..catalog import CONTROL_MODES, LORA_MAX, LORA_SCALE_MAX, V3_MODELS, V3Model
+from ..catalog import V3_MODEL_PATHS as MODEL_PATHS
+from ..catalog import V3_OUTPUT_FORMATS as OUTPUT_FORMATS
+from ..config import WAVESPEED
+from ..errors import (
     InvalidResponseError,
     NotFoundError,
     TaskFailedError,
     ValidationError,
 )
-from .http.deadline import Deadline
-from .http.transport import RetryCallback
-from .images import check_picture, decode_base64
-from .logs import log_call, logger
-from .polling import (
+from ..http.deadline import Deadline
+from ..http.transport import RetryCallback
+from ..images import check_picture, decode_base64
+from ..logs import log_call, logger
+from ..polling import (
     DEFAULT_TIMEOUT,
     CancelCheck,
     PollSchedule,
@@ -35,9 +35,8 @@ from .polling import (
     TaskState,
     wait_for_task,
 )
-from .results import GenerationResult
-from .task_client import TaskClient
-from .validation import (
+from ..results import GenerationResult
+from ..validation import (
     V3_SIZE,
     check_choice,
     check_lora_path,
@@ -47,6 +46,7 @@ from .validation import (
     check_size,
     check_task_id,
 )
+from .task_client import TaskClient
 from .wavespeed_account import (
     HISTORY_PAGE_SIZE_MAX,
     HISTORY_STATUSES,
@@ -120,8 +120,8 @@ class Prediction:
 class WaveSpeedClient(TaskClient):
     """Client of WaveSpeed's v3 API for the Z-Image models.
 
-    Prediction ids go to the ledger as soon as they are issued; see :class:`~zimage_api.task_client.TaskClient`
-    for ``transport``, ``ledger`` and the transport options.
+    Prediction ids go to the store as soon as they are issued; see
+    :class:`~zimage_api.providers.task_client.TaskClient` for ``transport``, ``store`` and the transport options.
     """
 
     protocol = "v3"

@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from .config import Provider
-from .errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
-from .http.deadline import Deadline
-from .http.transport import Transport
-from .logs import logger, prompt_hash
-from .polling import TaskState
-from .results import GenerationResult
-from .store.sqlite import Store
-from .validation import check_task_id
+from ..config import Provider
+from ..errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
+from ..http.deadline import Deadline
+from ..http.transport import Transport
+from ..logs import logger, prompt_hash
+from ..polling import TaskState
+from ..results import GenerationResult
+from ..store.sqlite import Store
+from ..validation import check_task_id
 
 __all__ = ["TaskClient", "LOCAL_COPY_NOTE"]
 

@@ -2,7 +2,7 @@
 
 The history (``POST /api/v3/predictions``) is how a prediction whose id never reached us, because the process
 died between sending the submit and reading its answer, is found again. These functions only read answers; the
-requests go out through :class:`~zimage_api.wavespeed_v3.WaveSpeedClient`.
+requests go out through :class:`~zimage_api.providers.wavespeed_v3.WaveSpeedClient`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from .config import WAVESPEED
-from .errors import InvalidResponseError
-from .logs import logger
+from ..config import WAVESPEED
+from ..errors import InvalidResponseError
+from ..logs import logger
 
 __all__ = [
     "HistoryItem", "HISTORY_PAGE_SIZE_MAX", "HISTORY_STATUSES", "ORPHAN_SKEW_SECONDS", "parse_timestamp",
