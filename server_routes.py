@@ -210,7 +210,8 @@ def collect_answer(store: Any, body: object, output_dir: str | os.PathLike[str],
     clients = Clients(store=store, sleep=sleep, session=session)
     try:
         engine = Engine(clients, clock=clock, sleep=sleep)
-        outcomes = engine.collect([task_id], provider=provider, timeout=timeout)
+        outcomes = engine.collect([task_id], provider="qingbo" if provider == "qingbo" else "wavespeed",
+                                  timeout=timeout)
     finally:
         clients.close()
     error = collect_error(outcomes, [task_id], timeout)

@@ -31,7 +31,6 @@ from ..polling import (
     ProgressCallback,
     TaskSnapshot,
     TaskState,
-    wait_for_task,
 )
 from ..results import GenerationResult, quota_to_usd
 from ..validation import (
@@ -294,62 +293,29 @@ class QingboClient(TaskClient):
             logger.info("remote cancel of %s failed: %s", task_id, type(err).__name__)
             return False
 
-    def wait(
-        self,
-        task_id: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        cancel_check: CancelCheck | None = None,
-        on_progress: ProgressCallback | None = None,
-        schedule: PollSchedule = DEFAULT_SCHEDULE,
-        first: QingboTask | None = None,
-        deadline: Deadline | None = None,
-        on_retry: RetryCallback | None = None,
-        resume_hint: str | None = None,
-        expected: float | None = None,
-        expected_spread: float = 0.0,
-        submitted_ago: float | None = None,
-    ) -> QingboTask:
-        """Poll until the task is final; return it completed, or raise a typed task error.
+    def _cancel_on_stop(self, last: TaskSnapshot[Any] | None, task_id: str) -> bool:
+        """On Cancel, a task still queued is cancelled at Qingbo (and refunded)."""
+        return self.try_cancel(last.task if last else None, task_id)
 
-        ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
-        status request's retries. On cancel, a task still queued is cancelled remotely (refunded) before
-        :class:`TaskCancelledError`. ``resume_hint`` ends a timeout's message: how the caller collects it later.
-        ``expected``, ``expected_spread`` and ``submitted_ago`` shape the schedule (see :func:`wait_for_task`); the
-        task's ``created_at`` stands in for ``submitted_ago`` when the store does not know it.
-        """
-        tid = check_task_id(task_id, provider="Qingbo")
-        deadline = deadline or Deadline.after(timeout, clock)
-        snapshot = wait_for_task(
-            lambda: self._snapshot(self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)),
-            task_id=tid, provider=QINGBO.name, deadline=deadline, sleep=sleep, cancel_check=cancel_check,
-            on_progress=on_progress, schedule=schedule, where=self.transport.base_url, expected=expected,
-            expected_spread=expected_spread, submitted_ago=submitted_ago,
-            on_cancel=lambda last: self.try_cancel(last.task if last else None, tid),
-            first=self._snapshot(first) if first is not None else None,
-            resume_hint=resume_hint or f"collect it later by its id, {tid}, without paying again",
-        )
-        task = snapshot.task
-        if task.state is TaskState.COMPLETED:
-            return task
-        self._note(tid, task.state.value, error={"code": task.error_code, "message": task.error_message})
+    def _error_of(self, task: Any) -> object:
+        return {"code": task.error_code, "message": task.error_message}
+
+    def _final_error(self, tid: str, task: Any) -> TaskFailedError:
+        """Why a task that ended without a picture has none."""
         if task.state is TaskState.FAILED:
             code = task.error_code or "task_failed"
             advice = FAILURE_ADVICE.get(code, "run again, or change the prompt if it keeps failing")
             said = f": {task.error_message}" if task.error_message else ""
-            raise TaskFailedError(
+            return TaskFailedError(
                 f"Qingbo task {tid} failed ({code}{said}); {advice}. Failed tasks are not billed.",
                 task_id=tid, provider=QINGBO.name, code=code, retryable=code in ("upstream_unavailable",
                                                                                 "upstream_rate_limited"))
-        raise TaskFailedError(
+        return TaskFailedError(
             f"Qingbo task {tid} was {task.state.value} (refunded), so it has no picture; submit a new task for one "
             "(in ComfyUI, change the seed of Qingbo Task Submit).", task_id=tid, provider=QINGBO.name,
             code=task.state.value)
 
-    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
-        return self.wait(task_id, **wait_options)
+
 
     def _snapshot(self, task: QingboTask) -> TaskSnapshot[QingboTask]:
         """The task as the polling loop sees it, with its age by its ``created_at`` (seconds or milliseconds)."""

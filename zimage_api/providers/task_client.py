@@ -8,14 +8,23 @@ engine drives them through their adapters in :mod:`zimage_api.providers`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..config import Provider
-from ..errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskTimeoutError
+from ..errors import NotFoundError, ResultExpiredError, TaskCancelledError, TaskFailedError, TaskTimeoutError
 from ..http.deadline import Deadline
-from ..http.transport import Transport
+from ..http.transport import RetryCallback, Transport
 from ..logs import logger, prompt_hash
-from ..polling import TaskState
+from ..polling import (
+    DEFAULT_TIMEOUT,
+    CancelCheck,
+    PollSchedule,
+    ProgressCallback,
+    TaskSnapshot,
+    TaskState,
+    wait_for_task,
+)
 from ..results import GenerationResult
 from ..store.sqlite import Store
 from ..validation import check_task_id
@@ -23,6 +32,7 @@ from ..validation import check_task_id
 __all__ = ["TaskClient", "LOCAL_COPY_NOTE"]
 
 LOCAL_COPY_NOTE = "served from the local copy; no request was sent"
+DEFAULT_SCHEDULE = PollSchedule()
 EARLY_SHARE = 0.03  # the polling loop starts looking this share of the shortest earlier duration before it
 LEAD_SHARE = 0.25  # and at most this share before it, however widely the earlier durations spread
 
@@ -51,8 +61,25 @@ class TaskClient:
 
     # -- what each client says ------------------------------------------------------------------------------------
 
-    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
-        """Poll until the task is final (the client's ``wait``); return it completed, or raise a task error."""
+    def get(self, task_id: str, *, cancel_check: CancelCheck | None = None, deadline: Deadline | None = None,
+            on_retry: RetryCallback | None = None) -> Any:
+        """The task's status now (one status request)."""
+        raise NotImplementedError
+
+    def _snapshot(self, task: Any) -> TaskSnapshot[Any]:
+        """The task as the polling loop sees it (its state, progress, and age where the provider tells it)."""
+        raise NotImplementedError
+
+    def _cancel_on_stop(self, last: TaskSnapshot[Any] | None, task_id: str) -> bool:
+        """What Cancel does at the provider while the task waits: True when the provider cancelled it."""
+        return False
+
+    def _error_of(self, task: Any) -> object:
+        """What the store records as the error of a task that ended without a picture."""
+        return None
+
+    def _final_error(self, tid: str, task: Any) -> TaskFailedError:
+        """Why a task that ended without a picture (failed, cancelled...) has none."""
         raise NotImplementedError
 
     def try_cancel(self, task: Any, task_id: str) -> bool:
@@ -102,6 +129,39 @@ class TaskClient:
                 notes: list[str] | None = None) -> GenerationResult:
         raise NotImplementedError
 
+    # -- waiting -----------------------------------------------------------------------------------------------------
+
+    def wait(self, task_id: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
+             on_progress: ProgressCallback | None = None, schedule: PollSchedule = DEFAULT_SCHEDULE,
+             first: Any = None, deadline: Deadline | None = None, on_retry: RetryCallback | None = None,
+             resume_hint: str | None = None, expected: float | None = None, expected_spread: float = 0.0,
+             submitted_ago: float | None = None) -> Any:
+        """Poll until the task is final; return it completed, or raise a typed task error.
+
+        ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
+        status request's retries. On Cancel the provider's own rule applies (Qingbo cancels a queued task, and
+        refunds it) before :class:`TaskCancelledError`. ``resume_hint`` ends a timeout's message: how the caller
+        collects it later. ``expected``, ``expected_spread`` and ``submitted_ago`` shape the schedule (see
+        :func:`~zimage_api.polling.wait_for_task`).
+        """
+        tid = check_task_id(task_id, provider=self.provider.name)
+        deadline = deadline or Deadline.after(timeout, clock)
+        snapshot = wait_for_task(
+            lambda: self._snapshot(self.get(tid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)),
+            task_id=tid, provider=self.provider.name, deadline=deadline, sleep=sleep, cancel_check=cancel_check,
+            on_progress=on_progress, schedule=schedule, where=self.transport.base_url, expected=expected,
+            expected_spread=expected_spread, submitted_ago=submitted_ago,
+            on_cancel=lambda last: self._cancel_on_stop(last, tid),
+            first=self._snapshot(first) if first is not None else None,
+            resume_hint=resume_hint or f"collect it later by its id, {tid}, without paying again",
+        )
+        task = snapshot.task
+        if task.state is TaskState.COMPLETED:
+            return task
+        self._note(tid, task.state.value, error=self._error_of(task))
+        raise self._final_error(tid, task)
+
     # -- collecting -----------------------------------------------------------------------------------------------
 
     def collect(self, task_id: str, *, first: Any = None, started: float | None = None, seed: int | None = None,
@@ -131,7 +191,7 @@ class TaskClient:
             if "submitted_ago" not in wait_options and entry is not None:
                 wait_options["submitted_ago"] = self._age(entry)
             try:
-                task = self._wait_for(tid, first=first, **wait_options)
+                task = self.wait(tid, first=first, **wait_options)
             except TaskTimeoutError:
                 self._note(tid, "timeout")
                 raise

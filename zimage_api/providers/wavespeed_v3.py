@@ -33,7 +33,6 @@ from ..polling import (
     ProgressCallback,
     TaskSnapshot,
     TaskState,
-    wait_for_task,
 )
 from ..results import GenerationResult
 from ..validation import (
@@ -203,55 +202,24 @@ class WaveSpeedClient(TaskClient):
                 provider=WAVESPEED.name, status=404, code=err.code, body=err.body) from err
         return Prediction.parse(answer)
 
-    def wait(
-        self,
-        prediction_id: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        cancel_check: CancelCheck | None = None,
-        on_progress: ProgressCallback | None = None,
-        schedule: PollSchedule = DEFAULT_SCHEDULE,
-        first: Prediction | None = None,
-        deadline: Deadline | None = None,
-        on_retry: RetryCallback | None = None,
-        resume_hint: str | None = None,
-        expected: float | None = None,
-        expected_spread: float = 0.0,
-        submitted_ago: float | None = None,
-    ) -> Prediction:
-        """Poll until the prediction is final; return it completed, or raise a task error.
+    def _snapshot(self, task: Prediction) -> TaskSnapshot[Prediction]:
+        return TaskSnapshot(task.state, None, task)
 
-        ``deadline`` (default: ``timeout`` from now, on ``clock``) is the one deadline of the wait, down to each
-        status request's retries. ``resume_hint`` ends a timeout's message: how the caller collects it later.
-        """
-        pid = check_task_id(prediction_id, provider="WaveSpeed")
-        deadline = deadline or Deadline.after(timeout, clock)
+    def _cancel_on_stop(self, last: TaskSnapshot[Any] | None, task_id: str) -> bool:
+        return False  # WaveSpeed has no cancel endpoint for predictions: the run stops locally, it finishes
 
-        def fetch() -> TaskSnapshot[Prediction]:
-            p = self.get(pid, cancel_check=cancel_check, deadline=deadline, on_retry=on_retry)
-            return TaskSnapshot(p.state, None, p)
+    def _error_of(self, task: Any) -> object:
+        return task.error or None
 
-        snapshot = wait_for_task(
-            fetch, task_id=pid, provider=WAVESPEED.name, deadline=deadline, sleep=sleep,
-            cancel_check=cancel_check, on_progress=on_progress, schedule=schedule, where=self.transport.base_url,
-            expected=expected, expected_spread=expected_spread, submitted_ago=submitted_ago,
-            # WaveSpeed has no cancel endpoint for predictions: the run stops locally, the prediction finishes.
-            on_cancel=lambda _last: False,
-            first=TaskSnapshot(first.state, None, first) if first is not None else None,
-            resume_hint=resume_hint or f"collect it later by its id, {pid}, without paying again",
-        )
-        prediction = snapshot.task
-        if prediction.state is TaskState.COMPLETED:
-            return prediction
-        self._note(pid, prediction.state.value, error=prediction.error or None)
-        if prediction.state is TaskState.CANCELLED:
-            raise TaskFailedError(f"WaveSpeed prediction {pid} was cancelled at WaveSpeed; it has no pictures.",
-                                  task_id=pid, provider=WAVESPEED.name, code="cancelled")
-        reason = prediction.error or "no reason given"
-        raise TaskFailedError(f"WaveSpeed prediction {pid} {prediction.state.value}: {reason}.", task_id=pid,
-                              provider=WAVESPEED.name, code=prediction.state.value)
+    def _final_error(self, tid: str, task: Any) -> TaskFailedError:
+        """Why a prediction that ended without a picture has none."""
+        if task.state is TaskState.CANCELLED:
+            return TaskFailedError(f"WaveSpeed prediction {tid} was cancelled at WaveSpeed; it has no pictures.",
+                                  task_id=tid, provider=WAVESPEED.name, code="cancelled")
+        reason = task.error or "no reason given"
+        return TaskFailedError(f"WaveSpeed prediction {tid} {task.state.value}: {reason}.", task_id=tid,
+                              provider=WAVESPEED.name, code=task.state.value)
+
 
     def fetch_outputs(self, prediction: Prediction, *, keep: int = OUTPUTS_PER_PREDICTION,
                       deadline: Deadline | None = None) -> tuple[list[bytes], list[str]]:
@@ -286,9 +254,6 @@ class WaveSpeedClient(TaskClient):
             raise InvalidResponseError(f"WaveSpeed prediction {prediction.id} completed without any output.",
                                        provider=WAVESPEED.name, status=200, body=prediction.raw)
         return images, urls
-
-    def _wait_for(self, task_id: str, **wait_options: Any) -> Any:
-        return self.wait(task_id, **wait_options)
 
     # -- whole runs -----------------------------------------------------------------------------------------------
 
