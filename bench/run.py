@@ -472,7 +472,11 @@ def bench_many(cfg: Settings) -> list[Row]:
     emu = Emulator(queue_seconds=0.0, process_seconds=latency, picture_scale=1 / 8).start()
     try:
         qingbo = QingboClient(api_key=DEMO_KEY, base_url=emu.url, ledger=False)
-        task_jobs = [functools.partial(qingbo.generate, f"bench many {i}", seed=i) for i in range(count)]
+        def task_job(i: int, client: QingboClient = qingbo) -> Any:
+            task = client.submit(f"bench many {i}", seed=i, prefer_wait=10)
+            return client.collect(task.task_id, first=task)
+
+        task_jobs = [functools.partial(task_job, i) for i in range(count)]
         task_times = []
         for _ in range(cfg.many_reps):
             started = time.perf_counter()

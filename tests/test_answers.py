@@ -19,6 +19,7 @@ import requests
 from PIL import Image
 
 from tests.comfy_stubs import MUG, call_node
+from tests.runs import run_task
 from zimage_api.cli import run
 from zimage_api.emulator import Emulator
 from zimage_api.emulator.picture_faults import HTML_LOGIN_PAGE, NOT_A_PICTURE
@@ -133,7 +134,7 @@ def test_a_node_asking_one_picture_gets_a_batch_of_one(nodes: ModuleType, emu: E
 @pytest.mark.parametrize("base64_output", [False, True])
 def test_a_v3_prediction_listing_many_outputs_gives_one(emu: Emulator, clock, base64_output: bool) -> None:
     emu.inject("GET /api/v3/predictions/*/result", "extra_pictures", times=50, count=400)
-    result = WaveSpeedClient(sleep=clock.sleep, now=clock).generate(
+    result = run_task(WaveSpeedClient(sleep=clock.sleep, now=clock),
         MUG, width=256, height=256, seed=4, base64_output=base64_output, sleep=clock.sleep, clock=clock)
     assert result.images == [emu.served_images[-1]]
     assert len(emu.requests_to("GET /files/*")) == (0 if base64_output else 1)
@@ -142,7 +143,7 @@ def test_a_v3_prediction_listing_many_outputs_gives_one(emu: Emulator, clock, ba
 
 def test_a_qingbo_task_listing_many_pictures_gives_one(emu: Emulator, clock) -> None:
     emu.inject("* /v1/tasks*", "extra_pictures", times=50, count=400)
-    result = QingboClient(sleep=clock.sleep, now=clock).generate(MUG, seed=8, sleep=clock.sleep, clock=clock)
+    result = run_task(QingboClient(sleep=clock.sleep, now=clock), MUG, seed=8, sleep=clock.sleep, clock=clock)
     assert result.images == [emu.served_images[-1]] and len(result.urls) == 1
     assert len(emu.requests_to("GET /files/*")) == 1
 
@@ -154,7 +155,7 @@ def test_an_html_page_at_a_v3_result_url_is_a_typed_error_and_no_result(emu: Emu
     emu.inject("GET /files/*", "html_page")
     wave = WaveSpeedClient(sleep=clock.sleep, now=clock)
     with pytest.raises(ResultDownloadError) as caught:
-        wave.generate(MUG, width=256, height=256, seed=4, sleep=clock.sleep, clock=clock)
+        run_task(wave, MUG, width=256, height=256, seed=4, sleep=clock.sleep, clock=clock)
     (pid,) = emu.tasks
     assert str(caught.value) == (f"{_host(emu)} sent an HTML page instead of the picture of prediction {pid}; the "
                                  "request was paid, so its picture is kept as a URL to download again on the next "
@@ -170,7 +171,7 @@ def test_an_html_page_at_a_v3_result_url_is_a_typed_error_and_no_result(emu: Emu
 def test_an_html_page_at_a_qingbo_result_url_is_a_typed_error(emu: Emulator, clock) -> None:
     emu.inject("GET /files/*", "html_page")
     with pytest.raises(ResultDownloadError) as caught:
-        QingboClient(sleep=clock.sleep, now=clock).generate(MUG, seed=8, sleep=clock.sleep, clock=clock)
+        run_task(QingboClient(sleep=clock.sleep, now=clock), MUG, seed=8, sleep=clock.sleep, clock=clock)
     (tid,) = emu.tasks
     assert str(caught.value).startswith(f"{_host(emu)} sent an HTML page instead of the picture of task {tid}; the "
                                         "request was paid, so its picture is kept as a URL")
@@ -216,7 +217,7 @@ def test_base64_of_bytes_that_are_no_picture_is_a_typed_error(emu: Emulator) -> 
 def test_base64_of_an_html_page_in_a_v3_output_is_a_typed_error(emu: Emulator, clock) -> None:
     emu.inject("GET /api/v3/predictions/*/result", "not_a_picture", times=50, data=HTML_LOGIN_PAGE)
     with pytest.raises(ImageDecodeError) as caught:
-        WaveSpeedClient(sleep=clock.sleep, now=clock).generate(MUG, width=256, height=256, base64_output=True,
+        run_task(WaveSpeedClient(sleep=clock.sleep, now=clock), MUG, width=256, height=256, base64_output=True,
                                                                sleep=clock.sleep, clock=clock)
     (pid,) = emu.tasks
     assert str(caught.value) == (f"Expected a picture from WaveSpeed's base64 output of prediction {pid} but got "

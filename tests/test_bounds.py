@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 
+from tests.runs import run_task
 from zimage_api.config import QINGBO
 from zimage_api.emulator import Emulator
 from zimage_api.errors import (
@@ -143,7 +144,7 @@ def test_a_failed_paid_v1_download_names_the_result_host_and_never_says_nothing_
 def test_an_html_page_at_a_result_url_is_not_saved_as_the_picture(emu, clock) -> None:
     emu.inject("GET /files/*", "html_page")
     with pytest.raises(ResultDownloadError) as info:
-        QingboClient(sleep=clock.sleep, now=clock).generate(PROMPT, sleep=clock.sleep, clock=clock)
+        run_task(QingboClient(sleep=clock.sleep, now=clock), PROMPT, sleep=clock.sleep, clock=clock)
     task_id = next(iter(emu.tasks))
     host = emu.url.removeprefix("http://")
     assert str(info.value) == f"{host} sent an HTML page instead of the picture of task {task_id}" + PAID_TAIL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.runs import run_task
 from zimage_api.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -143,13 +144,13 @@ def test_invalid_base64_from_v3_is_a_clear_error(emu, clock) -> None:
 
     emu.inject("GET /api/v3/predictions/*", "invalid_base64", times=50)
     with pytest.raises(ImageDecodeError, match="invalid base64"):
-        WaveSpeedClient(sleep=clock.sleep).generate(PROMPT, width=256, height=256, base64_output=True,
+        run_task(WaveSpeedClient(sleep=clock.sleep), PROMPT, width=256, height=256, base64_output=True,
                                                     sleep=clock.sleep, clock=clock)
 
 
 def test_truncated_download_is_retried_once(emu, clock) -> None:
     emu.inject("GET /files/*", "truncated")
-    result = qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock)
+    result = run_task(qingbo(clock), PROMPT, sleep=clock.sleep, clock=clock)
     assert result.images == [emu.served_images[-1]]
     assert len(emu.requests_to("GET /files/*")) == 2
 
@@ -158,7 +159,7 @@ def test_truncated_download_twice_is_a_clear_error_and_the_task_stays_recoverabl
     emu.inject("GET /files/*", "truncated", times=2)
     client = qingbo(clock)
     with pytest.raises(APIConnectionError, match="was cut off twice") as info:
-        client.generate(PROMPT, sleep=clock.sleep, clock=clock)
+        run_task(client, PROMPT, sleep=clock.sleep, clock=clock)
     assert "the request was paid" in str(info.value) and "kept as a URL" in str(info.value)
     task_id = next(iter(emu.tasks))
     assert [e["task_id"] for e in Ledger.default().unfinished()] == [task_id]
@@ -169,7 +170,7 @@ def test_truncated_download_twice_is_a_clear_error_and_the_task_stays_recoverabl
 def test_expired_result_url(emu, clock) -> None:
     emu.inject("GET /files/*", "expired")
     with pytest.raises(ResultExpiredError) as info:
-        qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock)
+        run_task(qingbo(clock), PROMPT, sleep=clock.sleep, clock=clock)
     task_id = next(iter(emu.tasks))
     assert str(info.value) == (
         f"Qingbo task {task_id} finished, but its picture is no longer hosted (the result URL expired) and no local "
@@ -280,7 +281,7 @@ def test_a_store_that_cannot_record_pays_nothing(emu, clock, monkeypatch, tmp_pa
     blocker.write_text("x", encoding="utf-8")
     monkeypatch.setenv("ZIMAGE_DATA_DIR", str(blocker))
     with pytest.raises(StoreError) as caught:
-        qingbo(clock).generate(PROMPT, sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
+        run_task(qingbo(clock), PROMPT, sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
     assert str(caught.value) == (
         f"The task store {blocker}/zimage.sqlite3 cannot be created ({blocker} is a file, not a folder), so nothing "
         "was sent: a paid request is made only once its record can be kept. Fix the folder's permissions or free "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.runs import run_task
 from zimage_api.emulator import Emulator
 from zimage_api.errors import ZImageError
 from zimage_api.providers.openai_images import ImagesClient
@@ -37,10 +38,10 @@ def test_key_is_absent_everywhere_a_user_could_see_it(secret_emu, clock, caplog,
     with caplog.at_level(logging.DEBUG):  # every logger, urllib3's included
         images = ImagesClient(sleep=clock.sleep).generate("a mug", width=256, height=256, response_format="url")
         seen.append(json.dumps(images.info()))
-        v3 = WaveSpeedClient(sleep=clock.sleep).generate("a mug", width=256, height=256, sleep=clock.sleep,
+        v3 = run_task(WaveSpeedClient(sleep=clock.sleep), "a mug", width=256, height=256, sleep=clock.sleep,
                                                          clock=clock)
         seen.append(json.dumps(v3.info()))
-        qingbo = QingboClient(sleep=clock.sleep, now=clock).generate("a mug", sleep=clock.sleep, clock=clock)
+        qingbo = run_task(QingboClient(sleep=clock.sleep, now=clock), "a mug", sleep=clock.sleep, clock=clock)
         seen.append(json.dumps(qingbo.info()))
         secret_emu.inject("POST /v1/tasks", "status", status=401,
                           body={"error": {"message": f"invalid key {QB_KEY}", "code": "invalid_api_key"}})

@@ -85,8 +85,9 @@ def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env
     from zimage_api.providers.qingbo_tasks import QingboClient
 
     script = (
+        "from tests.runs import run_task\n"
         "from zimage_api.providers.qingbo_tasks import QingboClient\n"
-        "QingboClient().generate('a lighthouse at dawn', aspect_ratio='16:9', timeout=600)\n"
+        "run_task(QingboClient(), 'a lighthouse at dawn', aspect_ratio='16:9', timeout=600)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,

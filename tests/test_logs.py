@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from tests.runs import run_task
 from zimage_api.logs import log_call, logger, prompt_hash, redact
 
 
@@ -44,8 +45,8 @@ def test_one_reproducibility_line_per_call_for_every_protocol(emu, clock, caplog
 
     with caplog.at_level(logging.INFO, logger="zimage_api"):
         ImagesClient(sleep=clock.sleep).generate("a mug", guidance_scale=7.5, width=256, height=256, seed=1)
-        WaveSpeedClient(sleep=clock.sleep).generate("a mug", width=256, height=256, sleep=clock.sleep, clock=clock)
-        QingboClient(sleep=clock.sleep).generate("a mug", sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
+        run_task(WaveSpeedClient(sleep=clock.sleep), "a mug", width=256, height=256, sleep=clock.sleep, clock=clock)
+        run_task(QingboClient(sleep=clock.sleep), "a mug", sleep=clock.sleep, clock=clock, cancel_check=lambda: False)
     lines = [r.getMessage() for r in caplog.records if r.name == "zimage_api" and "protocol=" in r.getMessage()]
     digest = prompt_hash("a mug")
     assert [line.split()[0] for line in lines] == ["protocol=images.generate", "protocol=v3.submit",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.runs import run_task
 from zimage_api.errors import (
     NotFoundError,
     PaymentRequiredError,
@@ -57,7 +58,7 @@ def test_fixed_seed_extend_and_callbacks_are_passed_through(emu, clock) -> None:
 
 def test_generate_end_to_end_pixels_cost_and_ledger(emu, clock, isolated_env) -> None:
     progress: list[tuple[float, str]] = []
-    result = client(clock).generate(PROMPT, aspect_ratio="4:3", resolution="1K",
+    result = run_task(client(clock), PROMPT, aspect_ratio="4:3", resolution="1K",
                                     on_progress=lambda f, t: progress.append((f, t)), **wait_kw(clock))
     task_id = result.task_ids[0]
     served = emu.served_images[-1]
@@ -76,7 +77,7 @@ def test_generate_end_to_end_pixels_cost_and_ledger(emu, clock, isolated_env) ->
 
 def test_collect_again_is_served_from_the_local_copy(emu, clock) -> None:
     qingbo = client(clock)
-    first = qingbo.generate(PROMPT, **wait_kw(clock))
+    first = run_task(qingbo, PROMPT, **wait_kw(clock))
     before = len(emu.requests)
     again = qingbo.collect(first.task_ids[0], **wait_kw(clock))
     assert again.images == first.images and len(emu.requests) == before
@@ -115,7 +116,7 @@ def test_cancel_while_processing_is_local_only(emu, clock) -> None:
 def test_failed_tasks_are_typed(emu, clock, code: str, retryable: bool, advice: str) -> None:
     emu.inject("POST /v1/tasks", "task_failed", code=code, message="the upstream said no")
     with pytest.raises(TaskFailedError) as info:
-        client(clock).generate(PROMPT, **wait_kw(clock))
+        run_task(client(clock), PROMPT, **wait_kw(clock))
     err = info.value
     assert err.code == code and err.retryable is retryable and err.task_id.startswith("task-")
     assert "the upstream said no" in str(err) and advice in str(err) and "not billed" in str(err)
@@ -125,7 +126,7 @@ def test_failed_tasks_are_typed(emu, clock, code: str, retryable: bool, advice: 
 def test_stuck_task_times_out_and_stays_unfinished(emu, clock) -> None:
     emu.inject("POST /v1/tasks", "stuck")
     with pytest.raises(TaskTimeoutError) as info:
-        client(clock).generate(PROMPT, timeout=30, **wait_kw(clock))
+        run_task(client(clock), PROMPT, timeout=30, **wait_kw(clock))
     tid = info.value.task_id
     assert f"collect it later by its id, {tid}, without paying again" in str(info.value)
     assert [e["task_id"] for e in Ledger.default().unfinished()] == [tid]
@@ -205,11 +206,11 @@ def test_prefer_wait_returns_a_quick_task_finished_without_polling(monkeypatch) 
 
     with Emulator(queue_seconds=0.0, process_seconds=0.2, picture_scale=0.25, qingbo_keys={DEMO_KEY}) as emu:
         qingbo = QingboClient(api_key=DEMO_KEY, base_url=emu.url)
-        result = qingbo.generate(PROMPT)  # no cancel_check: the submit may hold its answer
+        result = run_task(qingbo, PROMPT)  # no cancel_check: the submit may hold its answer
         sent = emu.requests_to("POST /v1/tasks")[0]
         assert sent.headers["prefer"] == "wait=10"
         assert emu.requests_to("GET /v1/tasks/*") == [] and result.images == [emu.served_images[-1]]
-        qingbo.generate(PROMPT, cancel_check=lambda: False)
+        run_task(qingbo, PROMPT, cancel_check=lambda: False)
         assert "prefer" not in emu.requests_to("POST /v1/tasks")[1].headers  # Cancel must stay responsive
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.runs import run_task
 from zimage_api.config import QINGBO, WAVESPEED
 from zimage_api.emulator import Emulator
 from zimage_api.errors import URLRefusedError
@@ -175,7 +176,7 @@ def test_a_redirect_to_another_local_server_is_refused_with_nothing_sent(emu, cl
         emu.inject("GET /files/*", "redirect", location=f"{other.url}/files/{token}.png")
         client = QingboClient(sleep=clock.sleep, now=clock)
         with pytest.raises(URLRefusedError) as info:
-            client.generate(PROMPT, sleep=clock.sleep, clock=clock)
+            run_task(client, PROMPT, sleep=clock.sleep, clock=clock)
         assert str(info.value) == (f"Qingbo redirected the request to 127.0.0.1, a loopback address that pictures "
                                    f"never come from, so it was not fetched; {ADVICE}")
         assert other.requests == [] and len(emu.requests_to("GET /files/*")) == 1

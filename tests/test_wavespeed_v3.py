@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.runs import run_edit, run_task
 from zimage_api.errors import TaskFailedError, TaskTimeoutError, ValidationError
 from zimage_api.images import bytes_to_tensor
 from zimage_api.ledger import Ledger
@@ -23,7 +24,7 @@ def client(clock) -> WaveSpeedClient:
 
 @pytest.mark.parametrize("base64_output", [False, True])
 def test_generate_both_output_styles(emu, clock, base64_output: bool) -> None:
-    result = client(clock).generate(PROMPT, model="Z-Image-Turbo", width=512, height=384, seed=9,
+    result = run_task(client(clock), PROMPT, model="Z-Image-Turbo", width=512, height=384, seed=9,
                                     base64_output=base64_output, sleep=clock.sleep, clock=clock)
     sent = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/turbo")[0]
     assert sent.json == {"prompt": PROMPT, "size": "512*384", "seed": 9, "output_format": "png",
@@ -39,7 +40,7 @@ def test_generate_both_output_styles(emu, clock, base64_output: bool) -> None:
 
 
 def test_sync_mode_needs_no_polling(emu, clock) -> None:
-    result = client(clock).generate(PROMPT, width=256, height=256, sync=True, sleep=clock.sleep, clock=clock)
+    result = run_task(client(clock), PROMPT, width=256, height=256, sync=True, sleep=clock.sleep, clock=clock)
     assert emu.requests_to("GET /api/v3/predictions/*") == []
     assert result.images == [emu.served_images[-1]]
 
@@ -47,7 +48,7 @@ def test_sync_mode_needs_no_polling(emu, clock) -> None:
 def test_edit_uploads_the_reference_first(emu, clock) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (256, 256), (10, 120, 200)).save(buffer, "PNG")
-    result = client(clock).edit((buffer.getvalue(), "reference.png", "image/png"), PROMPT, strength=0.45,
+    result = run_edit(client(clock), (buffer.getvalue(), "reference.png", "image/png"), PROMPT, strength=0.45,
                                 width=256, height=256, sleep=clock.sleep, clock=clock)
     paths = [r.path for r in emu.requests if r.method == "POST"]
     assert paths == ["/api/v3/media/upload/binary", "/api/v3/wavespeed-ai/z-image/base"]
@@ -62,13 +63,13 @@ def test_failed_prediction_is_typed(emu, clock) -> None:
     emu.inject("POST /api/v3/wavespeed-ai/z-image/base", "task_failed", code="task_failed",
                message="NSFW content detected")
     with pytest.raises(TaskFailedError, match=r"WaveSpeed prediction \w+ failed: NSFW content detected"):
-        client(clock).generate(PROMPT, width=256, height=256, sleep=clock.sleep, clock=clock)
+        run_task(client(clock), PROMPT, width=256, height=256, sleep=clock.sleep, clock=clock)
 
 
 def test_stuck_prediction_times_out_with_a_resume_hint(emu, clock) -> None:
     emu.inject("POST /api/v3/wavespeed-ai/z-image/base", "stuck")
     with pytest.raises(TaskTimeoutError) as info:
-        client(clock).generate(PROMPT, width=256, height=256, timeout=20, sleep=clock.sleep, clock=clock)
+        run_task(client(clock), PROMPT, width=256, height=256, timeout=20, sleep=clock.sleep, clock=clock)
     pid = info.value.task_id
     assert f"collect it later by its id, {pid}, without paying again" in str(info.value)
     assert Ledger.default().get(pid)["status"] == "timeout"

@@ -1,10 +1,18 @@
-"""zimage_api: a plain Python client for Z-Image at WaveSpeed (OpenAI-images style and v3) and at Qingbo.
+"""zimage_api: Z-Image at WaveSpeed (OpenAI-images style and v3) and at Qingbo, with the pack's money rules.
 
-Importing the package is cheap: the clients, and the HTTP and picture libraries behind them, load on first use.
+Everything that pays goes through the engine, which claims each picture in the store before paying for it, serves
+the same inputs from their receipt, keeps every task id and holds the day's budget:
 
-    from zimage_api import ImagesClient
-    result = ImagesClient().generate("a ceramic mug on a linen table", width=1024, height=1024)
-    open("mug.png", "wb").write(result.images[0])
+    from zimage_api.clients import Clients
+    from zimage_api.engine import Engine
+    from zimage_api.orders import TextToImage
+
+    [outcome] = Engine(Clients()).pictures(TextToImage("a ceramic mug on a linen table", seed=42))
+    open("mug.png", "wb").write(outcome.value.images[0])
+
+Importing the package is cheap: the clients, and the HTTP and picture libraries behind them, load on first use. The
+protocol clients (``ImagesClient``, ``WaveSpeedClient``, ``QingboClient``) speak one request each and keep no
+receipts: use them to talk to a service directly.
 """
 
 from __future__ import annotations

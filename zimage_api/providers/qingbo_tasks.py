@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,10 @@ from ..errors import (
 from ..http.deadline import Deadline
 from ..http.transport import RetryCallback
 from ..images import check_picture
-from ..logs import log_call, logger, prompt_hash
+from ..logs import log_call, logger
 from ..polling import (
-    DEFAULT_TIMEOUT,
     CancelCheck,
     PollSchedule,
-    ProgressCallback,
     TaskSnapshot,
     TaskState,
 )
@@ -322,8 +320,6 @@ class QingboClient(TaskClient):
         age = self.transport.now() - task.created_at if task.created_at is not None else None
         return TaskSnapshot(task.state, task.progress, task, age=age)
 
-    # -- whole runs -----------------------------------------------------------------------------------------------
-
     def _expired_message(self, task_id: str) -> str:
         return (f"Qingbo task {task_id} finished, but its picture is no longer hosted (the result URL expired) and "
                 "no local copy was kept; submit a new task for a picture (in ComfyUI, queue Qingbo Task Submit "
@@ -350,24 +346,6 @@ class QingboClient(TaskClient):
         took = (task.completed_at - task.created_at) if task.completed_at and task.created_at else None
         return {"cost_quota": task.cost, "expires_at": task.expires_at,
                 "took": round(took, 3) if took is not None and 0 < took < 3600 else None}
-
-    def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
-                 on_progress: ProgressCallback | None = None, **submit_options: Any) -> GenerationResult:
-        """Submit one task and collect its picture.
-
-        Without a ``cancel_check`` nothing can interrupt the wait, so the submit asks Qingbo to hold its answer
-        (``Prefer: wait``, up to 10 s) and a quick task comes back finished with no polling at all. With a
-        ``cancel_check`` the submit returns at once, so Cancel is felt within a second.
-        """
-        started = time.monotonic()
-        if "prefer_wait" not in submit_options and cancel_check is None:
-            submit_options["prefer_wait"] = max(1, min(10, int(timeout)))
-        task = self.submit(prompt, **submit_options)
-        result = self.collect(task.task_id, first=task, started=started, timeout=timeout, sleep=sleep, clock=clock,
-                              cancel_check=cancel_check, on_progress=on_progress)
-        result.prompt_sha256 = prompt_hash(prompt)
-        return result
 
     # -- internals ------------------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ goes to the ledger the moment it is issued, so a paid result can always be colle
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,10 +27,8 @@ from ..http.transport import RetryCallback
 from ..images import check_picture, decode_base64
 from ..logs import log_call, logger
 from ..polling import (
-    DEFAULT_TIMEOUT,
     CancelCheck,
     PollSchedule,
-    ProgressCallback,
     TaskSnapshot,
     TaskState,
 )
@@ -254,32 +252,6 @@ class WaveSpeedClient(TaskClient):
             raise InvalidResponseError(f"WaveSpeed prediction {prediction.id} completed without any output.",
                                        provider=WAVESPEED.name, status=200, body=prediction.raw)
         return images, urls
-
-    # -- whole runs -----------------------------------------------------------------------------------------------
-
-    def generate(self, prompt: str, *, timeout: float = DEFAULT_TIMEOUT, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, cancel_check: CancelCheck | None = None,
-                 on_progress: ProgressCallback | None = None, **submit_options: Any) -> GenerationResult:
-        """Submit, wait and download: text to image (or image to image with ``image_url``/``strength``)."""
-        started = time.monotonic()
-        prediction = self.submit(prompt, **submit_options)
-        return self.collect(prediction.id, timeout=timeout, sleep=sleep, clock=clock, cancel_check=cancel_check,
-                            on_progress=on_progress, first=prediction, started=started,
-                            seed=submit_options.get("seed"),
-                            size=(submit_options.get("width", 1024), submit_options.get("height", 1024)))
-
-    def edit(self, image: tuple[bytes, str, str], prompt: str, *, strength: float = 0.6,
-             **options: Any) -> GenerationResult:
-        """Upload the reference ``(bytes, filename, content_type)``, then :meth:`generate` from it.
-
-        ``strength`` is what v3 itself takes, the denoise: higher moves further from the reference. The nodes, the
-        command line and :class:`~zimage_api.orders.Edit` take the seed guide's meaning instead (higher follows the
-        reference more) and send ``1 - strength``.
-        """
-        check_prompt(prompt)
-        check_number(strength, "strength", 0.0, 1.0)
-        url = self.upload(*image)
-        return self.generate(prompt, image_url=url, strength=strength, **options)
 
     def _expired_message(self, task_id: str) -> str:
         return (f"WaveSpeed prediction {task_id} finished, but its picture is no longer hosted (the result URL "
