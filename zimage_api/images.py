@@ -156,6 +156,22 @@ def _invalid_base64(length: int, reason: str) -> ImageDecodeError:
     )
 
 
+def _open_untrusted(data: bytes, *, max_pixels: int, source: str) -> Image.Image:
+    """Pillow's lazy open of untrusted bytes (header only), its failures as :class:`ImageDecodeError`."""
+    size = len(data)
+    try:
+        return Image.open(io.BytesIO(data), formats=_readable_formats())
+    except Image.DecompressionBombError as err:
+        raise _too_large(source, _header_size(bytes(data[:32])), max_pixels, err) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError(
+            f"Expected a picture from {source} but got data that is not a readable picture ({size:,} bytes); "
+            "try again, or choose PNG or JPEG output."
+        ) from err
+    except _DECODE_ERRORS as err:
+        raise ImageDecodeError(f"The picture from {source} is damaged ({size:,} bytes: {err}); try again.") from err
+
+
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "the provider") -> Image.Image:
     """Open encoded picture bytes as a fully loaded, upright PIL image.
 
@@ -180,17 +196,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str
     if looks_like is not None:
         raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
 
-    try:
-        img = Image.open(io.BytesIO(data), formats=_readable_formats())
-    except Image.DecompressionBombError as err:
-        raise _too_large(source, _header_size(bytes(view[:32])), max_pixels, err) from err
-    except UnidentifiedImageError as err:
-        raise ImageDecodeError(
-            f"Expected a picture from {source} but got data that is not a readable picture ({size:,} bytes); "
-            "try again, or choose PNG or JPEG output."
-        ) from err
-    except _DECODE_ERRORS as err:
-        raise ImageDecodeError(f"The picture from {source} is damaged ({size:,} bytes: {err}); try again.") from err
+    img = _open_untrusted(data, max_pixels=max_pixels, source=source)
 
     width, height = img.size
     if width * height > max_pixels:
@@ -344,17 +350,7 @@ def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: 
         looks_like = _describe_non_image(bytes(view[:2048]), data, size)
         if looks_like is not None:
             raise ImageDecodeError(f"Expected a picture from {source} but got {looks_like.rstrip('.')}.")
-    try:
-        img = Image.open(io.BytesIO(data), formats=_readable_formats())
-    except Image.DecompressionBombError as err:
-        raise _too_large(source, _header_size(bytes(view[:32])), max_pixels, err) from err
-    except UnidentifiedImageError as err:
-        raise ImageDecodeError(
-            f"Expected a picture from {source} but got data that is not a readable picture ({size:,} bytes); "
-            "try again, or choose PNG or JPEG output."
-        ) from err
-    except _DECODE_ERRORS as err:
-        raise ImageDecodeError(f"The picture from {source} is damaged ({size:,} bytes: {err}); try again.") from err
+    img = _open_untrusted(data, max_pixels=max_pixels, source=source)
     with img:
         if _RESULT_FORMATS.get(str(img.format)) != extension:
             raise ImageDecodeError(
