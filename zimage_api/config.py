@@ -28,8 +28,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "user_config_dir", "read_setting", "resolve_api_key", "resolve_base_url",
-           "normalize_base_url"]
+__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "user_config_dir", "read_setting", "resolve_api_key",
+           "resolve_base_url", "normalize_base_url"]
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "ZIMAGE_CONFIG"

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..catalog import (
     DEFAULT_TIMEOUT,
     PROVIDERS,
@@ -20,7 +21,6 @@ from ..catalog import (
     WAVESPEED_USD_PER_PICTURE,
     usd,
 )
-from .._version import __version__
 from ..config import config_path
 from ..fields import BATCH_FLAGS, COMMAND_FLAGS, RESOLUTION, Field, add_flags
 from ..orders import parse_lora
