@@ -68,9 +68,16 @@ def with_the_seed_change(before: dict[str, Any]) -> dict[str, Any]:
     return after
 
 
+def with_the_count_tooltip(before: dict[str, Any]) -> dict[str, Any]:
+    """Generate's count tooltip names the provider's limit of requests in flight (2 at WaveSpeed), not 4."""
+    after = copy.deepcopy(before)
+    after["ZImageGenerate"]["required"]["count"][1]["tooltip"] = fields.COUNT.help
+    return after
+
+
 def test_the_declarations_are_those_saved_workflows_know_but_for_the_seed(pack: ModuleType) -> None:
     now = {name: as_json(cls.INPUT_TYPES()) for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
-    expected = with_the_seed_change(BEFORE)
+    expected = with_the_count_tooltip(with_the_seed_change(BEFORE))
     assert now == expected
     for name in now:  # the order of the widgets, which saved workflows hold their values by
         for section in ("required", "optional"):

@@ -155,7 +155,7 @@ def test_page_gives_ranges_cost_caching_and_recovery(page: Path) -> None:
     assert PRICES.get(name, "0.01") in text
     if name.startswith("Qingbo"):
         assert "500,000" in text and "prompt_extend" in text
-    for recovery in ("ledger.jsonl", "python -m zimage_api tasks", "tasks resume", "`fixed`", "`randomize`"):
+    for recovery in ("zimage.sqlite3", "python -m zimage_api tasks", "tasks resume", "`fixed`", "`randomize`"):
         assert recovery in text, f"{page}: {recovery} missing"
     key = "QINGBO_API_KEY" if name.startswith("Qingbo") else "WAVESPEED_API_KEY"
     assert key in text and "zimage.ini" in text

@@ -2,9 +2,12 @@
 
 Keys are read at every request, so a key rotated in the config file (or in this process's environment, for a
 script) is used by the next request without a restart; a running ComfyUI only sees the environment it was started
-with. The environment wins over the config file. The config file is an ini file outside any workflow: by default
-``zimage.ini`` in the pack folder (git-ignored; ``zimage.ini.example`` is the template), or the path in
-``ZIMAGE_CONFIG``::
+with. The environment wins over the config file. The config file is an ini file outside any workflow: the path in
+``ZIMAGE_CONFIG``; else ``zimage.ini`` in the pack folder (git-ignored; ``zimage.ini.example`` is the template) when
+the pack sits in ComfyUI's ``custom_nodes``, is run from a checkout, or that file exists; else, for a library installed
+with pip (inside ``site-packages``), ``zimage.ini`` in the per-user config folder: ``%APPDATA%\\comfyui-zimage`` on
+Windows, ``~/Library/Application Support/comfyui-zimage`` on macOS, ``$XDG_CONFIG_HOME/comfyui-zimage``
+(``~/.config/comfyui-zimage``) elsewhere::
 
     [wavespeed]
     api_key = ...
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import configparser
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "read_setting", "resolve_api_key", "resolve_base_url",
-           "normalize_base_url"]
+__all__ = ["Provider", "WAVESPEED", "QINGBO", "config_path", "user_config_dir", "read_setting", "resolve_api_key",
+           "resolve_base_url", "normalize_base_url"]
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "ZIMAGE_CONFIG"
@@ -46,10 +50,33 @@ WAVESPEED = Provider("WaveSpeed", "wavespeed", ("WAVESPEED_API_KEY",), "WAVESPEE
 QINGBO = Provider("Qingbo", "qingbo", ("QINGBO_API_KEY", "WAVE_API_KEY"), "QINGBO_BASE_URL", "https://www.qingbo.dev")
 
 
-def config_path() -> Path:
-    """The config file in use: ``$ZIMAGE_CONFIG`` if set, else ``zimage.ini`` in the pack folder."""
+def user_config_dir() -> Path:
+    """The per-user config folder of the pack: ``%APPDATA%\\comfyui-zimage``, ``~/Library/Application
+    Support/comfyui-zimage`` or ``$XDG_CONFIG_HOME/comfyui-zimage`` (``~/.config/comfyui-zimage``)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "comfyui-zimage"
+
+
+def _installed_with_pip(pack: Path) -> bool:
+    return any(part in ("site-packages", "dist-packages") for part in pack.parts)
+
+
+def config_path(pack: Path | None = None) -> Path:
+    """The config file in use: ``$ZIMAGE_CONFIG`` if set; else ``zimage.ini`` in the pack folder, unless the library
+    was installed with pip and no such file exists there; then ``zimage.ini`` in :func:`user_config_dir`."""
     override = os.environ.get(CONFIG_ENV, "").strip()
-    return Path(override).expanduser() if override else PACK_DIR / "zimage.ini"
+    if override:
+        return Path(override).expanduser()
+    pack = PACK_DIR if pack is None else pack
+    in_pack = pack / "zimage.ini"
+    if in_pack.exists() or not _installed_with_pip(pack):
+        return in_pack
+    return user_config_dir() / "zimage.ini"
 
 
 _parsed: dict[tuple[str, float], configparser.ConfigParser] = {}

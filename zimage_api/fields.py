@@ -159,10 +159,11 @@ SIZE = Field("size", "STRING", "Width and height as one value, such as 1024x768.
 SEED = Field("seed", "INT", "The seed of the first picture; picture i of the count uses seed + i. A new seed is the "
              f"deliberate re-roll. {RANDOM_SEED} = random.", 0, RANDOM_SEED, SEED_MAX, seed=True, flag="--seed",
              metavar="N", flag_help=f"fixed seed for a reproducible picture; {RANDOM_SEED} or omitted = random. With "
-             "--count on v3, the pictures use N, N+1, ...", column="seed")
-COUNT = Field("count", "INT", "How many pictures (one paid request each, up to 4 at a time).", 1, 1, COUNT_MAX, 1,
-              flag="--count", metavar="N", flag_help=f"how many pictures, 1-{COUNT_MAX} (v1/images: n in one "
-              "request; v3: N predictions) (default: {default})")
+             "--count, the pictures use N, N+1, ...", column="seed")
+COUNT = Field("count", "INT", "How many pictures (one paid request each; at most 2 WaveSpeed requests in flight at "
+              "once, unless ZIMAGE_WAVESPEED_CONCURRENCY raises it).", 1, 1, COUNT_MAX, 1,
+              flag="--count", metavar="N", flag_help=f"how many pictures, 1-{COUNT_MAX}: N separate paid requests, "
+              "picture i with seed + i (default: {default})")
 RESPONSE_FORMAT = Field("response_format", "COMBO", "How the pictures come back: inline base64, or short-lived URLs "
                         "that are downloaded at once. The result is the same.", RESPONSE_FORMATS[0],
                         choices=RESPONSE_FORMATS, flag="--response-format", flag_help="how pictures travel: inline "

@@ -601,6 +601,14 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
     to_stdout(f"Ledger: {rt.ledger.path}")
 
 
+def _recorded_seed(entry: dict[str, Any]) -> dict[str, Any]:
+    """``{"seed": N}`` when the ledger recorded the fixed seed the task was submitted with, else ``{}``."""
+    seed = (entry.get("params") or {}).get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        return {"seed": seed}
+    return {}
+
+
 def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> list[Path]:
     """Collect every unfinished task of the ledger; raise the last error after trying them all.
 
@@ -622,7 +630,7 @@ def resume_tasks(rt: Runtime, *, out: Path, timeout: float | None = None) -> lis
         if server is not None:
             skipped.setdefault((provider, server), []).append(str(entry["task_id"]))
         else:
-            jobs.append((str(entry["task_id"]), provider, {}))
+            jobs.append((str(entry["task_id"]), provider, _recorded_seed(entry)))
     for (provider, server), ids in skipped.items():
         env = QINGBO.base_url_env if provider == "qingbo" else WAVESPEED.base_url_env
         shown = printable(mask_url(server))

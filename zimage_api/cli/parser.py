@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..catalog import (
     DEFAULT_TIMEOUT,
     PROVIDERS,
@@ -20,6 +21,7 @@ from ..catalog import (
     WAVESPEED_USD_PER_PICTURE,
     usd,
 )
+from ..config import config_path
 from ..fields import BATCH_FLAGS, COMMAND_FLAGS, RESOLUTION, Field, add_flags
 from ..orders import parse_lora
 from .batch_rows import FIELDS as BATCH_FIELDS
@@ -99,9 +101,9 @@ def _common_parents() -> tuple[_Parser, _Parser, _Parser]:
                      help="folder for the pictures, created if missing (default: the current folder)")
     wait = _Parser(add_help=False)
     wait.add_argument("--timeout", metavar="SECONDS", type=_timeout, default=None,
-                      help="how long to wait for a result: the polling deadline for v3 predictions and Qingbo "
-                           f"tasks (default {DEFAULT_TIMEOUT}; the task stays collectable afterwards), or the HTTP "
-                           "read timeout of a v1/images request (default 60)")
+                      help=f"seconds to wait for the pictures, retries included (default {DEFAULT_TIMEOUT}, as on "
+                           "the nodes): the whole v1/images request, or upload, submit and polling of v3 predictions "
+                           "and Qingbo tasks (a task still running then stays collectable)")
     return verbose, out, wait
 
 
@@ -201,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
              'generate "a ceramic mug on linen" --seed 42 --out pictures',
              f'submit "a lighthouse at dusk" --aspect-ratio 16:9 | xargs {PROG} poll --out pictures',
              "batch jobs.csv --concurrency 4 --out run1"],
-            "keys: WAVESPEED_API_KEY and QINGBO_API_KEY (or WAVE_API_KEY), or zimage.ini (see ZIMAGE_CONFIG).\n"
+            "keys: WAVESPEED_API_KEY and QINGBO_API_KEY (or WAVE_API_KEY), or api_key under [wavespeed] and "
+            f"[qingbo] in {config_path()} (ZIMAGE_CONFIG names another file).\n"
             "exit codes: 0 success, 1 a job failed, 2 bad usage or configuration, 130 interrupted (Ctrl-C)."))
+    parser.add_argument("--version", action="version", version=f"zimage {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     gen = _command(sub, "generate", [verbose, out, wait], summary="text to image at WaveSpeed (v1/images or v3)",

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m zimage_api.emulator",
         description="Serve a local emulator of the WaveSpeed and Qingbo image APIs on 127.0.0.1.",
     )
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one; default 8765)")
+    parser.add_argument("--port", type=_port, default=8765, help="TCP port (0 picks a free one; default 8765)")
     parser.add_argument("--host", default="127.0.0.1", help="only 127.0.0.1 is served (the default)")
     parser.add_argument("--queue-seconds", type=_seconds, default=0.5, metavar="S",
                         help="seconds a task waits in the queue, 0 or more (default 0.5)")
@@ -56,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
                              "injected fault, if any (never a key)")
     parser.add_argument("--serve-seconds", type=float, default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: a whole number from 0 to 65535 (0 picks a "
+                                         "free one)")
+    return port
 
 
 def _seconds(text: str) -> float:

@@ -200,8 +200,9 @@ class TaskClient:
                     self._note(tid, "interrupted")
                 raise
             except NotFoundError:
-                if self._issued_here(tid):
-                    # The server that issued this id no longer knows it: it can never be collected.
+                if entry is not None and self._issued_here(tid):
+                    # The server that issued this id no longer knows it: it can never be collected. An id the
+                    # store never held was never issued to us: nothing is recorded for it.
                     self._note(tid, "not_found")
                 raise
         try:
