@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from types import ModuleType
 from typing import Any
 
+import numpy
 import pytest
 import torch
+from PIL import Image
 
 from tests.comfy_stubs import PACK_DIR, call_node, patch_nodes
 from zimage_api.emulator import Emulator
@@ -31,6 +34,15 @@ CORE_NODES: dict[str, dict[str, Any]] = {
     "ImageScaleBy": {"required": {"image": ("IMAGE", {}), "upscale_method": (UPSCALE_METHODS, {}),
                                   "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01})},
                      "outputs": ["IMAGE"]},
+    "SolidMask": {"required": {"value": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                               "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                               "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1})},
+                  "outputs": ["MASK"]},
+    "MaskComposite": {"required": {"destination": ("MASK", {}), "source": ("MASK", {}),
+                                   "x": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1}),
+                                   "y": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1}),
+                                   "operation": (["multiply", "add", "subtract", "and", "or", "xor"], {})},
+                      "outputs": ["MASK"]},
     "ImageSharpen": {"required": {"image": ("IMAGE", {}),
                                   "sharpen_radius": ("INT", {"default": 1, "min": 1, "max": 31, "step": 1}),
                                   "sigma": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.01}),
@@ -200,6 +212,22 @@ def test_api_twin_matches_its_ui_file(pack: ModuleType, name: str) -> None:
                 assert type(entry["inputs"][input_name]) is type(ui_value)
 
 
+def test_inpaint_template_builds_its_mask_from_core_nodes() -> None:
+    # example.png has no painted part, so LoadImage's MASK would be empty: the shipped template repaints a square
+    # made by core mask nodes, and its note says how to paint one's own mask instead.
+    ui, api = ui_file("06_inpaint_loadimage_mask"), api_file("06_inpaint_loadimage_mask")
+    load = next(n for n in ui["nodes"] if n["type"] == "LoadImage")
+    assert load["widgets_values"][0] == "example.png" and not load["outputs"][1]["links"]
+    mask_source = api[api["2"]["inputs"]["mask"][0]]
+    assert mask_source["class_type"] == "MaskComposite" and mask_source["inputs"]["operation"] == "add"
+    destination, source = (api[mask_source["inputs"][k][0]] for k in ("destination", "source"))
+    assert destination == {**destination, "class_type": "SolidMask",
+                           "inputs": {"value": 0.0, "width": 768, "height": 768}}
+    assert source["class_type"] == "SolidMask" and source["inputs"]["value"] == 1.0
+    (note,) = [n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert "Open in MaskEditor" in note and "MASK output" in note and "mask input" in note
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_workflows_keep_the_mug_settings(name: str) -> None:
     api = api_file(name)
@@ -252,9 +280,16 @@ def core_stand_in(class_type: str, inputs: dict[str, Any], saved: list[tuple[str
     if class_type == "LoadImage":
         assert inputs["image"] == "example.png"
         image = example_picture()
-        mask = torch.zeros(image.shape[:3])
-        mask[:, 200:500, 250:600] = 1.0  # painted in the mask editor (LoadImage's MASK is 1 there)
-        return image, mask
+        return image, torch.zeros(image.shape[:3])  # example.png has no alpha: nothing is painted
+    if class_type == "SolidMask":
+        return (torch.full((1, inputs["height"], inputs["width"]), inputs["value"]),)
+    if class_type == "MaskComposite":  # core's "add" of source onto destination at (x, y), clamped to [0, 1]
+        assert inputs["operation"] == "add"
+        out = inputs["destination"].clone()
+        x, y, source = inputs["x"], inputs["y"], inputs["source"]
+        height, width = min(source.shape[1], out.shape[1] - y), min(source.shape[2], out.shape[2] - x)
+        out[:, y:y + height, x:x + width] += source[:, :height, :width]
+        return (out.clamp(0.0, 1.0),)
     if class_type == "Canny":  # a local edge map: the gradient's magnitude, thresholded, as white on black
         grey = inputs["image"].mean(dim=-1)
         dx = (grey[:, :, 1:] - grey[:, :, :-1]).abs()[:, :-1, :]
@@ -333,6 +368,12 @@ def test_api_workflow_runs_against_the_emulator(pack: ModuleType, run_env: Modul
     if name == "06_inpaint_loadimage_mask":
         (submit,) = emu.requests_to("POST /api/v3/wavespeed-ai/z-image/turbo-inpaint")
         assert set(submit.json) >= {"image", "mask_image"} and submit.json["size"] == "768*768"
+        uploads = [numpy.asarray(Image.open(io.BytesIO(r.files["file"][1])).convert("RGB")).astype(int)
+                   for r in emu.requests if "/media/" in r.path]
+        (mask,) = [u for u in uploads if (u == u[:, :, :1]).all()]  # the one upload in greys
+        square = numpy.zeros((768, 768), dtype=bool)
+        square[192:576, 192:576] = True  # the core nodes' square: 384x384 at x 192, y 192
+        assert (mask[:, :, 0][square] > 250).all() and (mask[:, :, 0][~square] < 5).all()
     if name == "07_controlnet_canny":
         (submit,) = emu.requests_to("POST /api/v3/wavespeed-ai/z-image-turbo/controlnet")
         assert submit.json["mode"] == "none" and submit.json["strength"] == 1.0
