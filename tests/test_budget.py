@@ -94,8 +94,8 @@ def test_nodes_side_by_side_pay_exactly_what_the_budget_allows(nodes: ModuleType
     for thread in threads:
         thread.join()
     assert len(emu.requests_to(GENERATIONS)) == 4
-    assert errors and all(text == "Today's Z-Image budget of $0.04 is spent: $0.040 so far, and this picture "
-                                  "costs $0.010. Raise `[budget] daily_usd` in zimage.ini or wait until midnight."
+    assert errors and all(text == "Today's Z-Image budget of $0.04 is spent: $0.04 so far, and this picture "
+                                  "costs $0.01. Raise ZIMAGE_DAILY_BUDGET_USD or wait until midnight."
                           for text in errors)
     spent = Store().spend(day_start())
     assert spent["wavespeed"] == pytest.approx(0.04)
@@ -108,8 +108,8 @@ def test_the_budget_message_names_the_amounts(emu: Emulator, nodes: ModuleType,
     with pytest.raises(_budget_error(nodes)) as caught:
         _generate(nodes, seed=1, count=1)
     assert str(caught.value) == (
-        "Today's Z-Image budget of $0.05 is spent: $0.048 so far, and this picture costs $0.010. Raise "
-        "`[budget] daily_usd` in zimage.ini or wait until midnight.")
+        "Today's Z-Image budget of $0.05 is spent: $0.048 so far, and this picture costs $0.01. Raise "
+        "ZIMAGE_DAILY_BUDGET_USD or wait until midnight.")
     assert emu.requests_to(GENERATIONS) == []
 
 

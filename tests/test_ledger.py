@@ -50,11 +50,11 @@ def test_missing_ledger_is_empty(tmp_path: Path) -> None:
 def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert default_dir() == tmp_path / "data"  # $ZIMAGE_DATA_DIR (set by the test fixture)
     monkeypatch.delenv("ZIMAGE_DATA_DIR")
-    import zimage_api.store.sqlite as store_module
+    import zimage_api.store.base as store_module
 
     comfy = tmp_path / "ComfyUI"
     (comfy / "user").mkdir(parents=True)
-    fake_pack_file = comfy / "custom_nodes" / "comfyui-zimage" / "zimage_api" / "store.py"
+    fake_pack_file = comfy / "custom_nodes" / "comfyui-zimage" / "zimage_api" / "store" / "base.py"
     with monkeypatch.context() as patched:
         patched.setattr(store_module, "__file__", str(fake_pack_file))
         assert default_dir() == comfy / "user" / "comfyui-zimage"  # the CLI finds the nodes' ledger

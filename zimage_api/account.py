@@ -88,12 +88,20 @@ def balance_refusal(provider: str, /, *, balance: float | None = None, price: fl
                                     balance=balance, price=price, **{"provider": provider, **error_fields})
 
 
-def budget_message(budget: float, spent: float, price: float) -> str:
+def budget_message(budget: float, spent: float, price: float, *, setting: str = "`[budget] daily_usd` in zimage.ini"
+                   ) -> str:
     """The words of :class:`~zimage_api.errors.BudgetExceededError`: "Today's Z-Image budget of $0.05 is spent:
     $0.048 so far, and this picture costs $0.012. Raise `[budget] daily_usd` in zimage.ini or wait until
-    midnight." """
-    return (f"Today's Z-Image budget of {format_budget(budget)} is spent: {format_usd(spent)} so far, and this picture "
-            f"costs {format_usd(price)}. Raise `[budget] daily_usd` in zimage.ini or wait until midnight.")
+    midnight." ``setting`` names where the budget was set (the environment wins over the file)."""
+    return (f"Today's Z-Image budget of {_amount(budget)} is spent: {_amount(spent)} so far, and this picture costs "
+            f"{_amount(price)}. Raise {setting} or wait until midnight.")
+
+
+def _amount(usd: float) -> str:
+    """$0.05, $0.048, $0.0106: as many decimals as the amount has (at least two, at most four)."""
+    text = f"{usd:.4f}".rstrip("0")
+    whole, _dot, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _best_effort_failure(err: ZImageError) -> bool:

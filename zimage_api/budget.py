@@ -13,7 +13,7 @@ import time
 from .config import config_path, read_setting
 from .errors import ConfigError
 
-__all__ = ["BUDGET_ENV", "daily_budget", "day_start", "parse_budget"]
+__all__ = ["BUDGET_ENV", "daily_budget", "day_start", "parse_budget", "budget_setting"]
 
 BUDGET_ENV = "ZIMAGE_DAILY_BUDGET_USD"
 
@@ -44,6 +44,13 @@ def daily_budget() -> float | None:
     if from_env.strip():
         return parse_budget(from_env, BUDGET_ENV)
     return parse_budget(read_setting("budget", "daily_usd"), f"daily_usd under [budget] in {config_path()}")
+
+
+def budget_setting() -> str:
+    """Where the day's budget is set, as messages name it: the environment variable when it is set, else the file."""
+    if os.environ.get(BUDGET_ENV, "").strip():
+        return BUDGET_ENV
+    return f"`[budget] daily_usd` in {config_path()}"
 
 
 def day_start(now: float | None = None) -> float:

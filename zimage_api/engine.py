@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from .account import Funds, budget_message
-from .budget import daily_budget, day_start
+from .budget import budget_setting, daily_budget, day_start
 from .cancel import CancelToken
 from .clients import Clients
 from .errors import (
@@ -496,7 +496,8 @@ class Engine:
 
 
 def _over_budget(budget: float, spent: float, price: float) -> BudgetExceededError:
-    return BudgetExceededError(budget_message(budget, spent, price), budget=budget, spent=spent, price=price)
+    return BudgetExceededError(budget_message(budget, spent, price, setting=budget_setting()), budget=budget,
+                               spent=spent, price=price)
 
 
 def _recorded(record: Callable[[], None], what: str) -> None:

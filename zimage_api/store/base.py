@@ -52,7 +52,7 @@ def default_dir() -> Path:
     override = os.environ.get(DATA_DIR_ENV, "").strip()
     if override:
         return Path(override).expanduser()
-    pack = Path(__file__).resolve().parent.parent
+    pack = Path(__file__).resolve().parents[2]  # the pack folder: <pack>/zimage_api/store/base.py
     if pack.parent.name == "custom_nodes" and (pack.parent.parent / "user").is_dir():
         return pack.parent.parent / "user" / "comfyui-zimage"
     if sys.platform == "win32":
