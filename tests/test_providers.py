@@ -4,7 +4,7 @@ wait, collect, record, receipts, recovery) with no change outside the provider i
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 
 import pytest
 from PIL import Image
@@ -80,7 +80,7 @@ class PlainTasks:
                     call: Call) -> GenerationResult:
         raise AssertionError("tasks are collected by id")
 
-    def recover(self, order: Order, since: float, until: float, known: Collection[str], call: Call) -> Recovery:
+    def recover(self, order: Order, since: float, until: float, known: Container[str], call: Call) -> Recovery:
         self.recoveries += 1
         return Recovery(resend=True)
 

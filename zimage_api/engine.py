@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -519,7 +519,7 @@ def _cancel_queued(provider: Provider, task_ids: Sequence[str]) -> None:
         list(pool.map(provider.cancel, task_ids))
 
 
-class _StoredIds(Collection[str]):
+class _StoredIds(Container[str]):
     """The task ids the store knows, asked one at a time (an indexed lookup each)."""
 
     def __init__(self, store: Store) -> None:
@@ -527,12 +527,6 @@ class _StoredIds(Collection[str]):
 
     def __contains__(self, task_id: object) -> bool:
         return isinstance(task_id, str) and self._store.task(task_id) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 def _may_have_charged(err: BaseException) -> bool:

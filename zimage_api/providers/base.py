@@ -7,7 +7,7 @@ order; the engine never looks at which provider, api or order kind it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -149,7 +149,7 @@ class Provider(Protocol):
         """The pictures of a paid result whose download failed, from its kept URLs (free)."""
         ...
 
-    def recover(self, order: Order, since: float, until: float, known: Collection[str], call: Call) -> Recovery:
+    def recover(self, order: Order, since: float, until: float, known: Container[str], call: Call) -> Recovery:
         """What became of a request sent between ``since`` and ``until`` (unix seconds) by a run that died."""
         ...
 

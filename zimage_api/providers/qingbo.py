@@ -3,7 +3,7 @@ request, so a submit whose run died is sent again safely and Qingbo answers the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING
 
 from ..catalog import QINGBO_USD_PER_PICTURE
@@ -85,7 +85,7 @@ class QingboProvider:
                     call: Call) -> GenerationResult:
         raise ValueError("a Qingbo task is collected by its id")
 
-    def recover(self, order: Order, since: float, until: float, known: Collection[str], call: Call) -> Recovery:
+    def recover(self, order: Order, since: float, until: float, known: Container[str], call: Call) -> Recovery:
         return Recovery(resend=True)  # the same Idempotency-Key: Qingbo answers the task it made, if it made one
 
     def cancel(self, task_id: str) -> bool:

@@ -4,7 +4,7 @@ picture: a submit returns a finished handle) and the native v3 predictions (subm
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import V3_MODEL_PATHS
@@ -161,7 +161,7 @@ class ImagesProvider(_WaveSpeed):
                                 notes=["downloaded again from the URL of a request paid earlier; nothing charged "
                                        "now"])
 
-    def recover(self, order: Order, since: float, until: float, known: Collection[str], call: Call) -> Recovery:
+    def recover(self, order: Order, since: float, until: float, known: Container[str], call: Call) -> Recovery:
         return Recovery()  # no history to look in: uncertain
 
 
@@ -229,7 +229,7 @@ class V3Provider(_WaveSpeed):
                     call: Call) -> GenerationResult:
         raise ValueError("a v3 prediction is collected by its id")
 
-    def recover(self, order: Order, since: float, until: float, known: Collection[str], call: Call) -> Recovery:
+    def recover(self, order: Order, since: float, until: float, known: Container[str], call: Call) -> Recovery:
         call.on_state("looking for the prediction of a run that stopped")
         try:
             found = self._clients.v3().find_orphans(_picture(order).v3_model.id, since=since, until=until,

@@ -7,7 +7,7 @@ goes to the ledger the moment it is issued, so a paid result can always be colle
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -339,7 +339,7 @@ class WaveSpeedClient(TaskClient):
         model: str,
         since: float,
         until: float,
-        known_ids: Collection[str],
+        known_ids: Container[str],
         *,
         deadline: Deadline | None = None,
         cancel_check: CancelCheck | None = None,
