@@ -36,7 +36,7 @@ from .zimage_api.catalog import (
     Api,
     usd,
 )
-from .zimage_api.errors import TaskCancelledError, ValidationError
+from .zimage_api.errors import TaskCancelledError, ValidationError, ZImageError
 from .zimage_api.fields import OUTPUT_FORMAT, RESPONSE_FORMAT, node_inputs, qingbo_seed
 from .zimage_api.logs import logger as log
 from .zimage_api.orders import (
@@ -301,6 +301,12 @@ def _deliver(run: _Run, outcomes: Sequence[JobOutcome[GenerationResult]]) -> tup
     error = first_error(outcomes)
     if error is not None:
         run.show("failed")
+        kept = sum(1 for o in outcomes if o.value is not None)
+        if kept and isinstance(error, ZImageError):
+            # The pictures bought before the failure are paid and kept: say so, or the artist may think them lost.
+            error.message = (f"{error.message} The other {kept} picture(s) of this node were made and are kept: "
+                             "queue the prompt again to get them from their receipts, at no cost.")
+            error.args = (error.message,)
         raise error
     results = [o.value for o in outcomes if o.value is not None]
     image = _to_image(results)
