@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .catalog import QINGBO_USD_PER_PICTURE, QUOTA_PER_USD, V3_MODEL_PATHS, V3_MODELS, WAVESPEED_USD_PER_PICTURE
+from .catalog import QINGBO_USD_PER_PICTURE, QUOTA_PER_USD, V3_MODEL_PATHS, V3_MODELS, WAVESPEED_USD_PER_PICTURE, usd
 from .errors import CancelledError, ConfigError, InsufficientBalanceError, InvalidResponseError, ZImageError
 from .http.deadline import Deadline
 from .http.retry import RetryNotice
@@ -97,11 +97,9 @@ def budget_message(budget: float, spent: float, price: float, *, setting: str = 
             f"{_amount(price)}. Raise {setting} or wait until midnight.")
 
 
-def _amount(usd: float) -> str:
+def _amount(amount: float) -> str:
     """$0.05, $0.048, $0.0106: as many decimals as the amount has (at least two, at most four)."""
-    text = f"{usd:.4f}".rstrip("0")
-    whole, _dot, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
+    return usd(amount)
 
 
 def _best_effort_failure(err: ZImageError) -> bool:

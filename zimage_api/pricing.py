@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalog import LORA_MAX, QINGBO_USD_PER_PICTURE
+from .catalog import LORA_MAX, QINGBO_USD_PER_PICTURE, usd
 from .errors import ValidationError
 from .orders import ControlNet, Edit, Inpaint, Lora, MaskedReference, QingboTasks, Reference, TextToImage
 
@@ -55,11 +55,9 @@ class Price:
                 "extra": self.extra}
 
 
-def usd_text(usd: float) -> str:
+def usd_text(amount: float) -> str:
     """Dollars with as many decimals as the amount needs (at least 2, at most 4): $0.01, $0.024, $0.0106, $1.20."""
-    text = f"{usd:.4f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
+    return usd(amount)
 
 
 def _count(widgets: Mapping[str, object]) -> object:
