@@ -139,14 +139,38 @@ def _collected_files(task_id: str, output_dir: str | os.PathLike[str] | None) ->
         return []
 
 
-def _pictures(paths: Sequence[str], task_id: str | None, output_dir: str | os.PathLike[str] | None
-              ) -> list[dict[str, Any]]:
+def _pictures(paths: Sequence[str], task_id: str | None, output_dir: str | os.PathLike[str] | None,
+              fingerprint: str | None = None) -> list[dict[str, Any]]:
     """Each picture as ``{"name", "url"}``: a ``/view`` URL where the file is in the output folder (the route's
-    own copy of a collected task first), else only its file name."""
+    own copy of a collected task first), else the pack's ``/zimage/picture`` URL of the kept copy."""
     files = [Path(p) for p in paths]
     if task_id:
         files = _collected_files(task_id, output_dir) or files
-    return [{"name": f.name, "url": view_url(f, output_dir)} for f in files]
+    pictures = []
+    for index, file in enumerate(files):
+        url = view_url(file, output_dir)
+        if url is None and fingerprint:
+            url = f"/zimage/picture/{fingerprint}/{index}"
+        pictures.append({"name": file.name, "url": url})
+    return pictures
+
+
+def picture_file(store: Any, fingerprint: str, index: int) -> Path:
+    """``GET /zimage/picture/{fingerprint}/{index}``: a paid picture's kept copy in the data folder (a receipt's, or
+    its task's). Only files inside the store's own folder are served."""
+    for row in store.spend_rows(0.0, limit=RECENT_LIMIT * 4):
+        if row.get("fingerprint") == fingerprint:
+            paths = [Path(p) for p in row.get("paths") or ()]
+            break
+    else:
+        raise RouteError("No paid picture is kept under that name.", status=404)
+    if not 0 <= index < len(paths):
+        raise RouteError("No paid picture is kept under that name.", status=404)
+    path = paths[index].resolve()
+    folder = Path(store.directory).resolve()
+    if folder not in path.parents or not path.is_file():
+        raise RouteError("No paid picture is kept under that name.", status=404)
+    return path
 
 
 def tasks_answer(store: Any, *, now: float, output_dir: str | os.PathLike[str] | None = None,
@@ -168,7 +192,7 @@ def tasks_answer(store: Any, *, now: float, output_dir: str | os.PathLike[str] |
         recent.append({
             "task_id": task_id, "fingerprint": row.get("fingerprint"), "provider": row.get("provider"),
             "model": row.get("model"), "usd": row.get("usd"), "state": row.get("state"), "at": row.get("at"),
-            "paths": _pictures(row.get("paths") or (), task_id, output_dir)})
+            "paths": _pictures(row.get("paths") or (), task_id, output_dir, row.get("fingerprint"))})
     return {"unfinished": unfinished, "recent": recent}
 
 
@@ -337,4 +361,16 @@ def register(server: Any, routes: Routes | None = None) -> Routes:
     table.get("/zimage/spend")(guarded(lambda _body: routes.spend(), post=False))
     table.get("/zimage/tasks")(guarded(lambda _body: routes.tasks(), post=False))
     table.post("/zimage/collect")(guarded(routes.collect, post=True))
+
+    async def picture(request: Any) -> Any:
+        if not is_local(request.remote, request.headers):
+            return web.json_response({"error": NOT_LOCAL}, status=403)
+        try:
+            path = picture_file(routes.store(), str(request.match_info["fingerprint"]),
+                                int(request.match_info["index"]))
+        except (RouteError, ValueError) as err:
+            return web.json_response({"error": getattr(err, "message", str(err))}, status=404)
+        return web.FileResponse(path)
+
+    table.get("/zimage/picture/{fingerprint}/{index}")(picture)
     return routes

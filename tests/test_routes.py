@@ -163,7 +163,8 @@ def test_tasks_lists_unfinished_with_age_and_prompt_head_and_recent_with_view_ur
     assert first["paths"] == [{"name": "task-abc_0.png",
                                "url": "/view?filename=task-abc_0.png&subfolder=zimage&type=output"}]
     assert (first["task_id"], first["usd"], first["provider"]) == ("task-abc", 0.010626, "qingbo")
-    assert second["paths"] == [{"name": "p 1.png", "url": None}] and second["fingerprint"] == "f2"
+    # a kept copy outside the output folder is served by the pack's own picture route
+    assert second["paths"] == [{"name": "p 1.png", "url": "/zimage/picture/f2/0"}] and second["fingerprint"] == "f2"
 
 
 # -- collect ---------------------------------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ def test_importing_the_pack_outside_comfyui_adds_no_route(monkeypatch: pytest.Mo
     assert "server" not in sys.modules
 
 
-def test_inside_comfyui_the_pack_adds_its_four_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inside_comfyui_the_pack_adds_its_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp import web
 
     table = web.RouteTableDef()
@@ -365,7 +366,8 @@ def test_inside_comfyui_the_pack_adds_its_four_routes(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "server", fake)
     PACK._register_routes()
     assert sorted((r.method, r.path) for r in table) == [  # type: ignore[attr-defined]
-        ("GET", "/zimage/spend"), ("GET", "/zimage/tasks"), ("POST", "/zimage/collect"), ("POST", "/zimage/price")]
+        ("GET", "/zimage/picture/{fingerprint}/{index}"), ("GET", "/zimage/spend"), ("GET", "/zimage/tasks"),
+        ("POST", "/zimage/collect"), ("POST", "/zimage/price")]
     no_instance = ModuleType("server")
     no_instance.PromptServer = SimpleNamespace(instance=None)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "server", no_instance)
@@ -377,3 +379,22 @@ def test_pictures_written_by_collect_round_trip(tmp_path: Path) -> None:
     picture((8, 8)).save(buffer, format="PNG")
     [path] = ROUTES.write_pictures("task:1/x", [buffer.getvalue()], tmp_path)
     assert path == tmp_path / "zimage" / "task_1_x_0.png" and path.read_bytes() == buffer.getvalue()
+
+
+def test_a_kept_picture_is_served_only_from_the_stores_own_folder(tmp_path: Path) -> None:
+    from zimage_api.store import Price, Store
+
+    store = Store(tmp_path / "data")
+    store.claim("f1", "me", price=Price("wavespeed", "Z-Image-Base", 0.01))
+    kept = store.receipts_dir / "f1_0.png"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"png")
+    store.finish("f1", "me", result={"paths": [str(kept)]})
+    assert ROUTES.picture_file(store, "f1", 0) == kept.resolve()
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"png")
+    store.claim("f2", "me", price=Price("wavespeed", "Z-Image-Base", 0.01))
+    store.finish("f2", "me", result={"paths": [str(outside)]})
+    for fingerprint, index in (("f2", 0), ("f1", 1), ("nope", 0)):
+        with pytest.raises(ROUTES.RouteError):
+            ROUTES.picture_file(store, fingerprint, index)
