@@ -1,6 +1,6 @@
 """Benchmark of the pack against its floor (plain library code) and its peers (fixed 5 s polling, one at a time).
 
-    python bench/run.py            # the full run, about 6 minutes on 2 cores (the polling section takes 3)
+    python bench/run.py            # the full run, about 7 minutes on 2 cores (the polling section takes 3)
     python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
     python bench/run.py --only decode,lag
 
@@ -18,8 +18,11 @@ in the same run: pack and floor alternate in every repetition and the table show
 6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
 7. nodes    independent Generate nodes awaited side by side as ComfyUI's executor does; the per-provider limit;
             an API node beside a slow local node
-8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, and a
-            re-queued Submit -> Poll (served from local copies) against an empty store
+8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, the
+            claim of a paid unit with and without its price reserved against the daily budget, the panel's
+            /zimage/spend and /zimage/tasks answers, a re-queued Submit -> Poll (served from local copies) against an
+            empty store, and the engine serving a unit from its receipt, against an empty store and against the
+            previous release (797e917, unpacked from the repository's history)
 9. bounds   hostile servers: a picture body that never ends (time and memory until the size cap), a body
             trickling at 2 B/s (time until the deadline), a download that never answers (time against the read
             timeout)
@@ -700,15 +703,22 @@ def bench_store(cfg: Settings) -> list[Row]:
                         f"{record_cost * 1000:.2f} ms (its synced record)", claim_cost / record_cost, "≤ 2 ms",
                         claim_cost <= 0.002))
 
-        # The day's spend: one paid unit a minute over the last ~70 days (setup, not measured), a few tasks not
-        # collected yet; then the claim that reserves the unit's price against the daily budget in its transaction.
+        # The spend of every task (setup, not measured): 1 % of them today, spread since midnight, the others one a
+        # minute before it (~68 days); a few tasks not collected yet. Then the claim that reserves the unit's price
+        # against the daily budget in its own transaction.
         now = time.time()
+        today = day_start(now)
+        today_rows = count // 100
+        earlier = count - today_rows
+
+        def spent_at(n: int) -> float:
+            return today - 60.0 * (earlier - n) if n < earlier else today + (now - today) * (n - earlier) / today_rows
+
         with sqlite3.connect(ledger.path) as db:
             db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.0142, 'spent', ?, ?)",
-                           ((key, now - 60.0 * (count - n), task_id)
+                           ((key, spent_at(n), task_id)
                             for n, (key, task_id) in enumerate(zip(keys, ids, strict=True))))
             db.executemany("UPDATE tasks SET status = 'submitted' WHERE task_id = ?", ((t,) for t in ids[-20:]))
-        today = day_start(now)
         with sqlite3.connect(ledger.path) as db:
             spent_today = db.execute("SELECT count(*) FROM spend WHERE at >= ?", (today,)).fetchone()[0]
         price = Price("wavespeed", "wavespeed-ai/z-image/turbo", 0.005)
