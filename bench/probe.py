@@ -10,6 +10,13 @@
         Read FILE COUNT times (the encoded pictures), then decode them into one IMAGE batch, WAY being "pack"
         (zimage_api.images.bytes_to_tensor) or "plain" (one float tensor per picture, then torch.cat).
         Prints the resident memory before and at the peak of the decode, and the batch's size.
+
+    python bench/probe.py engine PACK_DIR FOLDER TASKS REPS
+        With the pack in PACK_DIR (this release or an earlier one, each with its own API), time
+        ``Engine(...).pictures(order)`` of a one-picture order served from its receipt (no request sent) in a store
+        of TASKS tasks, TASKS receipts and (where the store has them) TASKS spend rows made in FOLDER, against the
+        same in an empty store: alternately, REPS times each, after one paid run in each store against the pack's
+        own emulator. Prints the times in seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import importlib.util
 import json
 import sys
 import time
+from typing import Any
 
 
 def _import_probe(pack_dir: str, pycache: str | None) -> dict[str, object]:
@@ -101,11 +109,90 @@ def _memory_probe(pack_dir: str, path: str, count: int, way: str) -> dict[str, o
             "encoded_mib": sum(len(b) for b in blobs) / 2**20}
 
 
+def _fill(path: str, tasks: int) -> None:
+    """``tasks`` completed tasks, one receipt each and (where the store has the table) one spend row each, written
+    straight into the store's file (setup, not measured)."""
+    import sqlite3
+
+    now = time.time()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO tasks (task_id, provider, base_url, model, prompt_sha256, params_json, status, "
+                       "submitted_at, updated_at) VALUES (?, 'qingbo', 'http://127.0.0.1:9', 'z-image-turbo', ?, "
+                       "'{}', 'completed', ?, ?)",
+                       ((f"task-bench-{n:06d}", f"{n:064x}", now - tasks + n, now - tasks + n + 3)
+                        for n in range(tasks)))
+        db.executemany("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, ?)",
+                       ((f"{n:064x}", f"task-bench-{n:06d}", now - tasks + n) for n in range(tasks)))
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spend'").fetchone():
+            db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.01, 'spent', ?, ?)",
+                           ((f"{n:064x}", now - tasks + n, f"task-bench-{n:06d}") for n in range(tasks)))
+
+
+def _engine_probe(pack_dir: str, folder: str, tasks: int, reps: int) -> dict[str, object]:
+    import gc
+    import os
+    from pathlib import Path
+
+    os.environ["ZIMAGE_DATA_DIR"] = str(Path(folder) / "data")  # the user's data folder is never touched
+    os.environ.pop("ZIMAGE_REUSE_RESULTS", None)
+    sys.path.insert(0, pack_dir)
+    import importlib
+
+    from zimage_api.emulator import DEMO_KEY, Emulator
+    from zimage_api.engine import Engine
+
+    # Either release's API: typed as Any, since the previous release's differs from the one mypy sees.
+    clients: Any = importlib.import_module("zimage_api.clients").Clients
+    orders: Any = importlib.import_module("zimage_api.orders")
+    emu = Emulator().start()
+    keys = {"api_keys": {"wavespeed": DEMO_KEY}, "base_urls": {"wavespeed": emu.url}}
+    try:
+        store: Any = importlib.import_module("zimage_api.store.sqlite").Store  # this release: the clients' store
+
+        def engine(directory: Path) -> Any:
+            return Engine(clients(store=store(directory), **keys), budget=None)
+    except ImportError:  # 797e917: the clients' ledger, with the receipts beside it
+        ledger: Any = importlib.import_module("zimage_api.ledger").Ledger
+
+        def engine(directory: Path) -> Any:
+            return Engine(clients(ledger=ledger(directory), **keys))
+
+    order = orders.TextToImage(prompt="a lighthouse at dusk", api="v1/images", width=256, height=256, seed=5)
+    runs = {}
+    try:
+        for label in ("empty", "full"):
+            directory = Path(folder) / label
+            made = engine(directory)
+            if label == "full":
+                made.clients.ledger.append("task-bench-setup", status="completed")  # makes the file and schema
+                _fill(str(made.clients.ledger.path), tasks)
+            first = made.pictures(order)  # paid once, kept as a receipt
+            assert first[0].error is None, first[0].error
+            runs[label] = made
+        sent = len(emu.requests)
+        times: dict[str, list[float]] = {"empty": [], "full": []}
+        for label in ("full", "empty"):
+            runs[label].pictures(order)  # warm-up
+        for rep in range(reps):
+            for label in (("full", "empty") if rep % 2 == 0 else ("empty", "full")):
+                gc.collect()
+                started = time.perf_counter()
+                outcomes = runs[label].pictures(order)
+                times[label].append(time.perf_counter() - started)
+                assert outcomes[0].error is None and outcomes[0].value.images, outcomes[0].error
+        assert len(emu.requests) == sent, "a run served from its receipt sent a request"
+    finally:
+        emu.stop()
+    return {"full_s": times["full"], "empty_s": times["empty"], "tasks": tasks}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) in (2, 3) and argv[0] == "import":
         result = _import_probe(argv[1], argv[2] if len(argv) == 3 else None)
     elif len(argv) == 5 and argv[0] == "memory":
         result = _memory_probe(argv[1], argv[2], int(argv[3]), argv[4])
+    elif len(argv) == 5 and argv[0] == "engine":
+        result = _engine_probe(argv[1], argv[2], int(argv[3]), int(argv[4]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

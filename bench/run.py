@@ -1,6 +1,6 @@
 """Benchmark of the pack against its floor (plain library code) and its peers (fixed 5 s polling, one at a time).
 
-    python bench/run.py            # the full run, about 6 minutes on 2 cores (the polling section takes 3)
+    python bench/run.py            # the full run, about 7 minutes on 2 cores (the polling section takes 3)
     python bench/run.py --quick    # a smoke run of every section (figures not meaningful)
     python bench/run.py --only decode,lag
 
@@ -18,8 +18,11 @@ in the same run: pack and floor alternate in every repetition and the table show
 6. memory   peak resident memory while decoding 4 pictures of 2048^2, against the tensor's size
 7. nodes    independent Generate nodes awaited side by side as ComfyUI's executor does; the per-provider limit;
             an API node beside a slow local node
-8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, and a
-            re-queued Submit -> Poll (served from local copies) against an empty store
+8. store    the task store at 100,000 tasks: the import of a 0.1.0 ledger, lookups by id and by fingerprint, the
+            claim of a paid unit with and without its price reserved against the daily budget, the panel's
+            /zimage/spend and /zimage/tasks answers, a re-queued Submit -> Poll (served from local copies) against an
+            empty store, and the engine serving a unit from its receipt, against an empty store and against the
+            previous release (797e917, unpacked from the repository's history)
 9. bounds   hostile servers: a picture body that never ends (time and memory until the size cap), a body
             trickling at 2 B/s (time until the deadline), a download that never answers (time against the read
             timeout)
@@ -70,6 +73,7 @@ from zimage_api.providers.openai_images import ImagesClient  # noqa: E402
 from zimage_api.providers.qingbo_tasks import QingboClient  # noqa: E402
 from zimage_api.providers.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
+PREVIOUS_RELEASE = "797e917"  # the commit of the previous release, measured beside this one in the store section
 SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds")
 
 
@@ -97,6 +101,7 @@ class Settings:
     store_tasks: int = 100_000
     store_lookups: int = 300
     store_reps: int = 21
+    engine_turns: int = 2
     bounds_deadline: float = 10.0
     bounds_read_timeout: float = 5.0
 
@@ -107,7 +112,7 @@ class Settings:
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_short_lengths=(1.2, 3), lag_lengths=(1, 4),
                    lag_per_kind=2, lag_mixed_count=3, lag_mixed_kinds=1,
                    many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
-                   store_lookups=50, store_reps=5, bounds_deadline=2.0, bounds_read_timeout=1.0)
+                   store_lookups=50, store_reps=5, engine_turns=1, bounds_deadline=2.0, bounds_read_timeout=1.0)
 
 
 @dataclass
@@ -635,9 +640,10 @@ def bench_store(cfg: Settings) -> list[Row]:
 
     from tests.data.zimage_api_0_1_0.ledger import Ledger as Ledger010
     from tests.data.zimage_api_0_1_0.receipts import Receipts as Receipts010
+    from zimage_api.budget import day_start
     from zimage_api.engine import fingerprint
+    from zimage_api.store.sqlite import Price, new_owner
     from zimage_api.store.sqlite import Store as Ledger
-    from zimage_api.store.sqlite import new_owner
 
     rows: list[Row] = []
     count = cfg.store_tasks
@@ -701,6 +707,83 @@ def bench_store(cfg: Settings) -> list[Row]:
                         f"{record_cost * 1000:.2f} ms (its synced record)", claim_cost / record_cost, "≤ 2 ms",
                         claim_cost <= 0.002))
 
+        # The spend of every task (setup, not measured): 1 % of them today, spread since midnight, the others one a
+        # minute before it (~68 days); a few tasks not collected yet. Then the claim that reserves the unit's price
+        # against the daily budget in its own transaction.
+        now = time.time()
+        today = day_start(now)
+        today_rows = count // 100
+        earlier = count - today_rows
+
+        def spent_at(n: int) -> float:
+            return today - 60.0 * (earlier - n) if n < earlier else today + (now - today) * (n - earlier) / today_rows
+
+        with sqlite3.connect(ledger.path) as db:
+            db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.0142, 'spent', ?, ?)",
+                           ((key, spent_at(n), task_id)
+                            for n, (key, task_id) in enumerate(zip(keys, ids, strict=True))))
+            db.executemany("UPDATE tasks SET status = 'submitted' WHERE task_id = ?", ((t,) for t in ids[-20:]))
+        with sqlite3.connect(ledger.path) as db:
+            spent_today = db.execute("SELECT count(*) FROM spend WHERE at >= ?", (today,)).fetchone()[0]
+        price = Price("wavespeed", "wavespeed-ai/z-image/turbo", 0.005)
+        budget_keys = [fingerprint("bench-budget", seed=n) for n in range(cfg.store_lookups)]
+
+        def claim_within_budget(key: str) -> None:
+            outcome = ledger.claim(key, owner, price=price, budget=1e6, day_start=today)
+            assert outcome.kind == "claimed", outcome
+            ledger.mark_sending(key, owner)
+
+        budget_cost = median([_timed(functools.partial(claim_within_budget, key)) for key in budget_keys])
+        for key in budget_keys:
+            ledger.finish(key, owner, task_id=ids[1])
+        say(f"  claim + sending with the price reserved against a daily budget ({count:,} tasks, {count:,} spend "
+            f"rows, {spent_today:,} of them today): {budget_cost * 1000:.2f} ms (median of {len(budget_keys)})")
+        rows.append(Row(f"Claim of a paid unit with its budget reserved, {count:,} tasks",
+                        f"{budget_cost * 1000:.2f} ms",
+                        f"{claim_cost * 1000:.2f} ms (no budget)", budget_cost / claim_cost, "≤ 2 ms",
+                        budget_cost <= 0.002))
+
+        # The panel's routes at the same store: today's spend, and the tasks not collected with the last paid ones
+        # (their pictures looked up in an output folder of 1,000 collected files).
+        routes = _load_routes()
+        output = Path(tmp) / "output"
+        (output / routes.OUTPUT_SUBFOLDER).mkdir(parents=True)
+        for n in range(1000):
+            (output / routes.OUTPUT_SUBFOLDER / f"task-other-{n:04d}_0.jpg").write_bytes(b"")
+        spend_call = functools.partial(routes.spend_answer, ledger, now=now, day_start=today, budget=20.0,
+                                       balance=None)
+        tasks_call = functools.partial(routes.tasks_answer, ledger, now=now, output_dir=output)
+        answer = tasks_call()
+        spend_call()
+        spend_cost = median([_timed(spend_call) for _ in range(cfg.store_reps)])
+        tasks_cost = median([_timed(tasks_call) for _ in range(cfg.store_reps)])
+        say(f"  /zimage/spend {spend_cost * 1000:.2f} ms, /zimage/tasks {tasks_cost * 1000:.2f} ms "
+            f"({len(answer['unfinished'])} not collected, {len(answer['recent'])} recent listed; medians of "
+            f"{cfg.store_reps})")
+        rows.append(Row(f"Route /zimage/spend (spend_answer), {count:,} tasks and spend rows",
+                        f"{spend_cost * 1000:.2f} ms", f"{spent_today:,} rows today", None, "≤ 50 ms",
+                        spend_cost <= 0.050))
+        rows.append(Row(f"Route /zimage/tasks (tasks_answer), {count:,} tasks and spend rows",
+                        f"{tasks_cost * 1000:.2f} ms", f"{len(answer['unfinished'])} open, "
+                        f"{len(answer['recent'])} recent", None, "≤ 50 ms", tasks_cost <= 0.050))
+
+        # The worst day: every one of the spend rows today (a store filled by a script in one day).
+        with sqlite3.connect(ledger.path) as db:
+            db.execute("UPDATE spend SET at = ? + (rowid % 3600) WHERE state != 'reserved'", (today,))
+        heavy_keys = [fingerprint("bench-budget-heavy", seed=n) for n in range(cfg.store_lookups)]
+        heavy_claim = median([_timed(functools.partial(claim_within_budget, key)) for key in heavy_keys])
+        for key in heavy_keys:
+            ledger.finish(key, owner, task_id=ids[1])
+        heavy_spend = median([_timed(spend_call) for _ in range(cfg.store_reps)])
+        say(f"  with all {count:,} spend rows today: claim with budget {heavy_claim * 1000:.2f} ms, /zimage/spend "
+            f"{heavy_spend * 1000:.2f} ms")
+        rows.append(Row(f"Claim with budget, all {count:,} spend rows today", f"{heavy_claim * 1000:.2f} ms",
+                        f"{budget_cost * 1000:.2f} ms (a normal day)", heavy_claim / budget_cost, "≤ 2 ms",
+                        heavy_claim <= 0.002))
+        rows.append(Row(f"Route /zimage/spend, all {count:,} spend rows today", f"{heavy_spend * 1000:.2f} ms",
+                        f"{spend_cost * 1000:.2f} ms (a normal day)", heavy_spend / spend_cost, "≤ 50 ms",
+                        heavy_spend <= 0.050))
+
         # The same Submit -> Poll queued again: its receipt gives the task, whose pictures come from the local copy.
         emu = Emulator(queue_seconds=0.0, process_seconds=0.05, picture_scale=0.25).start()
         try:
@@ -731,7 +814,61 @@ def bench_store(cfg: Settings) -> list[Row]:
             f"(medians of {cfg.store_reps}, no request sent)")
         rows.append(Row(f"Submit → Poll queued again, {count:,}-task store", f"{full * 1000:.1f} ms",
                         f"{base * 1000:.1f} ms (empty store)", full / base, "≤ 1.3×", full / base <= 1.3))
-    return rows
+    return rows + _engine_rows(cfg)
+
+
+def _previous_release(folder: Path) -> Path:
+    """The pack at the previous release's commit, unpacked from this repository's history into ``folder``."""
+    import tarfile
+
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE],
+                          capture_output=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"git archive {PREVIOUS_RELEASE} failed: {done.stderr.decode(errors='replace')[-400:]}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+        archive.extractall(folder, filter="data")
+    return folder
+
+
+def _engine_rows(cfg: Settings) -> list[Row]:
+    """The engine's whole path for a unit served from its receipt, in a store of ``store_tasks`` tasks against an
+    empty one, in this release and the previous one (each in a fresh process, with its own API and emulator)."""
+    count = cfg.store_tasks
+    times: dict[str, dict[str, list[float]]] = {"this": {"full": [], "empty": []},
+                                                "previous": {"full": [], "empty": []}}
+    with tempfile.TemporaryDirectory(prefix="zimage-bench-engine-") as tmp:
+        old = _previous_release(Path(tmp) / "previous")
+        for turn in range(cfg.engine_turns):  # the releases alternate, each in its own process
+            for release, root in (("this", ROOT), ("previous", old)):
+                folder = Path(tmp) / f"{release}-{turn}"
+                folder.mkdir()
+                result = _probe("engine", str(root), str(folder), str(count), str(cfg.store_reps), timeout=600)
+                times[release]["full"] += result["full_s"]
+                times[release]["empty"] += result["empty_s"]
+    this_full, this_empty = median(times["this"]["full"]), median(times["this"]["empty"])
+    old_full, old_empty = median(times["previous"]["full"]), median(times["previous"]["empty"])
+    this_ratio, old_ratio = this_full / this_empty, old_full / old_empty
+    say(f"  engine, one unit served from its receipt ({count:,} tasks | empty store, medians of "
+        f"{len(times['this']['full'])}): this release {this_full * 1000:.2f} | {this_empty * 1000:.2f} ms "
+        f"({this_ratio:.2f}x), {PREVIOUS_RELEASE} {old_full * 1000:.2f} | {old_empty * 1000:.2f} ms "
+        f"({old_ratio:.2f}x); this / previous at {count:,} tasks {this_full / old_full:.2f}")
+    return [
+        Row(f"Engine, a unit served from its receipt, {count:,} tasks", f"{this_full * 1000:.2f} ms",
+            f"{this_empty * 1000:.2f} ms (empty store)", this_ratio, "≤ 1.3×", this_ratio <= 1.3),
+        Row(f"  the same at {PREVIOUS_RELEASE} (previous release)", f"{old_full * 1000:.2f} ms",
+            f"{old_empty * 1000:.2f} ms (empty store)", old_ratio, "(info)", None),
+        Row(f"Engine receipt hit, {count:,} tasks: this release vs {PREVIOUS_RELEASE}", f"{this_full * 1000:.2f} ms",
+            f"{old_full * 1000:.2f} ms ({PREVIOUS_RELEASE})", this_full / old_full, "≤ 1.10× (no regression)",
+            this_full / old_full <= 1.10),
+    ]
+
+
+def _load_routes() -> Any:
+    """The pack's server_routes module (plain functions behind the /zimage/ routes), imported with the pack."""
+    import importlib
+
+    nodes = _load_pack()
+    return importlib.import_module(nodes.__name__.rsplit(".", 1)[0] + ".server_routes")
 
 
 # -- main --------------------------------------------------------------------------------------------------------------
