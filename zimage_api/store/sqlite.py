@@ -225,6 +225,7 @@ class Store:
     def _keep_damaged(self, err: BaseException) -> None:
         """Move a damaged store aside (kept beside, named in the log) so that a new one starts."""
         self._local.conn = None
+        self._local.reader = None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         kept = self.path.with_name(f"{STORE_NAME}.damaged-{stamp}")
         if self._damaged_kept is not None and not self.path.exists():
@@ -312,9 +313,18 @@ class Store:
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; an absent store reads as empty. An unreadable one raises :class:`StoreError`: a listing
-        of a store that could not be read must never look empty."""
+        of a store that could not be read must never look empty.
+
+        A thread reads through the connection it already holds (opening one costs more than an indexed lookup).
+        """
         import sqlite3
 
+        held = self._held_connection()
+        if held is not None and self.path.exists():
+            try:
+                return held.execute(sql, args).fetchall()
+            except sqlite3.Error:
+                self._drop_reader()  # opened again below, with the checks of a first read
         if not self.exists():
             blocker = next((p for p in (self.directory, *self.directory.parents) if p.exists()), None)
             if blocker is not None and not blocker.is_dir():
@@ -327,6 +337,7 @@ class Store:
             except StoreError as err:
                 logger.warning("%s", err)
                 return []
+            keep = False
         else:
             conn = self._connect(write=False)
             if not self._ready and conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -336,16 +347,40 @@ class Store:
                 except StoreError as err:
                     logger.debug("task store %s read as it is: %s", self.path, err)
                 conn = self._connect(write=False)
+            keep = self._ready
         try:
-            return conn.execute(sql, args).fetchall()
+            rows = conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError as err:
+            conn.close()
             if "no such table" in str(err) or "no such column" in str(err):
                 return []  # an older schema without what is asked for: nothing of it was recorded
             raise StoreError(f"The task store {self.path} cannot be read ({err}).") from err
         except sqlite3.Error as err:
-            raise StoreError(f"The task store {self.path} cannot be read ({err}).") from err
-        finally:
             conn.close()
+            raise StoreError(f"The task store {self.path} cannot be read ({err}).") from err
+        if keep:
+            self._local.reader, self._local.reader_pid = conn, os.getpid()
+        else:
+            conn.close()
+        return rows
+
+    def _held_connection(self) -> sqlite3.Connection | None:
+        """This thread's open connection to a store already set up (its writer, else its reader), if any."""
+        pid = os.getpid()
+        writer = getattr(self._local, "conn", None)
+        if writer is not None and self._local.pid == pid:
+            return writer  # type: ignore[no-any-return]
+        reader = getattr(self._local, "reader", None)
+        if reader is not None and self._local.reader_pid == pid:
+            return reader  # type: ignore[no-any-return]
+        return None
+
+    def _drop_reader(self) -> None:
+        reader = getattr(self._local, "reader", None)
+        self._local.reader = None
+        if reader is not None and self._local.reader_pid == os.getpid():
+            reader.close()
+        self._drop_writer()
 
     def check_writable(self) -> None:
         """Raise :class:`StoreError` unless a record can be written now (done before a run pays anything)."""
