@@ -105,7 +105,7 @@ def test_nodes_side_by_side_pay_exactly_what_the_budget_allows(nodes: ModuleType
 def test_the_budget_message_names_the_amounts(emu: Emulator, nodes: ModuleType,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZIMAGE_DAILY_BUDGET_USD", "0.05")
-    Store().claim("earlier", "someone", price=Price("wavespeed", "x", 0.048), budget=None, day_start=0.0)
+    Store().claim("earlier", "someone", price=Price("wavespeed", "x", 0.048), budget=None, day_start=day_start())
     with pytest.raises(_budget_error(nodes)) as caught:
         _generate(nodes, seed=1, count=1)
     assert str(caught.value) == (
@@ -127,3 +127,18 @@ def test_a_failed_unit_releases_its_reservation_and_a_receipt_is_always_served(
     with pytest.raises(_budget_error(nodes)):
         _generate(nodes, seed=8, count=1)
     assert len(emu.requests_to(GENERATIONS)) == 2
+
+
+def test_the_days_total_follows_every_reservation_release_and_cost(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    day = day_start()
+    for key in ("a", "b", "c"):
+        assert store.claim(key, "me", price=PRICE, budget=0.04, day_start=day).kind == "claimed"
+    store.release("b", "me")  # nothing was bought: its reservation goes back
+    assert store.claim("d", "me", price=PRICE, budget=0.04, day_start=day).kind == "claimed"
+    assert store.claim("e", "me", price=PRICE, budget=0.04, day_start=day).kind == "over_budget"
+    store.finish("a", "me", task_id="t-a")
+    store.record_cost("t-a", 0.0)  # refunded
+    assert store.claim("e", "me", price=PRICE, budget=0.04, day_start=day).kind == "claimed"
+    assert store.claim("c", "me", price=PRICE, budget=0.04, day_start=day).kind == "claimed"  # its own, again
+    assert store.spend(day)["wavespeed"] == pytest.approx(0.036)  # c, d, e

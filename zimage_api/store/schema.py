@@ -38,14 +38,16 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 ALTER TABLE receipts ADD COLUMN urls_json TEXT;
 """
-# Schema 3: what each paid unit costs, reserved before it is sent (the daily budget is summed from it).
+# Schema 3: what each paid unit costs, reserved before it is sent, and each day's running total (what the daily
+# budget is held against: one row, however many units the day paid for).
 TABLES_3 = """
 CREATE TABLE IF NOT EXISTS spend (
     fingerprint TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT, usd REAL NOT NULL, state TEXT NOT NULL,
-    at REAL NOT NULL, task_id TEXT
+    at REAL NOT NULL, task_id TEXT, day REAL NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS spend_by_time ON spend(at);
+CREATE INDEX IF NOT EXISTS spend_by_time ON spend(at, state, provider, usd);
 CREATE INDEX IF NOT EXISTS spend_by_task ON spend(task_id) WHERE task_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spend_days (day REAL PRIMARY KEY, usd REAL NOT NULL);
 """
 # Made after the import: filling indexed tables row by row is several times slower.
 INDEXES = """

@@ -704,13 +704,16 @@ class Store:
                     return ClaimOutcome("uncertain", previous=previous)
                 if previous.state != "uncertain" and not previous.expired(at):
                     return ClaimOutcome("held", previous=previous)
+            day = day_start if day_start is not None else 0.0
             if price is not None and budget is not None:
-                spent = _spent(conn, day_start if day_start is not None else 0.0, key)
+                spent = _spent(conn, day, key)
                 if spent + price.usd > budget + 1e-9:
                     return ClaimOutcome("over_budget", spent=spent)
             if price is not None:
-                conn.execute("INSERT OR REPLACE INTO spend VALUES (?, ?, ?, ?, 'reserved', ?, NULL)",
-                             (key, price.provider, price.model, float(price.usd), at))
+                _unreserve(conn, key)
+                conn.execute("INSERT INTO spend VALUES (?, ?, ?, ?, 'reserved', ?, NULL, ?)",
+                             (key, price.provider, price.model, float(price.usd), at, day))
+                _add_to_day(conn, day, float(price.usd))
             if previous is None:
                 conn.execute("INSERT INTO claims VALUES (?, ?, 'claimed', ?, ?, NULL, '{}')", (key, owner, at, until))
                 return ClaimOutcome("claimed")
@@ -758,8 +761,11 @@ class Store:
         """Give up the caller's claim on ``key`` (its outcome is recorded, or nothing was paid)."""
         with self._write(durable=False) as conn:
             if conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner)).rowcount:
-                conn.execute("UPDATE spend SET state = 'released', usd = 0 WHERE fingerprint = ? AND state = "
-                             "'reserved'", (key,))
+                row = conn.execute("SELECT usd, day FROM spend WHERE fingerprint = ? AND state = 'reserved'",
+                                   (key,)).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE spend SET state = 'released', usd = 0 WHERE fingerprint = ?", (key,))
+                    _add_to_day(conn, float(row[1]), -float(row[0]))
 
     def finish(self, key: str, owner: str, *, task_id: str | None = None, result: Mapping[str, Any] | None = None,
                urls: Mapping[str, Any] | None = None, prompt_head: str | None = None) -> None:
@@ -788,8 +794,12 @@ class Store:
     def record_cost(self, task_id: str, usd: float) -> None:
         """Record what a task actually cost once its provider says (0 when it failed or was refunded)."""
         with self._write() as conn:
-            conn.execute("UPDATE spend SET usd = ?, state = ? WHERE task_id = ?",
-                         (float(usd), "spent" if usd > 0 else "released", task_id))
+            for fingerprint, old, state, day in conn.execute(
+                    "SELECT fingerprint, usd, state, day FROM spend WHERE task_id = ?", (task_id,)).fetchall():
+                counted = 0.0 if state == "released" else float(old)
+                conn.execute("UPDATE spend SET usd = ?, state = ? WHERE fingerprint = ?",
+                             (float(usd), "spent" if usd > 0 else "released", fingerprint))
+                _add_to_day(conn, float(day), float(usd) - counted)
 
     def spend(self, since: float, until: float | None = None) -> dict[str, float]:
         """USD per provider of the paid units reserved or recorded in ``[since, until)`` (unix seconds): a reserved
@@ -901,11 +911,27 @@ def _claim(row: Sequence[Any]) -> Claim:
                  None if sending_at is None else float(sending_at), parsed)
 
 
-def _spent(conn: sqlite3.Connection, since: float, key: str) -> float:
-    """What the paid units since ``since`` cost or have reserved, beside ``key``'s own reservation."""
-    row = conn.execute("SELECT coalesce(sum(usd), 0) FROM spend WHERE at >= ? AND state != 'released' AND "
-                       "fingerprint != ?", (since, key)).fetchone()
-    return float(row[0] or 0.0)
+def _spent(conn: sqlite3.Connection, day: float, key: str) -> float:
+    """What the day's paid units cost or have reserved, beside ``key``'s own reservation (one row: the day's
+    running total)."""
+    total = conn.execute("SELECT usd FROM spend_days WHERE day = ?", (day,)).fetchone()
+    own = conn.execute("SELECT usd FROM spend WHERE fingerprint = ? AND day = ? AND state != 'released'",
+                       (key, day)).fetchone()
+    return max(float(total[0]) if total else 0.0, 0.0) - (float(own[0]) if own else 0.0)
+
+
+def _add_to_day(conn: sqlite3.Connection, day: float, usd: float) -> None:
+    conn.execute("INSERT INTO spend_days VALUES (?, ?) ON CONFLICT (day) DO UPDATE SET usd = usd + excluded.usd",
+                 (day, usd))
+
+
+def _unreserve(conn: sqlite3.Connection, key: str) -> None:
+    """Take ``key``'s earlier reservation off its day's total (a unit claimed again reserves anew)."""
+    row = conn.execute("SELECT usd, day, state FROM spend WHERE fingerprint = ?", (key,)).fetchone()
+    if row is not None:
+        if row[2] != "released":
+            _add_to_day(conn, float(row[1]), -float(row[0]))
+        conn.execute("DELETE FROM spend WHERE fingerprint = ?", (key,))
 
 
 def _task_usable(conn: sqlite3.Connection, task_id: str) -> bool:
