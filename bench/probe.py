@@ -124,8 +124,11 @@ def _fill(path: str, tasks: int) -> None:
         db.executemany("INSERT INTO receipts (fingerprint, task_id, created_at) VALUES (?, ?, ?)",
                        ((f"{n:064x}", f"task-bench-{n:06d}", now - tasks + n) for n in range(tasks)))
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'spend'").fetchone():
-            db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.01, 'spent', ?, ?)",
-                           ((f"{n:064x}", now - tasks + n, f"task-bench-{n:06d}") for n in range(tasks)))
+            columns = len(db.execute("PRAGMA table_info(spend)").fetchall())
+            marks = ", ".join("?" * (columns - 5))  # a release whose spend rows name their day has one more
+            db.executemany(f"INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.01, 'spent', {marks})",
+                           ((f"{n:064x}", now - tasks + n, f"task-bench-{n:06d}", 0.0)[:columns - 4]
+                            for n in range(tasks)))
 
 
 def _engine_probe(pack_dir: str, folder: str, tasks: int, reps: int) -> dict[str, object]:

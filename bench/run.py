@@ -719,9 +719,10 @@ def bench_store(cfg: Settings) -> list[Row]:
             return today - 60.0 * (earlier - n) if n < earlier else today + (now - today) * (n - earlier) / today_rows
 
         with sqlite3.connect(ledger.path) as db:
-            db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.0142, 'spent', ?, ?)",
-                           ((key, spent_at(n), task_id)
+            db.executemany("INSERT INTO spend VALUES (?, 'qingbo', 'z-image-turbo', 0.0142, 'spent', ?, ?, ?)",
+                           ((key, spent_at(n), task_id, day_start(spent_at(n)))
                             for n, (key, task_id) in enumerate(zip(keys, ids, strict=True))))
+            db.execute("INSERT OR REPLACE INTO spend_days SELECT day, sum(usd) FROM spend GROUP BY day")
             db.executemany("UPDATE tasks SET status = 'submitted' WHERE task_id = ?", ((t,) for t in ids[-20:]))
         with sqlite3.connect(ledger.path) as db:
             spent_today = db.execute("SELECT count(*) FROM spend WHERE at >= ?", (today,)).fetchone()[0]
@@ -769,7 +770,9 @@ def bench_store(cfg: Settings) -> list[Row]:
 
         # The worst day: every one of the spend rows today (a store filled by a script in one day).
         with sqlite3.connect(ledger.path) as db:
-            db.execute("UPDATE spend SET at = ? + (rowid % 3600) WHERE state != 'reserved'", (today,))
+            db.execute("UPDATE spend SET at = ? + (rowid % 3600), day = ? WHERE state != 'reserved'", (today, today))
+            db.execute("DELETE FROM spend_days")
+            db.execute("INSERT INTO spend_days SELECT day, sum(usd) FROM spend WHERE state != 'released' GROUP BY day")
         heavy_keys = [fingerprint("bench-budget-heavy", seed=n) for n in range(cfg.store_lookups)]
         heavy_claim = median([_timed(functools.partial(claim_within_budget, key)) for key in heavy_keys])
         for key in heavy_keys:
