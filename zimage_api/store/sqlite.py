@@ -367,12 +367,12 @@ class Store:
     def _held_connection(self) -> sqlite3.Connection | None:
         """This thread's open connection to a store already set up (its writer, else its reader), if any."""
         pid = os.getpid()
-        writer = getattr(self._local, "conn", None)
+        writer: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if writer is not None and self._local.pid == pid:
-            return writer  # type: ignore[no-any-return]
-        reader = getattr(self._local, "reader", None)
+            return writer
+        reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
         if reader is not None and self._local.reader_pid == pid:
-            return reader  # type: ignore[no-any-return]
+            return reader
         return None
 
     def _drop_reader(self) -> None:
