@@ -29,7 +29,7 @@ SECRET = "sk-route-check-7f3a9c"
 
 
 class SpendStore(Store):
-    """The store with the lead's spend interface stood in (Store.spend / Store.spend_rows) for these tests."""
+    """A store whose spend figures (Store.spend / Store.spend_rows) are set by the test."""
 
     def __init__(self, directory: Path, spent: dict[str, float], rows: list[dict[str, Any]]) -> None:
         super().__init__(directory)

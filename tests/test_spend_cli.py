@@ -156,3 +156,26 @@ def test_tasks_show_each_tasks_cost(emu, clock, capsys, tmp_path, monkeypatch) -
     costs = {row["task_id"]: row["cost_usd"] for row in map(json.loads, out.splitlines())}
     assert costs == {done: 0.010626, waiting: None, prediction: 0.01}
     assert DEMO_KEY not in out
+
+
+def test_spend_reads_what_the_store_reserved_and_recorded(tmp_path, capsys, monkeypatch) -> None:
+    """The real store's figures: reservations with their claims, a refund taken back, nothing for a receipt."""
+    from zimage_api.store import Price
+
+    monkeypatch.setenv(BUDGET_ENV, "1")
+    store = Store(tmp_path / "store")
+    today = day_start()
+    for key, price in (("a", Price("wavespeed", "wavespeed-ai/z-image/base", 0.01)),
+                       ("b", Price("qingbo", "z-image-turbo", 0.0106)),
+                       ("c", Price("qingbo", "z-image-turbo", 0.0106))):
+        assert store.claim(key, "run", price=price, budget=1.0, day_start=today).kind == "claimed"
+        store.finish(key, "run", task_id=f"task-{key}")
+    store.record_cost("task-c", 0.0)  # failed at Qingbo: not billed
+    runtime = Runtime(ledger=store)
+    try:
+        assert run(["spend", "--json"], runtime=runtime) == 0
+    finally:
+        runtime.close()
+    report = json.loads(capsys.readouterr().out)
+    assert report["by_provider"] == {"wavespeed": 0.01, "qingbo": 0.0106}
+    assert report["today_usd"] == pytest.approx(0.0206) and report["left_usd"] == pytest.approx(0.9794)
