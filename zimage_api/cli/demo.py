@@ -46,7 +46,8 @@ def run_demo(out: Path | str) -> list[Path]:
         rt = Runtime(ledger=Store(out / ".ledger"), api_keys={"wavespeed": DEMO_KEY, "qingbo": DEMO_KEY},
                      base_urls={"wavespeed": emu.url, "qingbo": emu.url}, session=session)
         _step(f"emulator on {emu.url}: it draws placeholder pictures marked \"emulator\", so the whole path (keys, "
-              "requests, polling, download, decoding) can be seen without an account; nothing is charged")
+              "requests, polling, download, decoding) can be seen without an account; nothing is charged: each "
+              "\"paid\" line says what the same run costs at the real service")
         try:
             _step("1/4 text to image, v1/images: Z-Image-Base, CFG 7.5, seed 42")
             first = generate_pictures(rt, prompt=PROMPT, out=out, cfg=7.5, seed=42, width=1024, height=768)
