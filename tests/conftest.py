@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -89,3 +89,18 @@ def nodes(pack: ModuleType, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -
     """The pack's nodes module with :class:`RecordingHooks` as ``nodes._Node.context.hooks`` and the fake clock."""
     return patch_nodes(monkeypatch, RecordingHooks(pack_nodes().ComfyHooks), clock)
 
+
+@pytest.fixture
+def cli(clock: FakeClock, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
+    """Run the command line in-process with the fake clock, in tmp_path; returns (exit code, stdout, stderr)."""
+    from zimage_api.cli import run
+
+    monkeypatch.chdir(tmp_path)  # the default --out is the current folder
+
+    def invoke(*argv: str, sleep: Callable[[float], None] | None = None) -> tuple[int, str, str]:
+        code = run(list(argv), sleep=sleep or clock.sleep, clock=clock)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -24,19 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
 
 
-@pytest.fixture
-def cli(clock, capsys, tmp_path, monkeypatch) -> Callable[..., Result]:
-    """Run the CLI in-process with the fake clock, in tmp_path; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)  # the default --out is the current folder
-
-    def invoke(*argv: str, sleep: Callable[[float], None] | None = None) -> Result:
-        code = run(list(argv), sleep=sleep or clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
 def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 

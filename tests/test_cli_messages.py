@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,6 @@ from zimage_api.emulator import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
-
-
-@pytest.fixture
-def cli(clock, capsys, tmp_path, monkeypatch) -> Callable[..., Result]:
-    """The CLI in-process in tmp_path with the fake clock; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*argv: str) -> Result:
-        code = run(list(argv), sleep=clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def lines(text: str) -> list[str]:

@@ -13,25 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from zimage_api.cli import run
 from zimage_api.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
 SMALL = ("--width", "256", "--height", "256")
-
-
-@pytest.fixture
-def cli(clock, capsys, tmp_path, monkeypatch) -> Callable[..., Result]:
-    """The CLI in-process in tmp_path with the fake clock; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*argv: str) -> Result:
-        code = run(list(argv), sleep=clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def lines(text: str) -> list[str]:

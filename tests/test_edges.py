@@ -4,13 +4,11 @@ too long to be anything but a mistake. Each is refused or shown safely, and noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from zimage_api.catalog import WAVESPEED_PROMPT_LIMIT
-from zimage_api.cli import run
 from zimage_api.config import WAVESPEED, resolve_api_key
 from zimage_api.errors import ConfigError, InvalidTaskIdError, ValidationError
 from zimage_api.ledger import Ledger
@@ -20,19 +18,6 @@ from zimage_api.validation import check_server_task_id
 
 Result = tuple[int, str, str]
 SMALL = ("--width", "256", "--height", "256")
-
-
-@pytest.fixture
-def cli(clock, capsys, tmp_path, monkeypatch) -> Callable[..., Result]:
-    """The CLI in-process in tmp_path with the fake clock; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*argv: str) -> Result:
-        code = run(list(argv), sleep=clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def lines(text: str) -> list[str]:

@@ -4,7 +4,6 @@ file names of recovered tasks, and documentation that names what exists."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from zimage_api import config
 from zimage_api._version import __version__
 from zimage_api.catalog import DEFAULT_TIMEOUT
-from zimage_api.cli import run
 from zimage_api.errors import ConfigError
 from zimage_api.fields import COUNT
 from zimage_api.ledger import Ledger
@@ -21,18 +19,6 @@ from zimage_api.parallel import MAX_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
-
-
-@pytest.fixture
-def cli(clock, capsys, tmp_path, monkeypatch) -> Callable[..., Result]:
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*argv: str) -> Result:
-        code = run(list(argv), sleep=clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_version_prints_the_program_and_its_version(cli):

@@ -13,12 +13,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
 from tests.comfy_stubs import call_node
-from zimage_api.cli import run
 from zimage_api.emulator import Emulator
 from zimage_api.store.sqlite import STORE_NAME, Store, StoreError
 
@@ -27,19 +25,6 @@ PROMPT = "a lighthouse on a cliff at dusk"
 GARBAGE = bytes(range(256)) * 16  # 4 KiB that are not an SQLite file
 
 Result = tuple[int, str, str]
-
-
-@pytest.fixture
-def cli(clock: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*argv: str) -> Result:
-        code = run(list(argv), sleep=clock.sleep, clock=clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def _newer(folder: Path) -> None:
