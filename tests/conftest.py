@@ -65,8 +65,14 @@ def emu(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator["Emulator
     """An emulator driven by the fake clock, with the library pointed at it through the environment."""
     from zimage_api.emulator import DEMO_KEY, Emulator
 
-    emulator = Emulator(clock=clock, queue_seconds=0.5, process_seconds=2.0, picture_scale=0.25,
-                        wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY})
+    yield from serving(Emulator(clock=clock, queue_seconds=0.5, process_seconds=2.0, picture_scale=0.25,
+                                wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}), monkeypatch)
+
+
+def serving(emulator: "Emulator", monkeypatch: pytest.MonkeyPatch) -> Iterator["Emulator"]:
+    """Start ``emulator``, point the library's keys and base URLs at it for the test, and stop it afterwards."""
+    from zimage_api.emulator import DEMO_KEY
+
     emulator.start()
     monkeypatch.setenv("WAVESPEED_API_KEY", DEMO_KEY)
     monkeypatch.setenv("QINGBO_API_KEY", DEMO_KEY)

@@ -21,6 +21,7 @@ import requests
 from PIL import Image
 
 from tests.comfy_stubs import call_node
+from tests.conftest import serving
 from zimage_api.cli import run
 from zimage_api.clients import Clients
 from zimage_api.emulator import DEMO_KEY, Emulator
@@ -219,17 +220,8 @@ def test_qingbo_submits_in_threads_pay_once(emu: Emulator, clock: Any) -> None:
 @pytest.fixture
 def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
     """An emulator on the wall clock (child processes poll it in real time), the environment pointed at it."""
-    emulator = Emulator(queue_seconds=0.0, process_seconds=0.2, picture_scale=0.25, wavespeed_keys={DEMO_KEY},
-                        qingbo_keys={DEMO_KEY})
-    emulator.start()
-    monkeypatch.setenv("WAVESPEED_API_KEY", DEMO_KEY)
-    monkeypatch.setenv("QINGBO_API_KEY", DEMO_KEY)
-    monkeypatch.setenv("WAVESPEED_BASE_URL", emulator.url)
-    monkeypatch.setenv("QINGBO_BASE_URL", emulator.url + "/v1")
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    yield from serving(Emulator(queue_seconds=0.0, process_seconds=0.2, picture_scale=0.25,
+                                wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}), monkeypatch)
 
 
 def _spawn(*argv: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
@@ -313,15 +305,23 @@ def test_a_node_beside_a_command_line_run_waits_and_gets_its_picture(nodes: Modu
     np.testing.assert_allclose(image[0].numpy(), _decoded(picture), atol=1e-6)
 
 
-def test_a_command_line_run_beside_a_slow_one_waits_and_pays_nothing(live: Emulator, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    live.inject(V1_POST, "delay", seconds=1.5, times=2)
+def _beside_a_slow_run(live: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       seconds: float) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+    """A child run whose paid request takes ``seconds``, and the same command run here while it is under way: the
+    child's and this run's (exit code, stdout, stderr)."""
+    live.inject(V1_POST, "delay", seconds=seconds, times=2)
     process = _spawn(*GENERATE, "--out", str(tmp_path / "first"), cwd=tmp_path)
     try:
         _wait_for(lambda: len(live.requests_to(V1_POST)) == 1, "the first run's request")
-        code, out, err = _here(capsys, *GENERATE, "--out", str(tmp_path / "second"))
+        here = _here(capsys, *GENERATE, "--out", str(tmp_path / "second"))
     finally:
         first = _finish(process)
+    return first, here
+
+
+def test_a_command_line_run_beside_a_slow_one_waits_and_pays_nothing(live: Emulator, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    first, (code, out, err) = _beside_a_slow_run(live, tmp_path, capsys, 1.5)
     assert first[0] == 0 and code == 0, (first[2], err)
     assert len(live.requests_to(V1_POST)) == 1
     assert Path(_lines(out)[0]).read_bytes() == Path(_lines(first[1])[0]).read_bytes()
@@ -471,13 +471,7 @@ def test_a_holder_slower_than_its_lease_keeps_its_claim(live: Emulator, tmp_path
     """The lease is renewed while the request is under way: a run alive past one lease is waited for, not taken
     over (which would make the second run recover a request still in flight)."""
     monkeypatch.setenv(LEASE_ENV, "1")
-    live.inject(V1_POST, "delay", seconds=2.5, times=2)
-    process = _spawn(*GENERATE, "--out", str(tmp_path / "first"), cwd=tmp_path)
-    try:
-        _wait_for(lambda: len(live.requests_to(V1_POST)) == 1, "the first run's request")
-        code, out, err = _here(capsys, *GENERATE, "--out", str(tmp_path / "second"))
-    finally:
-        first = _finish(process)
+    first, (code, out, err) = _beside_a_slow_run(live, tmp_path, capsys, 2.5)
     assert first[0] == 0, first[2]
     assert code == 0, err
     assert len(live.requests_to(V1_POST)) == 1

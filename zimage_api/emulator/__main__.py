@@ -69,24 +69,23 @@ def _port(text: str) -> int:
     return port
 
 
-def _seconds(text: str) -> float:
+def _amount(text: str, what: str) -> float:
+    """A finite number, 0 or more, or the usage error naming ``what`` it should be."""
     try:
-        seconds = float(text)
+        value = float(text)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
-    return seconds
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}, 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    return _amount(text, "a number of seconds")
 
 
 def _usd(text: str) -> float:
-    try:
-        amount = float(text)
-    except ValueError:
-        amount = math.nan
-    if not math.isfinite(amount) or amount < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of USD, 0 or more")
-    return amount
+    return _amount(text, "an amount of USD")
 
 
 def _key_note() -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .picture_faults import PICTURE_FAULT_PARAMS, check_picture_fault
-from .wire import OPENAI, QINGBO, V3, Response, error_response, json_response
+from .wire import OPENAI, QINGBO, V3, Response, error_response, json_response, replace_base64
 
 __all__ = ["Fault", "FaultQueue", "FAULT_KINDS", "TASK_FAILURE_CODES", "immediate_answer", "corrupt_base64", "trickle",
            "STREAM_SECONDS"]
@@ -281,22 +281,7 @@ def _status_answer(params: dict[str, Any], shape: str) -> Response:
 def corrupt_base64(response: Response) -> Response:
     """Replace every base64 picture in a JSON answer (``b64_json`` items, v3 data-URL outputs) with junk."""
     payload = response.payload
-    if not isinstance(payload, dict):
-        return response
-    data = payload.get("data")
-    changed = False
-    if isinstance(data, list):
-        for item in data:
-            if isinstance(item, dict) and "b64_json" in item:
-                item["b64_json"] = _BROKEN_BASE64
-                changed = True
-    elif isinstance(data, dict) and isinstance(data.get("outputs"), list):
-        outputs = data["outputs"]
-        for index, output in enumerate(outputs):
-            if isinstance(output, str) and output.startswith("data:") and "," in output:
-                outputs[index] = output.split(",", 1)[0] + "," + _BROKEN_BASE64
-                changed = True
-    if changed:
+    if isinstance(payload, dict) and replace_base64(payload, _BROKEN_BASE64):
         response.body = json.dumps(payload).encode("utf-8")
     return response
 

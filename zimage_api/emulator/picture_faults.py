@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .wire import Response
+from .wire import Response, replace_base64
 
 if TYPE_CHECKING:
     from .faults import Fault
@@ -121,18 +121,4 @@ def _add_pictures(emu: Emulator, payload: dict[str, Any], count: int) -> bool:
 
 def _replace_base64(payload: dict[str, Any], blob: bytes) -> bool:
     """Every base64 picture (``b64_json`` items, v3 data-URL outputs) replaced by valid base64 of ``blob``."""
-    text = base64.b64encode(blob).decode("ascii")
-    data = payload.get("data")
-    changed = False
-    if isinstance(data, list):
-        for item in data:
-            if isinstance(item, dict) and "b64_json" in item:
-                item["b64_json"] = text
-                changed = True
-    elif isinstance(data, dict) and isinstance(data.get("outputs"), list):
-        outputs = data["outputs"]
-        for index, output in enumerate(outputs):
-            if isinstance(output, str) and output.startswith("data:") and "," in output:
-                outputs[index] = output.split(",", 1)[0] + "," + text
-                changed = True
-    return changed
+    return replace_base64(payload, base64.b64encode(blob).decode("ascii"))

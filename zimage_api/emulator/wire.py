@@ -22,6 +22,7 @@ __all__ = [
     "RecordedRequest",
     "Response",
     "RouteError",
+    "replace_base64",
     "error_shape_for",
     "error_response",
     "json_response",
@@ -197,3 +198,22 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], di
             except LookupError:
                 form[name] = data.decode("utf-8", "replace")
     return form, files
+
+
+def replace_base64(payload: dict[str, Any], text: str) -> bool:
+    """Put ``text`` in place of every base64 picture of a JSON answer (``b64_json`` items of ``/v1/images``, data-URL
+    outputs of v3); whether there was any."""
+    data = payload.get("data")
+    changed = False
+    if isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and "b64_json" in item:
+                item["b64_json"] = text
+                changed = True
+    elif isinstance(data, dict) and isinstance(data.get("outputs"), list):
+        outputs = data["outputs"]
+        for index, output in enumerate(outputs):
+            if isinstance(output, str) and output.startswith("data:") and "," in output:
+                outputs[index] = output.split(",", 1)[0] + "," + text
+                changed = True
+    return changed
