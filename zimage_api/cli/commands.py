@@ -297,13 +297,7 @@ def generate_pictures(rt: Runtime, *, prompt: str, out: Path, api: str = fields.
             continue
         ident = result.task_ids[0] if result.task_ids else result.prompt_sha256
         _write(rt, out, tag, ident, result.seeds[0] if result.seeds else None, result, paths, errors)
-    line = paid_line(order, outcomes, earlier)
-    if line:
-        to_stderr(line)
-    if stopped:
-        for error in errors:
-            to_stderr(f"error: {one_line(error)}")
-        raise Interrupted("Stopped by Ctrl-C.")
+    _report_paid(paid_line(order, outcomes, earlier), errors, stopped)
     _raise_last(errors)
     return paths
 
@@ -333,6 +327,16 @@ def _from_receipt(result: GenerationResult) -> bool:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _report_paid(line: str | None, errors: Sequence[BaseException], stopped: bool) -> None:
+    """Say what the command paid; after Ctrl-C, also every error met, then stop."""
+    if line:
+        to_stderr(line)
+    if stopped:
+        for error in errors:
+            to_stderr(f"error: {one_line(error)}")
+        raise Interrupted("Stopped by Ctrl-C.")
 
 
 def paid_line(order: PictureOrder, outcomes: Sequence[JobOutcome[GenerationResult]],
@@ -445,13 +449,7 @@ def submit_tasks(rt: Runtime, *, prompt: str, aspect_ratio: str = fields.ASPECT_
     for task_id in ids:
         to_stdout(task_id)
     earlier = sum(1 for task in tasks if task.earlier)
-    line = submit_paid_line(len(tasks) - earlier, earlier)
-    if line:
-        to_stderr(line)
-    if stopped:
-        for error in errors:
-            to_stderr(f"error: {one_line(error)}")
-        raise Interrupted("Stopped by Ctrl-C.")
+    _report_paid(submit_paid_line(len(tasks) - earlier, earlier), errors, stopped)
     if errors:
         raise submit_error(errors[0], ids, order.count)
     return ids

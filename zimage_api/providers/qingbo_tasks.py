@@ -74,13 +74,8 @@ def parse_progress(value: Any) -> float | None:
 
 def parse_timestamp(value: Any) -> float | None:
     """A unix time in seconds from seconds or milliseconds (both appear in Qingbo's docs)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if number != number or number <= 0:
+    number = _number(value)
+    if number is None or number != number or number <= 0:
         return None
     return number / 1000.0 if number > 1e11 else number
 
