@@ -151,7 +151,7 @@ def _store(context: NodeContext) -> Any:
     """The task store of the nodes' runs: in ``<ComfyUI>/user/comfyui-zimage`` inside ComfyUI (``$ZIMAGE_DATA_DIR``
     wins), opened once per context and handed to every run."""
     if context.store is None:
-        from .zimage_api.store import DATA_DIR_ENV, Store
+        from .zimage_api.store import DATA_DIR_ENV, open_store
 
         directory = None
         if not os.environ.get(DATA_DIR_ENV, "").strip():
@@ -162,7 +162,7 @@ def _store(context: NodeContext) -> Any:
                 user_dir = None
             if user_dir:
                 directory = os.path.join(user_dir, "comfyui-zimage")
-        context.store = Store(directory)
+        context.store = open_store(directory)
     return context.store
 
 

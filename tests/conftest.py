@@ -1,12 +1,16 @@
-"""Shared fixtures: a fake clock, an isolated environment, an emulator on 127.0.0.1, the pack loaded as in ComfyUI."""
+"""Shared fixtures: a fake clock, an isolated environment, an emulator on 127.0.0.1, the pack loaded as in ComfyUI,
+a fresh schema on a PostgreSQL server."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -18,7 +22,7 @@ if TYPE_CHECKING:
 
 KEY_VARS = ("WAVESPEED_API_KEY", "QINGBO_API_KEY", "WAVE_API_KEY", "WAVESPEED_BASE_URL", "QINGBO_BASE_URL",
             "ZIMAGE_CONFIG", "ZIMAGE_DATA_DIR", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
-            "ALL_PROXY", "all_proxy")
+            "ALL_PROXY", "all_proxy", "ZIMAGE_STORE_URL")
 
 
 class FakeClock:
@@ -110,3 +114,94 @@ def cli(clock: FakeClock, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         return code, out, err
 
     return invoke
+
+
+class PgAdmin:
+    """The test's PostgreSQL schema, seen from a connection of its own (autocommit, ``search_path`` on the schema)."""
+
+    def __init__(self, connection: Any, schema: str, url: str) -> None:
+        self.connection = connection
+        self.schema = schema
+        self.url = url
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run ``sql`` in the schema; the rows it returns (none for a statement without a result)."""
+        cursor = self.connection.execute(sql, params or None)
+        return cursor.fetchall() if cursor.description else []
+
+    def connections(self) -> int:
+        """How many other sessions are open on the test database (the code under test's, when tests run one by one)."""
+        return int(self.query("SELECT count(*) FROM pg_stat_activity"
+                              " WHERE datname = current_database() AND pid <> pg_backend_pid()")[0][0])
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with a libpq ``options`` parameter that makes ``schema`` its sessions' search_path."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([value for key, value in query if key == "options"] + [f"-csearch_path={schema}"])
+    query = [(key, value) for key, value in query if key != "options"] + [("options", options)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def missing(reason: str, required: bool) -> NoReturn:
+    """Skip the test for ``reason``, or fail it when the test run requires it (CI)."""
+    if required:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_admin() -> Iterator[PgAdmin]:
+    """A fresh schema ``zt_<hex>`` on the server of ZIMAGE_TEST_POSTGRES_URL, dropped with all it holds afterwards.
+
+    Skipped without that server or without psycopg, except under ZIMAGE_REQUIRE_POSTGRES=1 (CI), where the test fails.
+    """
+    required = os.environ.get("ZIMAGE_REQUIRE_POSTGRES") == "1"
+    base = os.environ.get("ZIMAGE_TEST_POSTGRES_URL", "")
+    if not base:
+        missing("PostgreSQL tests need ZIMAGE_TEST_POSTGRES_URL (bash .ci/postgres.sh --print starts a throwaway "
+                "server; .ci/run does it)", required)
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError:
+        missing('PostgreSQL tests need psycopg: pip install "psycopg[binary]"', required)
+    schema = "zt_" + secrets.token_hex(6)
+    url = with_search_path(base, schema)
+    with psycopg.connect(base, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        try:
+            yield PgAdmin(connection, schema, url)
+        finally:
+            # A session the test left inside a transaction would hold the drop forever: end those, then say so.
+            connection.execute("SET lock_timeout = '5s'")
+            drop = sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema))
+            try:
+                connection.execute(drop)
+            except psycopg.errors.LockNotAvailable:
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                connection.execute("SET lock_timeout = 0")
+                connection.execute(drop)
+                pytest.fail(f"a session left a transaction open in schema {schema}; it was ended to drop the schema")
+
+
+@pytest.fixture
+def pg_url(pg_admin: PgAdmin) -> str:
+    """A PostgreSQL URL whose sessions work in a fresh schema of their own (see ``pg_admin``)."""
+    return pg_admin.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Runs a test once per store backend: SQLite in the data folder, then PostgreSQL (``ZIMAGE_STORE_URL`` set to
+    a fresh schema, so every store the test and its child processes open is that one)."""
+    if request.param == "postgres":
+        monkeypatch.setenv("ZIMAGE_STORE_URL", request.getfixturevalue("pg_url"))
+    yield request.param
+    if request.param == "postgres":
+        from zimage_api.store.postgres import PostgresStore
+
+        PostgresStore.close_all()

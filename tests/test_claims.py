@@ -4,6 +4,7 @@ and a run killed between its paid request and the answer is recovered by the nex
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from zimage_api.clients import Clients
 from zimage_api.emulator import DEMO_KEY, Emulator
 from zimage_api.engine import Engine
 from zimage_api.orders import QingboTasks, TextToImage
-from zimage_api.store.sqlite import LEASE_ENV, Store, StoreError
+from zimage_api.store import LEASE_ENV, Store, StoreError, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a lighthouse on a cliff at dusk"
@@ -35,7 +36,8 @@ V1_POST = "POST /v1/images/generations"
 V3_POST = "POST /api/v3/wavespeed-ai/*"  # the paid submits (the history is POST /api/v3/predictions, free)
 QINGBO_POST = "POST /v1/tasks"
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="runs the command line in child processes")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="runs the command line in child processes"),
+              pytest.mark.usefixtures("store_backend")]
 
 
 # -- the store's claim, one call at a time ----------------------------------------------------------------------------
@@ -43,7 +45,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="runs the comman
 
 @pytest.fixture
 def store(isolated_env: Path) -> Store:
-    return Store(isolated_env)
+    return open_store(isolated_env)
 
 
 def test_a_free_fingerprint_is_claimed_and_a_live_claim_is_held(store: Store) -> None:
@@ -159,7 +161,7 @@ def test_mark_sending_on_a_lost_claim_raises_and_sends_nothing(store: Store) -> 
 
 
 def _engine(clock: Any) -> Engine:
-    return Engine(Clients(store=Store()), clock=clock, sleep=clock.sleep)
+    return Engine(Clients(store=open_store()), clock=clock, sleep=clock.sleep)
 
 
 def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
@@ -225,9 +227,14 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
 
 
 def _spawn(*argv: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
+    if os.environ.get("ZIMAGE_STORE_URL"):  # machines of a farm: one shared store, a data folder each
+        env = {"ZIMAGE_DATA_DIR": str(cwd / f"machine-{next(_MACHINES)}"), **env}
     return subprocess.Popen([sys.executable, "-m", "zimage_api", *argv], cwd=cwd,
                             env=dict(os.environ, PYTHONPATH=str(ROOT), **env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+_MACHINES = itertools.count(1)
 
 
 def _finish(process: subprocess.Popen[str], seconds: float = 30) -> tuple[int, str, str]:
@@ -377,7 +384,7 @@ def test_v3_run_killed_while_sending_is_adopted_from_the_history(live: Emulator,
     assert len(live.requests_to(V3_POST)) == 1  # adopted, not paid again
     assert len(live.requests_to("POST /api/v3/predictions")) == 1  # one look at the history
     assert Path(_lines(out)[0]).read_bytes() == live.tasks[task_id].outputs[0]
-    assert Store().task(task_id) is not None
+    assert open_store().task(task_id) is not None
 
 
 def test_v3_run_killed_while_sending_with_two_orphans_is_uncertain(live: Emulator, tmp_path: Path,
@@ -459,7 +466,7 @@ def test_engine_retrying_an_uncertain_v1_picture_pays(live: Emulator, tmp_path: 
     with pytest.raises(Exception, match="may have been charged"):
         outcomes = _engine(clock).pictures(order)
         raise outcomes[0].error or AssertionError("paid without being asked")
-    engine = Engine(Clients(store=Store()), clock=clock, sleep=clock.sleep, retry_uncertain=True)
+    engine = Engine(Clients(store=open_store()), clock=clock, sleep=clock.sleep, retry_uncertain=True)
     [outcome] = engine.pictures(order)
     assert outcome.error is None, outcome.error
     assert len(live.requests_to(V1_POST)) == 2
@@ -483,7 +490,7 @@ def test_v3_claim_left_sending_with_nothing_in_the_history_is_paid(emu: Emulator
     order = TextToImage(prompt=PROMPT, api="v3", width=256, height=256, seed=8)
     engine = _engine(clock)
     [unit] = engine.plan(order)
-    store = Store()
+    store = open_store()
     store.claim(unit.key, "gone:1:dead", lease=1, now=time.time() - 60)
     store.mark_sending(unit.key, "gone:1:dead", detail={"what": "the prediction request"}, now=time.time() - 60)
     store.expire(unit.key, "gone:1:dead")
@@ -498,7 +505,7 @@ def test_v3_claim_left_sending_with_nothing_in_the_history_is_paid(emu: Emulator
 def test_v3_claim_left_sending_with_an_unreadable_history_is_uncertain(emu: Emulator, clock: Any) -> None:
     order = TextToImage(prompt=PROMPT, api="v3", width=256, height=256, seed=8)
     [unit] = _engine(clock).plan(order)
-    store = Store()
+    store = open_store()
     store.claim(unit.key, "gone:1:dead", lease=1, now=time.time() - 60)
     store.mark_sending(unit.key, "gone:1:dead", detail={"what": "the prediction request"}, now=time.time() - 60)
     store.expire(unit.key, "gone:1:dead")
@@ -517,7 +524,7 @@ def test_a_receipt_of_urls_only_does_not_spin_the_claim_loop(emu: Emulator, cloc
     order = TextToImage(prompt=PROMPT, width=256, height=256, seed=13)
     engine = _engine(clock)
     [unit] = engine.plan(order)
-    Store().save_urls(unit.key, {"urls": [f"{emu.url}/files/gone.png"]})
+    open_store().save_urls(unit.key, {"urls": [f"{emu.url}/files/gone.png"]})
     done: list[Any] = []
 
     def work() -> None:

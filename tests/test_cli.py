@@ -521,7 +521,7 @@ def test_batch_second_ctrl_c_exits_at_once_and_the_cut_submit_is_uncertain(cli, 
         _, err = process.communicate(timeout=30)
     finally:
         process.kill()
-    assert process.returncode == 130 and "Traceback" not in err
+    assert process.returncode == 130 and "Traceback" not in err, err
     last = lines(err)[-1]
     assert "the submit of row 1 (wavespeed-v3) was cut short" in last and "may have been processed and charged" in last
     [record] = manifest(out_dir).values()

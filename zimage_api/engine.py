@@ -46,6 +46,7 @@ __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "f
 
 RECEIPT_NOTE = "served from the local receipt"
 GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
+MAX_HOLDER_WAIT_SECONDS = 5.0  # the longest a run waiting on another run's claim goes without looking again
 HOLDER_POLL_SECONDS = 0.25  # how often a run waiting on another run's claim looks again (real time: another process)
 T = TypeVar("T")
 
@@ -354,7 +355,11 @@ class Engine:
                 f"Another run with the same inputs has been paying for this picture since {since} and had not "
                 f"finished within the timeout ({deadline.seconds:g} s). Nothing was sent twice: queue the same "
                 "inputs again once it ends to get its picture at no cost.")
-        if self.token.event.wait(min(HOLDER_POLL_SECONDS, left)) or self.token.cancelled():
+        # Woken when the holder finishes (PostgreSQL notifies); at the latest, looked at again when its lease would
+        # end, which is when a holder that died is taken over.
+        self.store.wait(min(left, max(holder.lease_until - time.time(), HOLDER_POLL_SECONDS), MAX_HOLDER_WAIT_SECONDS),
+                        self.token.event)
+        if self.token.cancelled():
             raise CancelledError("The run was cancelled while another run with the same inputs was paying.")
 
     def _unclaim(self, key: str, owner: str, err: BaseException) -> None:
@@ -488,7 +493,8 @@ class Engine:
             progress.update(index, None, f"waiting for a free {provider.label} slot ({in_flight} of {limit} in "
                                          "flight)")
 
-        with self.limits.slot(provider.name, cancelled=self.token, on_wait=waiting):
+        with self.limits.slot(provider.name, cancelled=self.token, on_wait=waiting, store=self.store,
+                              keeper=self.keeper, cancel_event=self.token.event):
             yield
 
     def _paying_for(self, what: str) -> AbstractContextManager[object]:

@@ -1,4 +1,5 @@
-"""One limit of paid requests in flight per provider, shared by every node, pool and CLI job of the process.
+"""One limit of paid requests in flight per provider, shared by every node, pool and CLI job of the process, and
+through the store by every process that shares it.
 
 Nodes that run side by side must not trip a provider's rate limit together: WaveSpeed's default account allows 2
 concurrent tasks, so that is the default there. Set a limit with ``ZIMAGE_WAVESPEED_CONCURRENCY`` /
@@ -14,10 +15,14 @@ from contextlib import contextmanager
 
 from .config import read_setting
 from .logs import logger
+from .store import LeaseKeeper, Store, new_owner
 
 __all__ = ["ProviderLimits", "LIMITS", "DEFAULT_LIMITS"]
 
 DEFAULT_LIMITS = {"wavespeed": 2, "qingbo": 4}
+# The longest a run waiting for another process's slot sleeps before it looks again: PostgreSQL wakes it as soon as a
+# slot is given back; this bounds the wait for a slot whose holder died (free once its lease ends).
+SHARED_WAIT_SECONDS = 5.0
 _MAX_LIMIT = 64
 
 
@@ -56,25 +61,53 @@ class ProviderLimits:
 
     @contextmanager
     def slot(self, provider: str, *, cancelled: Callable[[], bool] = lambda: False,
-             on_wait: Callable[[int, int], None] | None = None, poll_seconds: float = 0.25) -> Iterator[None]:
+             on_wait: Callable[[int, int], None] | None = None, poll_seconds: float = 0.25,
+             store: Store | None = None, keeper: LeaseKeeper | None = None,
+             cancel_event: threading.Event | None = None) -> Iterator[None]:
         """Hold one of ``provider``'s slots for the block; wait for one first if all are taken.
+
+        With a ``store``, the slot is also a row in it, so every process of that store (every ComfyUI of a farm
+        sharing one PostgreSQL store) counts against one limit; ``keeper`` renews its lease while the block runs,
+        and a slot whose process died is free once its lease ends.
 
         ``on_wait(in_flight, limit)`` is called once when the wait starts. The wait checks ``cancelled`` every
         ``poll_seconds`` and raises :class:`InterruptedError` when it answers True; nothing was sent then.
         """
+        told = False
+
+        def wait_started(in_flight: int) -> None:
+            nonlocal told
+            if not told and on_wait is not None:
+                told = True
+                on_wait(in_flight, self.limit(provider))
+
         with self._cond:
-            told = False
             while self._in_flight.get(provider, 0) >= self.limit(provider):
                 if cancelled():
                     raise InterruptedError("cancelled while waiting for a free slot")
-                if not told and on_wait is not None:
-                    told = True
-                    on_wait(self._in_flight.get(provider, 0), self.limit(provider))
+                wait_started(self._in_flight.get(provider, 0))
                 self._cond.wait(poll_seconds)
             self._in_flight[provider] = self._in_flight.get(provider, 0) + 1
+        owner = None
         try:
+            if store is not None:
+                owner = new_owner()
+                while not (taken := store.take_slot(provider, owner, self.limit(provider))).taken:
+                    if cancelled():
+                        raise InterruptedError("cancelled while waiting for a free slot")
+                    wait_started(taken.in_flight)
+                    store.wait(SHARED_WAIT_SECONDS, cancel_event)
+                if keeper is not None:
+                    keeper.hold(f"slot:{provider}", owner)
             yield
         finally:
+            if store is not None and owner is not None:
+                if keeper is not None:
+                    keeper.drop(f"slot:{provider}", owner)
+                try:
+                    store.free_slot(provider, owner)
+                except OSError as err:  # the store went away: the slot is free again once its lease ends
+                    logger.warning("could not give back a %s slot: %s", provider, err)
             with self._cond:
                 self._in_flight[provider] -= 1
                 self._cond.notify_all()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .sqlite import Store
 
 __all__ = [
-    "StoreError", "Receipt", "Claim", "ClaimOutcome", "Price", "LeaseKeeper", "DATA_DIR_ENV", "LEASE_ENV",
+    "StoreError", "Receipt", "Claim", "ClaimOutcome", "Price", "Slot", "LeaseKeeper", "DATA_DIR_ENV", "LEASE_ENV",
     "REUSE_ENV", "DEFAULT_LEASE_SECONDS", "FINAL_STATUSES", "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES",
     "default_dir", "claim_lease", "new_owner", "reuse_enabled", "write_file", "read_picture",
 ]
@@ -128,6 +128,14 @@ class ClaimOutcome:
     receipt: Receipt | None = None
     previous: Claim | None = None
     spent: float | None = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The answer to taking one of a provider's slots: whether it was ``taken``, and how many are ``in_flight``."""
+
+    taken: bool
+    in_flight: int
 
 
 @dataclass(frozen=True)

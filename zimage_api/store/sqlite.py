@@ -55,6 +55,7 @@ from .base import (
     LeaseKeeper,
     Price,
     Receipt,
+    Slot,
     StoreError,
     claim_lease,
     default_dir,
@@ -63,7 +64,7 @@ from .base import (
     reuse_enabled,
     write_file,
 )
-from .schema import INDEXES, TABLES, TABLES_2, TABLES_3, TASK_COLUMNS, dumps
+from .schema import INDEXES, TABLES, TABLES_2, TABLES_3, TABLES_4, TASK_COLUMNS, dumps
 
 if TYPE_CHECKING:
     import sqlite3  # imported on first use: the pack's import stays cheap
@@ -71,13 +72,14 @@ if TYPE_CHECKING:
     from ..results import GenerationResult
 
 __all__ = [
-    "Store", "StoreError", "Receipt", "Claim", "ClaimOutcome", "Price", "LeaseKeeper", "STORE_NAME", "SCHEMA_VERSION",
-    "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner", "FINAL_STATUSES",
+    "Store", "Slot", "StoreError", "Receipt", "Claim", "ClaimOutcome", "Price", "LeaseKeeper", "STORE_NAME",
+    "SCHEMA_VERSION", "DATA_DIR_ENV", "LEASE_ENV", "REUSE_ENV", "default_dir", "claim_lease", "new_owner",
+    "FINAL_STATUSES",
     "UNFINISHED_STATUSES", "NO_PICTURE_STATUSES", "SQL_TASK_BY_ID", "SQL_RECEIPT_BY_FINGERPRINT", "SQL_CLAIM",
 ]
 
 STORE_NAME = "zimage.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 15_000  # a 100,000-task import holds the write lock for a few seconds
 
 _TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, "
@@ -90,6 +92,7 @@ SQL_DURATIONS = ("SELECT json_extract(extra_json, '$.took') FROM tasks WHERE sta
 SQL_RECEIPT_BY_FINGERPRINT = "SELECT task_id, result_json, created_at, urls_json FROM receipts WHERE fingerprint = ?"
 SQL_CLAIM = ("SELECT fingerprint, owner, state, claimed_at, lease_until, sending_at, detail_json FROM claims "
              "WHERE fingerprint = ?")
+SQL_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
 
 _READY_GUARD = threading.Lock()
@@ -102,6 +105,12 @@ class Store:
     first write creates the folder and the schema, the first read of an absent store reads as empty.
     """
 
+    # The SQL that differs between the backends (the PostgreSQL store overrides these).
+    SQL_TASKS = _TASK_SELECT
+    SQL_DURATIONS = SQL_DURATIONS
+    ROWID = "rowid"  # the column that orders rows as they were written
+    WAIT_SECONDS = 0.25  # how often a run waiting on another run looks again (SQLite cannot wake it)
+
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_dir()
         self.path = self.directory / STORE_NAME
@@ -113,7 +122,10 @@ class Store:
 
     @classmethod
     def default(cls) -> "Store":
-        return cls(default_dir())
+        """The store this machine is set to use (the shared PostgreSQL one when a store URL is set)."""
+        from . import open_store
+
+        return open_store(default_dir())
 
     @property
     def store(self) -> "Store":
@@ -122,6 +134,15 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r})"
+
+    @property
+    def where(self) -> str:
+        """Where the store is, as messages name it: the SQLite file, or the PostgreSQL server (no password)."""
+        return str(self.path)
+
+    def close(self) -> None:
+        """Close this thread's connections (the next use opens new ones)."""
+        self._drop_reader()
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -257,12 +278,15 @@ class Store:
                 for statement in filter(str.strip, INDEXES.split(";")):
                     conn.execute(statement)
                 for name, value in notes.items():
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, dumps(value)))
+                    conn.execute(SQL_META, (name, dumps(value)))
             if version < 2:
                 for statement in filter(str.strip, TABLES_2.split(";")):
                     conn.execute(statement)
             if version < 3:
                 for statement in filter(str.strip, TABLES_3.split(";")):
+                    conn.execute(statement)
+            if version < 4:
+                for statement in filter(str.strip, TABLES_4.split(";")):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -385,7 +409,7 @@ class Store:
     def check_writable(self) -> None:
         """Raise :class:`StoreError` unless a record can be written now (done before a run pays anything)."""
         with self._write(durable=False) as conn:
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_at', ?)", (dumps(round(time.time(), 3)),))
+            conn.execute(SQL_META, ("written_at", dumps(round(time.time(), 3))))
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
@@ -421,7 +445,7 @@ class Store:
                              [*sets.values(), task_id])
             if paths is not None:
                 _replace_pictures(conn, task_id, [str(p) for p in paths], None)
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+            conn.execute("INSERT INTO events (task_id, at, status, detail_json) VALUES (?, ?, ?, ?)",
                          (task_id, at, fields.get("status"), dumps({**fields, **({"paths": paths} if paths
                                                                                   is not None else {})})))
 
@@ -432,20 +456,20 @@ class Store:
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """One task as a flat dict (``task_id``, ``time``, the columns, every other recorded field, ``paths``)."""
-        rows = self._read(SQL_TASK_BY_ID, (task_id,))
+        rows = self._read(self.SQL_TASKS + " WHERE task_id = ?", (task_id,))
         return _entry(rows[0]) if rows else None
 
     def tasks(self) -> list[dict[str, Any]]:
         """Every task, oldest first: by submission time (tasks submitted side by side reach the store in any order),
         then in the order they were first recorded."""
         return [_entry(row) for row in self._read(
-            _TASK_SELECT + " ORDER BY coalesce(submitted_at, updated_at), rowid")]
+            self.SQL_TASKS + f" ORDER BY coalesce(submitted_at, updated_at), {self.ROWID}")]
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Tasks whose last status is not final, oldest first: paid work that can still be collected."""
         marks = ", ".join("?" * len(FINAL_STATUSES))
         return [_entry(row) for row in self._read(
-            _TASK_SELECT + f" WHERE status IS NULL OR status NOT IN ({marks}) ORDER BY rowid",
+            self.SQL_TASKS + f" WHERE status IS NULL OR status NOT IN ({marks}) ORDER BY {self.ROWID}",
             sorted(FINAL_STATUSES))]
 
     def recent(self, limit: int = 20, *, finished_only: bool = False) -> list[dict[str, Any]]:
@@ -456,17 +480,19 @@ class Store:
             where = f" WHERE status IN ({', '.join('?' * len(FINAL_STATUSES))})"
             args = sorted(FINAL_STATUSES)
         return [_entry(row) for row in self._read(
-            _TASK_SELECT + where + " ORDER BY coalesce(submitted_at, updated_at) DESC, rowid DESC LIMIT ?",
+            self.SQL_TASKS + where + f" ORDER BY coalesce(submitted_at, updated_at) DESC, {self.ROWID} DESC LIMIT ?",
             [*args, int(limit)])]
 
     def tasks_of_batch(self, prefix: str) -> list[dict[str, Any]]:
         """Tasks whose ``batch_row`` tag starts with ``prefix`` (one batch's rows), by the tag's index."""
         return [_entry(row) for row in self._read(
-            _TASK_SELECT + " WHERE batch_row >= ? AND batch_row < ? ORDER BY rowid", (prefix, prefix + "\U0010ffff"))]
+            self.SQL_TASKS + f" WHERE batch_row >= ? AND batch_row < ? ORDER BY {self.ROWID}",
+            (prefix, prefix + "\U0010ffff"))]
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         """The history of one task, oldest first: each event's ``at``, ``status`` and recorded fields."""
-        rows = self._read("SELECT at, status, detail_json FROM events WHERE task_id = ? ORDER BY rowid", (task_id,))
+        rows = self._read(f"SELECT at, status, detail_json FROM events WHERE task_id = ? ORDER BY {self.ROWID}",
+                          (task_id,))
         history = []
         for at, status, detail in rows:
             fields = json.loads(detail)
@@ -522,13 +548,15 @@ class Store:
     def note_idempotency_key(self, fingerprint: str, key: str) -> None:
         """Record ``key`` as the one in force for ``fingerprint``; the keys it replaces are marked spent."""
         with self._write(durable=False) as conn:
-            conn.execute("INSERT OR IGNORE INTO idempotency VALUES (?, ?, 0, ?)", (fingerprint, key, time.time()))
+            conn.execute("INSERT INTO idempotency (fingerprint, key, spent, created_at) VALUES (?, ?, 0, ?) "
+                         "ON CONFLICT DO NOTHING", (fingerprint, key, time.time()))
             conn.execute("UPDATE idempotency SET spent = 1 WHERE fingerprint = ? AND key != ? AND spent = 0",
                          (fingerprint, key))
 
     def idempotency_keys(self, fingerprint: str) -> list[tuple[str, bool]]:
         """Every ``(key, spent)`` issued for ``fingerprint``, oldest first."""
-        rows = self._read("SELECT key, spent FROM idempotency WHERE fingerprint = ? ORDER BY rowid", (fingerprint,))
+        rows = self._read(f"SELECT key, spent FROM idempotency WHERE fingerprint = ? ORDER BY {self.ROWID}",
+                          (fingerprint,))
         return [(str(key), bool(spent)) for key, spent in rows]
 
     # -- the ledger's words ------------------------------------------------------------------------------------------
@@ -603,7 +631,7 @@ class Store:
             return None
         record = receipt.result
         try:
-            images = [read_picture(Path(p)) for p in record["paths"]]
+            images = self._receipt_images(key, record)
         except (OSError, KeyError, TypeError, ValueError, ImageDecodeError) as err:
             logger.warning("receipt %s is unusable (%s); it was dropped and the request will be sent", key,
                            type(err).__name__)
@@ -618,6 +646,21 @@ class Store:
                            f"served from the local receipt of {saved_at} (no request sent, nothing charged); "
                            "change the seed for a new picture"]
         return GenerationResult(images=images, **values)
+
+    def _receipt_images(self, key: str, record: dict[str, Any]) -> list[bytes]:
+        """A receipt's pictures, checked (raises when one is gone or is not a picture)."""
+        return [read_picture(Path(p)) for p in record["paths"]]
+
+    def receipt_picture(self, key: str, index: int) -> bytes | None:
+        """One picture of the receipt ``key``, or None (the panel's picture route asks this of either store)."""
+        receipt = self.receipt(key)
+        paths = (receipt.result or {}).get("paths") if receipt is not None else None
+        if not isinstance(paths, list) or not 0 <= index < len(paths):
+            return None
+        try:
+            return Path(paths[index]).read_bytes()
+        except OSError:
+            return None
 
     def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
         """Keep ``result`` under ``key`` (and release ``owner``'s claim on it, in the same transaction). Pictures
@@ -711,11 +754,13 @@ class Store:
                     return ClaimOutcome("over_budget", spent=spent)
             if price is not None:
                 _unreserve(conn, key)
-                conn.execute("INSERT INTO spend VALUES (?, ?, ?, ?, 'reserved', ?, NULL, ?)",
+                conn.execute("INSERT INTO spend (fingerprint, provider, model, usd, state, at, task_id, day) "
+                             "VALUES (?, ?, ?, ?, 'reserved', ?, NULL, ?)",
                              (key, price.provider, price.model, float(price.usd), at, day))
                 _add_to_day(conn, day, float(price.usd))
             if previous is None:
-                conn.execute("INSERT INTO claims VALUES (?, ?, 'claimed', ?, ?, NULL, '{}')", (key, owner, at, until))
+                conn.execute("INSERT INTO claims (fingerprint, owner, state, claimed_at, lease_until, sending_at, "
+                             "detail_json) VALUES (?, ?, 'claimed', ?, ?, NULL, '{}')", (key, owner, at, until))
                 return ClaimOutcome("claimed")
             if previous.owner == owner:
                 conn.execute("UPDATE claims SET lease_until = ? WHERE fingerprint = ?", (until, key))
@@ -738,11 +783,11 @@ class Store:
         at = time.time() if now is None else now
         with self._write(durable=False) as conn:
             changed = conn.execute(
-                "UPDATE claims SET state = 'sending', sending_at = ?, lease_until = max(lease_until, ?), "
-                "detail_json = ? WHERE fingerprint = ? AND owner = ?",
-                (at, at + claim_lease(), dumps(dict(detail or {})), key, owner)).rowcount
+                "UPDATE claims SET state = 'sending', sending_at = ?, lease_until = CASE WHEN lease_until > ? THEN "
+                "lease_until ELSE ? END, detail_json = ? WHERE fingerprint = ? AND owner = ?",
+                (at, at + claim_lease(), at + claim_lease(), dumps(dict(detail or {})), key, owner)).rowcount
         if not changed:
-            raise StoreError(f"The claim on this picture in {self.path} was taken over by another run (this run "
+            raise StoreError(f"The claim on this picture in {self.where} was taken over by another run (this run "
                              "was paused past its lease), so nothing was sent; queue it again to get that run's "
                              "picture.")
 
@@ -753,7 +798,11 @@ class Store:
         until = time.time() + (claim_lease() if lease is None else lease)
         marks = ", ".join("?" * len(keys))
         with self._write(durable=False) as conn:
-            return int(conn.execute(
+            slots = [key.split(":", 1)[1] for key in keys if key.startswith("slot:")]
+            for provider in slots:
+                conn.execute("UPDATE slots SET lease_until = ? WHERE provider = ? AND owner = ?",
+                             (until, provider, owner))
+            return len(slots) + int(conn.execute(
                 f"UPDATE claims SET lease_until = ? WHERE owner = ? AND state != 'uncertain' AND fingerprint IN "
                 f"({marks})", (until, owner, *keys)).rowcount)
 
@@ -761,6 +810,7 @@ class Store:
         """Give up the caller's claim on ``key`` (its outcome is recorded, or nothing was paid)."""
         with self._write(durable=False) as conn:
             if conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner)).rowcount:
+                self._changed(conn, key)
                 row = conn.execute("SELECT usd, day FROM spend WHERE fingerprint = ? AND state = 'reserved'",
                                    (key,)).fetchone()
                 if row is not None:
@@ -787,9 +837,12 @@ class Store:
             conn.execute("UPDATE spend SET state = 'spent', task_id = coalesce(?, task_id) WHERE fingerprint = ? AND "
                          "state = 'reserved'", (task_id, key))
             if task_id is not None and prompt_head:
-                conn.execute("UPDATE tasks SET extra_json = json_set(extra_json, '$.prompt_head', ?) "
-                             "WHERE task_id = ?", (prompt_head, task_id))
+                row = conn.execute("SELECT extra_json FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE tasks SET extra_json = ? WHERE task_id = ?",
+                                 (dumps({**json.loads(row[0]), "prompt_head": prompt_head}), task_id))
             conn.execute("DELETE FROM claims WHERE fingerprint = ? AND owner = ?", (key, owner))
+            self._changed(conn, key)
 
     def record_cost(self, task_id: str, usd: float) -> None:
         """Record what a task actually cost once its provider says (0 when it failed or was refunded)."""
@@ -831,6 +884,7 @@ class Store:
         recovered by the next run (from the provider's history or its Idempotency-Key) instead of being re-sent."""
         with self._write(durable=False) as conn:
             conn.execute("UPDATE claims SET lease_until = 0 WHERE fingerprint = ? AND owner = ?", (key, owner))
+            self._changed(conn, key)
 
     def mark_uncertain(self, key: str, owner: str, detail: Mapping[str, Any]) -> None:
         """Note that the request for ``key`` may have been charged and nothing can tell: the same inputs are not
@@ -838,12 +892,61 @@ class Store:
         with self._write() as conn:
             conn.execute("UPDATE claims SET state = 'uncertain', lease_until = 0, detail_json = ? "
                          "WHERE fingerprint = ? AND owner = ?", (dumps(dict(detail)), key, owner))
+            self._changed(conn, key)
 
     def uncertain_claims(self) -> list[Claim]:
         """Requests that may have been charged without a known outcome, oldest first."""
         return [_claim(row) for row in self._read(
             "SELECT fingerprint, owner, state, claimed_at, lease_until, sending_at, detail_json FROM claims "
             "WHERE state = 'uncertain' ORDER BY claimed_at")]
+
+    # -- the provider's limit: paid requests in flight, counted across processes ------------------------------------
+
+    def take_slot(self, provider: str, owner: str, limit: int, *, lease: float | None = None,
+                  now: float | None = None) -> Slot:
+        """Take one of ``provider``'s ``limit`` slots for ``owner`` if one is free (a slot whose holder stopped
+        renewing it is free once its lease ends). ``taken`` says whether it was; ``in_flight`` is how many are
+        held now, counting this one."""
+        at = time.time() if now is None else now
+        until = at + (claim_lease() if lease is None else lease)
+        with self._write(durable=False) as conn:
+            conn.execute("DELETE FROM slots WHERE provider = ? AND lease_until < ?", (provider, at))
+            held = {int(row[0]): str(row[1]) for row in conn.execute(
+                "SELECT slot, owner FROM slots WHERE provider = ?", (provider,)).fetchall()}
+            if owner in held.values():
+                return Slot(True, len(held))
+            free = next((n for n in range(limit) if n not in held), None)
+            if free is None:
+                return Slot(False, len(held))
+            conn.execute("INSERT INTO slots (provider, slot, owner, lease_until) VALUES (?, ?, ?, ?)",
+                         (provider, free, owner, until))
+            return Slot(True, len(held) + 1)
+
+    def free_slot(self, provider: str, owner: str) -> None:
+        """Give back ``owner``'s slot of ``provider``."""
+        with self._write(durable=False) as conn:
+            conn.execute("DELETE FROM slots WHERE provider = ? AND owner = ?", (provider, owner))
+            self._changed(conn, f"slot:{provider}")
+
+    def slots_in_flight(self, provider: str, *, now: float | None = None) -> int:
+        """How many of ``provider``'s slots are held now, in every process of this store."""
+        at = time.time() if now is None else now
+        rows = self._read("SELECT count(*) FROM slots WHERE provider = ? AND lease_until >= ?", (provider, at))
+        return int(rows[0][0]) if rows else 0
+
+    def wait(self, seconds: float, cancelled: threading.Event | None = None) -> None:
+        """Wait up to ``seconds`` for another run to release a claim or a slot (or ``cancelled`` to be set).
+
+        SQLite has no way to wake a waiter, so this waits a short while and the caller looks again.
+        """
+        if cancelled is not None:
+            cancelled.wait(min(seconds, self.WAIT_SECONDS))
+        else:
+            time.sleep(min(seconds, self.WAIT_SECONDS))
+
+    def _changed(self, conn: Any, what: str) -> None:
+        """Tell the runs waiting on this store that ``what`` (a claim's fingerprint, ``slot:<provider>``) changed, when
+        the transaction commits. SQLite cannot: its waiters look again on their own."""
 
     # -- the store itself ------------------------------------------------------------------------------------------
 
@@ -855,7 +958,7 @@ class Store:
     def durations(self, provider: str, model: str, base_url: str, limit: int = 5) -> list[float]:
         """How long the last ``limit`` completed tasks of this model at this server took (their ``took``, seconds),
         newest first: what the polling loop expects of the next one when its progress says nothing."""
-        rows = self._read(SQL_DURATIONS, (provider, model, base_url, int(limit)))
+        rows = self._read(self.SQL_DURATIONS, (provider, model, base_url, int(limit)))
         return [float(row[0]) for row in rows if isinstance(row[0], (int, float)) and row[0] > 0]
 
     def query_plan(self, sql: str, args: Sequence[Any] = ()) -> list[str]:
@@ -884,7 +987,7 @@ def _replace_pictures(conn: sqlite3.Connection, task_id: str, paths: list[str],
                       sha256s: list[str | None] | None) -> None:
     known = dict(conn.execute("SELECT path, sha256 FROM pictures WHERE task_id = ?", (task_id,)).fetchall())
     conn.execute("DELETE FROM pictures WHERE task_id = ?", (task_id,))
-    conn.executemany("INSERT INTO pictures VALUES (?, ?, ?, ?)", [
+    conn.executemany("INSERT INTO pictures (task_id, idx, path, sha256) VALUES (?, ?, ?, ?)", [
         (task_id, index, path, sha256s[index] if sha256s else known.get(path)) for index, path in enumerate(paths)])
 
 
@@ -921,8 +1024,8 @@ def _spent(conn: sqlite3.Connection, day: float, key: str) -> float:
 
 
 def _add_to_day(conn: sqlite3.Connection, day: float, usd: float) -> None:
-    conn.execute("INSERT INTO spend_days VALUES (?, ?) ON CONFLICT (day) DO UPDATE SET usd = usd + excluded.usd",
-                 (day, usd))
+    conn.execute("INSERT INTO spend_days (day, usd) VALUES (?, ?) ON CONFLICT (day) DO UPDATE SET "
+                 "usd = spend_days.usd + excluded.usd", (day, usd))
 
 
 def _unreserve(conn: sqlite3.Connection, key: str) -> None:
