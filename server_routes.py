@@ -155,22 +155,24 @@ def _pictures(paths: Sequence[str], task_id: str | None, output_dir: str | os.Pa
     return pictures
 
 
-def picture_file(store: Any, fingerprint: str, index: int) -> Path:
+def picture_file(store: Any, fingerprint: str, index: int) -> Path | bytes:
     """``GET /zimage/picture/{fingerprint}/{index}``: a paid picture's kept copy in the data folder (a receipt's, or
-    its task's). Only files inside the store's own folder are served."""
+    its task's), else its bytes from a shared store (another machine of the farm paid for it). Only files inside the
+    store's own folder are served."""
     for row in store.spend_rows(0.0, limit=RECENT_LIMIT * 4):
         if row.get("fingerprint") == fingerprint:
             paths = [Path(p) for p in row.get("paths") or ()]
             break
     else:
         raise RouteError("No paid picture is kept under that name.", status=404)
-    if not 0 <= index < len(paths):
+    if 0 <= index < len(paths):
+        path = paths[index].resolve()
+        if Path(store.directory).resolve() in path.parents and path.is_file():
+            return path
+    kept = store.receipt_picture(fingerprint, index) if index >= 0 else None
+    if kept is None or (len(paths) > 0 and index >= len(paths)):
         raise RouteError("No paid picture is kept under that name.", status=404)
-    path = paths[index].resolve()
-    folder = Path(store.directory).resolve()
-    if folder not in path.parents or not path.is_file():
-        raise RouteError("No paid picture is kept under that name.", status=404)
-    return path
+    return kept
 
 
 def tasks_answer(store: Any, *, now: float, output_dir: str | os.PathLike[str] | None = None,
@@ -370,6 +372,8 @@ def register(server: Any, routes: Routes | None = None) -> Routes:
                                 int(request.match_info["index"]))
         except (RouteError, ValueError) as err:
             return web.json_response({"error": getattr(err, "message", str(err))}, status=404)
+        if isinstance(path, bytes):
+            return web.Response(body=path, content_type=f"image/{picture_extension(path).replace('jpg', 'jpeg')}")
         return web.FileResponse(path)
 
     table.get("/zimage/picture/{fingerprint}/{index}")(picture)

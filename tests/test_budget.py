@@ -17,9 +17,11 @@ from tests.comfy_stubs import MUG, call_node
 from zimage_api.budget import day_start
 from zimage_api.catalog import WAVESPEED_USD_PER_PICTURE
 from zimage_api.emulator import Emulator
-from zimage_api.store import Price, Store
+from zimage_api.store import Price, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("store_backend")  # every behaviour on SQLite and on PostgreSQL
+
 PRICE = Price("wavespeed", "Z-Image-Base", 0.012)
 GENERATIONS = "POST /v1/images/generations"
 
@@ -41,7 +43,7 @@ def test_threads_reserving_at_once_never_pass_the_budget(tmp_path: Path) -> None
     lock = threading.Lock()
 
     def claim(n: int) -> None:
-        outcome = Store(tmp_path).claim(f"unit-{n}", f"owner-{n}", price=PRICE, budget=0.05, day_start=0.0)
+        outcome = open_store(tmp_path).claim(f"unit-{n}", f"owner-{n}", price=PRICE, budget=0.05, day_start=0.0)
         if outcome.kind == "claimed":
             with lock:
                 claimed.append(f"unit-{n}")
@@ -52,17 +54,17 @@ def test_threads_reserving_at_once_never_pass_the_budget(tmp_path: Path) -> None
     for thread in threads:
         thread.join()
     assert len(claimed) == 4  # 4 x $0.012 = $0.048 fits $0.05; a fifth would not
-    assert Store(tmp_path).spend(0.0) == {"wavespeed": 0.048, "qingbo": 0.0}
+    assert open_store(tmp_path).spend(0.0) == {"wavespeed": 0.048, "qingbo": 0.0}
 
 
 def test_two_processes_reserving_at_once_never_pass_the_budget(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from zimage_api.store import Price, Store
+        from zimage_api.store import Price, open_store
         won = 0
         for n in range(10):
-            outcome = Store({str(tmp_path)!r}).claim(f"{{sys.argv[1]}}-{{n}}", sys.argv[1],
+            outcome = open_store({str(tmp_path)!r}).claim(f"{{sys.argv[1]}}-{{n}}", sys.argv[1],
                                                     price=Price("qingbo", "z-image-turbo", 0.0106),
                                                     budget=0.1, day_start=0.0)
             won += outcome.kind == "claimed"
@@ -72,7 +74,7 @@ def test_two_processes_reserving_at_once_never_pass_the_budget(tmp_path: Path) -
             for name in ("a", "b")]
     won = [int(run.communicate(timeout=60)[0]) for run in runs]
     assert sum(won) == 9  # 9 x $0.0106 = $0.0954; the tenth would pass $0.10
-    assert Store(tmp_path).spend(0.0)["qingbo"] == pytest.approx(0.0954)
+    assert open_store(tmp_path).spend(0.0)["qingbo"] == pytest.approx(0.0954)
 
 
 def test_nodes_side_by_side_pay_exactly_what_the_budget_allows(nodes: ModuleType, emu: Emulator,
@@ -98,14 +100,14 @@ def test_nodes_side_by_side_pay_exactly_what_the_budget_allows(nodes: ModuleType
             "ZIMAGE_DAILY_BUDGET_USD or wait until midnight.")
     assert errors and all(text in (said, said + " The other 1 picture(s) of this node were made and are kept: queue "
                                    "the prompt again to get them from their receipts, at no cost.") for text in errors)
-    spent = Store().spend(day_start())
+    spent = open_store().spend(day_start())
     assert spent["wavespeed"] == pytest.approx(0.04)
 
 
 def test_the_budget_message_names_the_amounts(emu: Emulator, nodes: ModuleType,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZIMAGE_DAILY_BUDGET_USD", "0.05")
-    Store().claim("earlier", "someone", price=Price("wavespeed", "x", 0.048), budget=None, day_start=day_start())
+    open_store().claim("earlier", "someone", price=Price("wavespeed", "x", 0.048), budget=None, day_start=day_start())
     with pytest.raises(_budget_error(nodes)) as caught:
         _generate(nodes, seed=1, count=1)
     assert str(caught.value) == (
@@ -120,7 +122,7 @@ def test_a_failed_unit_releases_its_reservation_and_a_receipt_is_always_served(
     emu.inject(GENERATIONS, "status", status=400, body={"error": {"message": "bad prompt", "code": "invalid"}})
     with pytest.raises(Exception, match="bad prompt"):
         _generate(nodes, seed=7, count=1)
-    assert Store().spend(day_start())["wavespeed"] == 0.0  # answered with an error: nothing was bought
+    assert open_store().spend(day_start())["wavespeed"] == 0.0  # answered with an error: nothing was bought
     first, _info = _generate(nodes, seed=7, count=1)  # the budget still has room for it
     again, _info = _generate(nodes, seed=7, count=1)  # the day's budget is spent, but a receipt costs nothing
     assert (first == again).all() and len(emu.requests_to(GENERATIONS)) == 2
@@ -130,7 +132,7 @@ def test_a_failed_unit_releases_its_reservation_and_a_receipt_is_always_served(
 
 
 def test_the_days_total_follows_every_reservation_release_and_cost(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = open_store(tmp_path)
     day = day_start()
     for key in ("a", "b", "c"):
         assert store.claim(key, "me", price=PRICE, budget=0.04, day_start=day).kind == "claimed"

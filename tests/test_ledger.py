@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from zimage_api.ledger import Ledger, default_dir
+from zimage_api.store import open_store
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_submitted_then_finished_folds_by_id(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path)
+    ledger = open_store(tmp_path)
     ledger.record_submitted("t-1", provider="qingbo", model="z-image-turbo", prompt_sha256="abc",
                             params={"aspect_ratio": "1:1"})
     ledger.record_submitted("t-2", provider="wavespeed", model="Z-Image-Base", prompt_sha256="def", params={})
@@ -63,13 +65,15 @@ def test_where_it_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert default_dir() == tmp_path / "xdg" / "comfyui-zimage"
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_recent_is_newest_first(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path)
+    ledger = open_store(tmp_path)
     for n in range(5):
         ledger.append(f"t-{n}", event="submitted", submitted_at=1000 + n, status="submitted")
     assert [e["task_id"] for e in ledger.recent(3)] == ["t-4", "t-3", "t-2"]
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env: Path) -> None:
     """A process killed with SIGKILL while waiting loses nothing: the id is on disk and the result is collected."""
     import io
@@ -118,6 +122,7 @@ def test_killed_mid_poll_then_recovered_from_the_ledger(emu, clock, isolated_env
     assert ledger.unfinished() == [] and ledger.get(task_id)["status"] == "completed"
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_the_ledger_knows_which_server_issued_an_id(emu, clock) -> None:
     from zimage_api.errors import NotFoundError
     from zimage_api.providers.qingbo_tasks import QingboClient

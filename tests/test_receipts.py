@@ -21,6 +21,7 @@ def generate(nodes, **overrides: Any):
     return call_node(nodes.ZImageGenerate().generate(**args))
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_same_inputs_again_send_nothing_and_return_the_same_pixels(emu, nodes) -> None:
     first, _ = generate(nodes)
     assert len(emu.requests_to("POST /v1/images/generations")) == 2
@@ -31,6 +32,7 @@ def test_same_inputs_again_send_nothing_and_return_the_same_pixels(emu, nodes) -
     assert "2 of them from local receipts: no request sent, nothing charged" in nodes._Node.context.hooks.texts[-1][0]
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_a_new_seed_or_a_larger_count_pays_only_for_the_new_pictures(emu, nodes) -> None:
     generate(nodes)
     generate(nodes, count=3)  # seeds 42, 43 are receipts; 44 is new
@@ -40,6 +42,7 @@ def test_a_new_seed_or_a_larger_count_pays_only_for_the_new_pictures(emu, nodes)
     assert sorted(sent[:2]) == [42, 43] and sent[2:] == [44, 7]
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_reuse_can_be_switched_off(emu, nodes, monkeypatch) -> None:
     generate(nodes, count=1)
     monkeypatch.setenv("ZIMAGE_REUSE_RESULTS", "0")
@@ -47,6 +50,7 @@ def test_reuse_can_be_switched_off(emu, nodes, monkeypatch) -> None:
     assert len(emu.requests_to("POST /v1/images/generations")) == 2
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_edit_receipt_matches_only_the_same_reference(emu, nodes) -> None:
     red = torch.zeros(1, 256, 256, 3)
     red[..., 0] = 0.8
@@ -60,6 +64,7 @@ def test_edit_receipt_matches_only_the_same_reference(emu, nodes) -> None:
     assert len(emu.requests_to("POST /v1/images/edits")) == 2
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_submit_again_returns_the_same_task_until_it_fails(emu, nodes, clock) -> None:
     submit = nodes.QingboTaskSubmit()
     args = dict(prompt="a lighthouse at dawn", aspect_ratio="16:9", resolution="1K", prompt_extend=False, seed=5,
@@ -111,6 +116,7 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, clock, monkeypatch) -> None:
     from tests.comfy_stubs import FakeInterrupt
 
@@ -127,6 +133,7 @@ def test_v3_re_queued_after_cancel_collects_the_same_prediction(emu, nodes, cloc
     assert prediction in info and image.shape[0] == 1
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_a_submit_whose_answer_was_lost_is_not_paid_twice_on_re_queue(emu, nodes) -> None:
     emu.inject("POST /v1/tasks", "reset_after", times=6)  # every try is processed, no answer ever arrives
     submit = nodes.QingboTaskSubmit()
@@ -140,6 +147,7 @@ def test_a_submit_whose_answer_was_lost_is_not_paid_twice_on_re_queue(emu, nodes
     assert len(keys) == 1
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_receipts_belong_to_the_server_that_answered(emu, nodes, clock, monkeypatch) -> None:
     from zimage_api.emulator import DEMO_KEY, Emulator
 
@@ -150,6 +158,7 @@ def test_receipts_belong_to_the_server_that_answered(emu, nodes, clock, monkeypa
         assert len(other.requests_to("POST /v1/images/generations")) == 1
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_cancel_of_a_poll_with_more_ids_than_workers_cancels_every_queued_task(nodes, monkeypatch) -> None:
     import threading
     import time

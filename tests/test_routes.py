@@ -398,3 +398,23 @@ def test_a_kept_picture_is_served_only_from_the_stores_own_folder(tmp_path: Path
     for fingerprint, index in (("f2", 0), ("f1", 1), ("nope", 0)):
         with pytest.raises(ROUTES.RouteError):
             ROUTES.picture_file(store, fingerprint, index)
+
+
+def test_a_receipt_paid_on_another_machine_is_served_from_the_shared_store(tmp_path: Path, pg_url: str) -> None:
+    from zimage_api.results import GenerationResult
+    from zimage_api.store import Price
+    from zimage_api.store.postgres import PostgresStore
+
+    buffer = io.BytesIO()
+    picture((8, 8)).save(buffer, format="PNG")
+    paying = PostgresStore(pg_url, tmp_path / "machine-a")
+    paying.claim("f1", "a", price=Price("wavespeed", "Z-Image-Base", 0.01))
+    paying.keep_result("f1", GenerationResult(images=[buffer.getvalue()], provider="wavespeed", protocol="v3",
+                                                    prompt_sha256="0" * 64, model="Z-Image-Base"), owner="a")
+    other = PostgresStore(pg_url, tmp_path / "machine-b")
+    assert ROUTES.picture_file(paying, "f1", 0) == (tmp_path / "machine-a" / "receipts" / "f1_0.png").resolve()
+    assert ROUTES.picture_file(other, "f1", 0) == buffer.getvalue()  # not on this disk: the bytes from the store
+    with pytest.raises(ROUTES.RouteError):
+        ROUTES.picture_file(other, "f1", 1)
+    paying.close()
+    other.close()

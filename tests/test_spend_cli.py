@@ -13,7 +13,7 @@ from zimage_api.cli import run
 from zimage_api.cli.runtime import Runtime
 from zimage_api.cli.spend import show_spend, window_start
 from zimage_api.emulator import DEMO_KEY
-from zimage_api.store import Store
+from zimage_api.store import Store, open_store
 
 TODAY = {"wavespeed": 0.036, "qingbo": 0.010626}
 WEEK = {"wavespeed": 0.5, "qingbo": 0.212}
@@ -134,6 +134,7 @@ def _cli(clock, capsys):
     return invoke
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_tasks_show_each_tasks_cost(emu, clock, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cli = _cli(clock, capsys)
@@ -158,12 +159,13 @@ def test_tasks_show_each_tasks_cost(emu, clock, capsys, tmp_path, monkeypatch) -
     assert DEMO_KEY not in out
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_spend_reads_what_the_store_reserved_and_recorded(tmp_path, capsys, monkeypatch) -> None:
     """The real store's figures: reservations with their claims, a refund taken back, nothing for a receipt."""
     from zimage_api.store import Price
 
     monkeypatch.setenv(BUDGET_ENV, "1")
-    store = Store(tmp_path / "store")
+    store = open_store(tmp_path / "store")
     today = day_start()
     for key, price in (("a", Price("wavespeed", "wavespeed-ai/z-image/base", 0.01)),
                        ("b", Price("qingbo", "z-image-turbo", 0.0106)),

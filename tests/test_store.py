@@ -27,6 +27,7 @@ from zimage_api.store.sqlite import (
     UNFINISHED_STATUSES,
     Store,
 )
+from zimage_api.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 def _jpeg() -> bytes:
@@ -48,7 +49,8 @@ from zimage_api.ledger import Ledger
 folder, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 while not (folder / "go").exists():
     time.sleep(0.005)
-ledger = Ledger(folder)
+from zimage_api.store import open_store
+ledger = open_store(folder)
 for n in range(count):
     task_id = f"{name}-{n}"
     ledger.record_submitted(task_id, provider="qingbo", model="z-image-turbo", prompt_sha256="p",
@@ -71,6 +73,7 @@ def test_status_words_come_from_the_task_states() -> None:
     assert NO_PICTURE_STATUSES == FINAL_STATUSES - {"completed"} and not FINAL_STATUSES & UNFINISHED_STATUSES
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_two_processes_writing_at_once_lose_no_id(tmp_path: Path) -> None:
     count = 520
     writers = [_python(WRITER, str(tmp_path), name, str(count)) for name in ("comfyui", "cli")]
@@ -79,7 +82,7 @@ def test_two_processes_writing_at_once_lose_no_id(tmp_path: Path) -> None:
     for writer, (_out, err) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, err
     printed = {line for out, _err in outputs for line in out.split()}
-    entries = Ledger(tmp_path).entries()
+    entries = open_store(tmp_path).entries()
     assert len(printed) == 2 * count and set(entries) == printed
     assert entries["cli-5"]["status"] == "completed" and entries["comfyui-6"]["params"] == {"n": 6}
     assert sum(e["status"] == "completed" for e in entries.values()) == 2 * len(range(0, count, 5))
@@ -208,8 +211,9 @@ def test_a_store_from_a_newer_version_is_refused_with_a_clear_error(tmp_path: Pa
         Store(tmp_path).record("t-2", {"status": "submitted"})
 
 
+@pytest.mark.usefixtures("store_backend")
 def test_idempotency_keys_are_kept_and_the_replaced_ones_marked_spent(tmp_path: Path) -> None:
-    receipts = Ledger(tmp_path)
+    receipts = open_store(tmp_path)
     key = fingerprint("qingbo-submit", seed=3)
     first = receipts.idempotency_key(key)
     receipts.save_task(key, "t-1")

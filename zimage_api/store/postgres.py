@@ -279,7 +279,18 @@ class PostgresStore(Store):
                 return
 
     def _set_up_pg(self, conn: Any) -> None:
-        """Create or migrate the schema (once per store object; the advisory lock serialises the machines)."""
+        """Create or migrate the schema (once per store object; the advisory lock serialises the machines). A store
+        already at this version is only read, so a worker's role needs no right to create tables."""
+        psycopg = _driver()
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise self._newer(int(row[0]))
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            self._ready = True
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
             conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")

@@ -652,15 +652,9 @@ class Store:
         return [read_picture(Path(p)) for p in record["paths"]]
 
     def receipt_picture(self, key: str, index: int) -> bytes | None:
-        """One picture of the receipt ``key``, or None (the panel's picture route asks this of either store)."""
-        receipt = self.receipt(key)
-        paths = (receipt.result or {}).get("paths") if receipt is not None else None
-        if not isinstance(paths, list) or not 0 <= index < len(paths):
-            return None
-        try:
-            return Path(paths[index]).read_bytes()
-        except OSError:
-            return None
+        """One picture of the receipt ``key`` kept in the store itself, or None: this store keeps them as files in
+        the data folder (the shared PostgreSQL store keeps their bytes, for the machines that did not pay)."""
+        return None
 
     def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
         """Keep ``result`` under ``key`` (and release ``owner``'s claim on it, in the same transaction). Pictures
