@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import queue
+import signal
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,7 +415,30 @@ def run_batch(rt: Runtime, args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
+@contextmanager
+def _counted_interrupts() -> Iterator[list[int] | None]:
+    """Count Ctrl-C presses instead of raising them while the pool runs (in the main thread, with Python's default
+    handler): a KeyboardInterrupt raised inside ``queue.get`` can leave its lock released twice, which ends the run
+    with a RuntimeError instead of the interrupt. The pool's loop looks at the count at least every 0.2 s."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield None
+        return
+    presses: list[int] = []
+    signal.signal(signal.SIGINT, lambda _signum, _frame: presses.append(1))
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _run_pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], concurrency: int) -> list[_Outcome]:
+    with _counted_interrupts() as presses:
+        return _pool(rt, batch, todo, concurrency, presses)
+
+
+def _pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], concurrency: int,
+          presses: list[int] | None) -> list[_Outcome]:
     """Run the rows on ``concurrency`` daemon threads and print each outcome as it comes.
 
     The first Ctrl-C (or a closed stdout) starts no new row and waits for every row in flight: a request under way
@@ -443,11 +468,18 @@ def _run_pool(rt: Runtime, batch: _Batch, todo: list[tuple[Job, str | None]], co
                for n in range(min(concurrency, len(todo)))]
     outcomes: list[_Outcome] = []
     interrupted = False
+    handled = 0
     try:
         for thread in threads:
             thread.start()
         while True:
             try:
+                if presses is not None and len(presses) > handled:
+                    new, handled = len(presses) - handled, len(presses)
+                    if new > 1 and not interrupted:  # two presses before the loop looked: the second one too
+                        interrupted = True
+                        rt.stop.set()
+                    raise KeyboardInterrupt
                 if results.empty() and not any(thread.is_alive() for thread in threads):
                     break
                 try:

@@ -596,7 +596,7 @@ def list_tasks(rt: Runtime, *, limit: int = 20, as_json: bool = False) -> None:
     if elsewhere:
         to_stdout(f"Tasks 'issued by' another server than the one configured now are skipped by `{PROG} tasks "
                   f"resume`; point {WAVESPEED.base_url_env} or {QINGBO.base_url_env} at that server to collect them.")
-    to_stdout(f"Ledger: {rt.ledger.path}")
+    to_stdout(f"Ledger: {rt.ledger.where}")
 
 
 def _recorded_seed(entry: dict[str, Any]) -> dict[str, Any]:

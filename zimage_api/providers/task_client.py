@@ -237,7 +237,7 @@ class TaskClient:
                                     base_url=self.transport.base_url)
         except OSError as err:
             logger.warning("could not write %s task %s to the ledger %s (%s); keep this id to collect it later",
-                           self.provider.name, task_id, ledger.path, err)
+                           self.provider.name, task_id, ledger.where, err)
 
     def _save_pictures(self, task_id: str, images: list[bytes]) -> list[str]:
         """Keep local copies of a task's pictures; an unwritable folder is a warning, the pictures are still

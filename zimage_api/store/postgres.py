@@ -46,6 +46,9 @@ IDLE_CHECK_SECONDS = 2.0  # a pooled connection idle longer than this is checked
 CONNECT_SECONDS = 10  # how long opening a connection may take before the store counts as unreachable
 _LOCK_CLASS = 0x5A494D47  # "ZIMG": the advisory lock's first key; the second is the schema's hash
 
+_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_CLASS}, hashtext(current_schema()))"
+_BEGIN_NOT_DURABLE = _BEGIN + "; SET LOCAL synchronous_commit = off"
+
 _TASK_SELECT = ("SELECT task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, "
                 "updated_at, batch_row, extra_json, (SELECT json_agg(path ORDER BY idx)::text FROM pictures p "
                 "WHERE p.task_id = tasks.task_id) FROM tasks")
@@ -309,10 +312,8 @@ class PostgresStore(Store):
         psycopg = _driver()
         with self._connection() as raw:
             try:
-                raw.execute("BEGIN")
-                raw.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
-                if not durable:
-                    raw.execute("SET LOCAL synchronous_commit = off")
+                # One round trip: the transaction, its lock and (for a claim's bookkeeping) no wait for the disk.
+                raw.execute(_BEGIN if durable else _BEGIN_NOT_DURABLE)
                 try:
                     yield _Connection(raw)
                 except BaseException:
