@@ -26,6 +26,11 @@ in the same run: pack and floor alternate in every repetition and the table show
 9. bounds   hostile servers: a picture body that never ends (time and memory until the size cap), a body
             trickling at 2 B/s (time until the deadline), a download that never answers (time against the read
             timeout)
+10. farm    the shared store in PostgreSQL beside SQLite, in the same run, at 100,000 tasks: what a paid unit writes
+            (claim -> record_submitted -> finish), a receipt hit (claim + load_result), lookups (task by id, receipt
+            by fingerprint, claim of an unknown fingerprint), and 4 processes x 8 units of L = 1 s under a provider
+            limit of 2 held through one store (wall against the ideal 16 s, peak in flight). Needs --postgres URL
+            (default $ZIMAGE_TEST_POSTGRES_URL; skipped without one); it works in a fresh schema and drops it; ~50 s.
 
 The exit status is 0 when every section ran, even when a target is missed (this is a report); 1 when a section
 crashed.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import gc
 import io
@@ -49,7 +55,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +80,7 @@ from zimage_api.providers.qingbo_tasks import QingboClient  # noqa: E402
 from zimage_api.providers.wavespeed_v3 import WaveSpeedClient  # noqa: E402
 
 PREVIOUS_RELEASE = "797e917"  # the commit of the previous release, measured beside this one in the store section
-SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds")
+SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds", "farm")
 
 
 @dataclass
@@ -104,6 +110,12 @@ class Settings:
     engine_turns: int = 2
     bounds_deadline: float = 10.0
     bounds_read_timeout: float = 5.0
+    farm_samples: int = 200  # paid units and receipt hits timed on each store
+    farm_processes: int = 4
+    farm_units: int = 8  # per process, side by side
+    farm_latency: float = 1.0
+    farm_limit: int = 2
+    farm_head_start: float = 3.0  # seconds for the processes to start before their units begin together
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
@@ -112,7 +124,8 @@ class Settings:
         return cls(quick=True, decode_reps=2, upload_reps=2, lag_short_lengths=(1.2, 3), lag_lengths=(1, 4),
                    lag_per_kind=2, lag_mixed_count=3, lag_mixed_kinds=1,
                    many_latency=0.5, many_reps=1, import_runs=2, nodes_latency=0.5, store_tasks=10_000,
-                   store_lookups=50, store_reps=5, engine_turns=1, bounds_deadline=2.0, bounds_read_timeout=1.0)
+                   store_lookups=50, store_reps=5, engine_turns=1, bounds_deadline=2.0, bounds_read_timeout=1.0,
+                   farm_samples=30, farm_latency=0.25)
 
 
 @dataclass
@@ -1050,6 +1063,332 @@ def bench_bounds(cfg: Settings) -> list[Row]:
     return rows
 
 
+# -- 10. farm: the shared store in PostgreSQL beside SQLite ------------------------------------------------------------
+
+# One ComfyUI of a farm in its own process: ``units`` paid units side by side (a thread each, as the pack's pool runs
+# them), each holding one of the provider's slots through the shared store while its request takes ``latency``.
+FARM_WORKER = r"""
+import json, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from zimage_api.limits import ProviderLimits
+from zimage_api.store import LeaseKeeper, Store
+kind, where, folder = sys.argv[2], sys.argv[3], sys.argv[4]
+units, latency, limit, start = int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8])
+if kind == "postgres":
+    from zimage_api.store.postgres import PostgresStore
+    store = PostgresStore(where, folder)
+else:
+    store = Store(folder)
+store.check_writable()
+limits = ProviderLimits({"wavespeed": limit})
+keeper = LeaseKeeper(store)
+spans, errors, lock = [], [], threading.Lock()
+def unit():
+    try:
+        with limits.slot("wavespeed", store=store, keeper=keeper):
+            began = time.time()
+            time.sleep(latency)
+            ended = time.time()
+        with lock:
+            spans.append((began, ended))
+    except BaseException as err:
+        errors.append(repr(err))
+threads = [threading.Thread(target=unit) for _ in range(units)]
+late = time.time() - start
+time.sleep(max(0.0, start - time.time()))
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"spans": spans, "done": time.time(), "late": late, "errors": errors}))
+"""
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    """``url`` with a libpq ``options`` parameter that makes ``schema`` its sessions' search_path."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([value for key, value in query if key == "options"] + [f"-csearch_path={schema}"])
+    query = [(key, value) for key, value in query if key != "options"] + [("options", options)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+@contextlib.contextmanager
+def _pg_schema(base: str) -> Iterator[str]:
+    """A fresh schema on the server of ``base`` for one run (a URL whose sessions work in it), dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from zimage_api.store.postgres import PostgresStore
+
+    schema = f"zbench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield _with_search_path(base, schema)
+        finally:
+            PostgresStore.close_all()
+            conn.execute("SET lock_timeout = '20s'")
+            try:
+                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            except psycopg.Error as err:
+                say(f"  ** schema {schema} could not be dropped ({type(err).__name__}); drop it by hand **")
+
+
+def _farm_rows(count: int, now: float) -> dict[str, list[tuple[Any, ...]]]:
+    """The same history for both stores: ``count`` completed tasks with a local picture each, their receipts (a task
+    id) and their spend, one unit a minute back from now."""
+    from zimage_api.budget import day_start
+    from zimage_api.engine import fingerprint
+
+    tasks, pictures, receipts, spend = [], [], [], []
+    for n in range(count):
+        at = now - 60.0 * (count - n)
+        task_id = f"task-farm-{n:06d}"
+        key = fingerprint("bench-farm-history", seed=n)
+        tasks.append((task_id, "qingbo", "http://127.0.0.1:9", "z-image-turbo", f"{n:064x}",
+                      json.dumps({"seed": n}), "completed", at, at + 3, None, '{"took":3.0,"cost_quota":85}'))
+        pictures.append((task_id, 0, f"/nowhere/results/{task_id}_0.jpg", None))
+        receipts.append((key, task_id, at))
+        spend.append((key, "qingbo", "z-image-turbo", 0.0142, "spent", at, task_id, day_start(at)))
+    return {"tasks": tasks, "pictures": pictures, "receipts": receipts, "spend": spend}
+
+
+FARM_COLUMNS = {
+    "tasks": "task_id, provider, base_url, model, prompt_sha256, params_json, status, submitted_at, updated_at, "
+             "batch_row, extra_json",
+    "pictures": "task_id, idx, path, sha256",
+    "receipts": "fingerprint, task_id, created_at",
+    "spend": "fingerprint, provider, model, usd, state, at, task_id, day",
+}
+
+
+def _fill_sqlite(path: Path, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+    with sqlite3.connect(path) as db:
+        for table, columns in FARM_COLUMNS.items():
+            marks = ", ".join("?" * len(columns.split(",")))
+            db.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows[table])
+        db.execute("INSERT OR REPLACE INTO spend_days SELECT day, sum(usd) FROM spend GROUP BY day")
+        db.execute("ANALYZE")
+    sqlite3.connect(path).close()
+
+
+def _fill_postgres(url: str, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=10) as conn:  # one transaction, COPY per table
+        with conn.cursor() as cursor:
+            for table, columns in FARM_COLUMNS.items():
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+            cursor.execute("INSERT INTO spend_days SELECT day, sum(usd) FROM spend GROUP BY day "
+                           "ON CONFLICT (day) DO UPDATE SET usd = excluded.usd")
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("ANALYZE")
+
+
+def _peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one moment (a span that ends when another starts does not overlap it)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    now = peak = 0
+    for _at, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def _farm_limit(kind: str, where: str, folder: Path, cfg: Settings) -> dict[str, Any]:
+    """``farm_processes`` processes of ``farm_units`` units each, sharing ``farm_limit`` slots through one store."""
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.time() + cfg.farm_head_start
+    workers = [subprocess.Popen([sys.executable, "-c", FARM_WORKER, str(ROOT), kind, where, str(folder),
+                                 str(cfg.farm_units), str(cfg.farm_latency), str(cfg.farm_limit), repr(start)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tempfile.gettempdir()) for _ in range(cfg.farm_processes)]
+    answers = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=cfg.farm_head_start + 8 * cfg.farm_units * cfg.farm_latency + 120)
+        if worker.returncode != 0:
+            raise RuntimeError(f"{kind} farm process failed ({worker.returncode}): {err.strip()[-800:]}")
+        answers.append(json.loads(out.strip().splitlines()[-1]))
+    errors = [e for a in answers for e in a["errors"]]
+    if errors:
+        raise RuntimeError(f"{len(errors)} {kind} farm unit(s) failed: {errors[0]}")
+    spans = [(float(began), float(ended)) for a in answers for began, ended in a["spans"]]
+    return {"wall": max(a["done"] for a in answers) - start, "peak": _peak_overlap(spans),
+            "units": len(spans), "late": max(a["late"] for a in answers)}
+
+
+def bench_farm(cfg: Settings, postgres: str) -> list[Row]:
+    """The store a farm shares (PostgreSQL) beside the store in one data folder (SQLite), in the same run: the cost of
+    a paid unit's records, a receipt hit and the lookups at ``store_tasks`` tasks, and the provider's limit held
+    across processes."""
+    if not postgres:
+        say("  skipped: no PostgreSQL server given (--postgres URL, or ZIMAGE_TEST_POSTGRES_URL)")
+        return []
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        say('  skipped: the PostgreSQL driver is not installed (pip install "psycopg[binary]")')
+        return []
+    import random
+
+    from zimage_api.budget import day_start
+    from zimage_api.engine import fingerprint
+    from zimage_api.results import GenerationResult
+    from zimage_api.store import Price, Store, new_owner
+    from zimage_api.store.postgres import PostgresStore, store_address
+
+    count = cfg.store_tasks
+    names = ("SQLite", "PostgreSQL")
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="zimage-bench-farm-") as tmp, _pg_schema(postgres) as url:
+        say(f"  PostgreSQL at {store_address(postgres)} (a fresh schema, dropped at the end); SQLite in a temporary "
+            "folder")
+        stores: dict[str, Store] = {"SQLite": Store(Path(tmp) / "sqlite"),
+                                    "PostgreSQL": PostgresStore(url, Path(tmp) / "postgres")}
+        for store in stores.values():
+            store.check_writable()  # creates the tables
+        now = time.time()
+        history = _farm_rows(count, now)
+        for name, fill in (("SQLite", lambda: _fill_sqlite(stores["SQLite"].path, history)),
+                           ("PostgreSQL", lambda: _fill_postgres(url, history))):
+            say(f"  {name}: {count:,} tasks, pictures, receipts and spend rows written in {_timed(fill):.2f} s "
+                "(setup)")
+        today = day_start(now)
+        price = Price("wavespeed", "wavespeed-ai/z-image/turbo", 0.005)
+        owner = new_owner()
+
+        def alternate(reps: int, op: Callable[[Store, int], dict[str, float]]) -> dict[str, dict[str, list[float]]]:
+            """``op(store, rep)`` on each store in turn (ABBA order, one warm-up each); its timings by store. The
+            garbage collector is off meanwhile (with torch loaded, one collection costs more than the figures)."""
+            times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+            for name in names:
+                op(stores[name], -1)
+            gc.collect()
+            gc.disable()
+            try:
+                for rep in range(reps):
+                    for name in (names if rep % 2 == 0 else names[::-1]):
+                        for part, seconds in op(stores[name], rep).items():
+                            times[name].setdefault(part, []).append(seconds)
+            finally:
+                gc.enable()
+            return times
+
+        # 1. What each paid unit writes: its claim (with its price reserved against the budget), its task id the moment
+        # it is known, and the outcome that releases the claim.
+        def paid_unit(store: Store, rep: int) -> dict[str, float]:
+            key = fingerprint("bench-farm-unit", seed=rep)
+            task_id = f"task-farm-unit-{rep}"
+            t0 = time.perf_counter()
+            outcome = store.claim(key, owner, price=price, budget=1e6, day_start=today)
+            t1 = time.perf_counter()
+            store.record_submitted(task_id, provider="wavespeed", model=price.model, prompt_sha256=f"{rep:064x}",
+                                   params={"seed": rep})
+            t2 = time.perf_counter()
+            store.finish(key, owner, task_id=task_id)
+            t3 = time.perf_counter()
+            assert outcome.kind == "claimed", outcome
+            return {"all": t3 - t0, "claim": t1 - t0, "record": t2 - t1, "finish": t3 - t2}
+
+        unit = alternate(cfg.farm_samples, paid_unit)
+        med = {name: median(unit[name]["all"]) for name in names}
+        p90 = {name: quantile(unit[name]["all"], 0.9) for name in names}
+        for name in names:
+            steps = ", ".join(f"{part} {median(unit[name][part]) * 1000:.2f} · "
+                              f"{quantile(unit[name][part], 0.9) * 1000:.2f}" for part in ("claim", "record", "finish"))
+            say(f"  paid unit, claim -> record_submitted -> finish ({count:,} tasks), {name}: median "
+                f"{med[name] * 1000:.2f} ms, p90 {p90[name] * 1000:.2f} ms (median · p90 ms of each step: {steps}; "
+                f"{cfg.farm_samples} units)")
+        say(f"  paid unit: PostgreSQL / SQLite {med['PostgreSQL'] / med['SQLite']:.2f} (median), "
+            f"{p90['PostgreSQL'] / p90['SQLite']:.2f} (p90)")
+        rows.append(Row(f"Paid unit: claim → record → finish, {count:,} tasks, PostgreSQL (median · p90)",
+                        f"{med['PostgreSQL'] * 1000:.2f} ms · {p90['PostgreSQL'] * 1000:.2f} ms",
+                        f"{med['SQLite'] * 1000:.2f} ms · {p90['SQLite'] * 1000:.2f} ms (SQLite)",
+                        med["PostgreSQL"] / med["SQLite"], "≤ 5 ms (PostgreSQL)", med["PostgreSQL"] <= 0.005))
+
+        # 2. A receipt hit: the claim finds the receipt, and its picture is read back (from the database in
+        # PostgreSQL, from the data folder in SQLite) and checked.
+        png = encoded(photo(128), "png")
+        receipt_key = fingerprint("bench-farm-receipt", seed=1)
+        for store in stores.values():
+            store.keep_result(receipt_key, GenerationResult(provider="wavespeed", protocol="v3", model=price.model,
+                                                            images=[png], prompt_sha256="0" * 64, seeds=[1],
+                                                            size=(128, 128)))
+
+        def receipt_hit(store: Store, rep: int) -> dict[str, float]:
+            t0 = time.perf_counter()
+            outcome = store.claim(receipt_key, owner, price=price, budget=1e6, day_start=today)
+            result = store.load_result(receipt_key)
+            took = time.perf_counter() - t0
+            assert outcome.kind == "receipt" and result is not None and result.images == [png], outcome
+            return {"all": took}
+
+        hit = alternate(cfg.farm_samples, receipt_hit)
+        hit_med = {name: median(hit[name]["all"]) for name in names}
+        hit_p90 = {name: quantile(hit[name]["all"], 0.9) for name in names}
+        say(f"  receipt hit, claim + load_result of a {len(png) / 1000:.0f} kB PNG ({count:,} tasks): SQLite "
+            f"{hit_med['SQLite'] * 1000:.2f} ms (p90 {hit_p90['SQLite'] * 1000:.2f}), PostgreSQL "
+            f"{hit_med['PostgreSQL'] * 1000:.2f} ms (p90 {hit_p90['PostgreSQL'] * 1000:.2f}); PostgreSQL / SQLite "
+            f"{hit_med['PostgreSQL'] / hit_med['SQLite']:.2f}")
+        rows.append(Row(f"Receipt hit: claim + load_result, {len(png) / 1000:.0f} kB PNG, PostgreSQL",
+                        f"{hit_med['PostgreSQL'] * 1000:.2f} ms", f"{hit_med['SQLite'] * 1000:.2f} ms (SQLite)",
+                        hit_med["PostgreSQL"] / hit_med["SQLite"], "(info)", None))
+
+        # 4. Lookups at ``count`` tasks: a task by id, the task receipt by fingerprint, and the claim of an unknown
+        # fingerprint (released afterwards, not timed).
+        picks = random.Random(11).sample(range(count), cfg.store_lookups)
+        ids = [history["tasks"][n][0] for n in picks]
+        keys = [history["receipts"][n][0] for n in picks]
+
+        def lookups(store: Store, rep: int) -> dict[str, float]:
+            n = rep % len(picks)
+            key = fingerprint("bench-farm-unknown", seed=rep)
+            t0 = time.perf_counter()
+            entry = store.get(ids[n])
+            t1 = time.perf_counter()
+            usable, _spent = store.task_receipt(keys[n])
+            t2 = time.perf_counter()
+            outcome = store.claim(key, owner)
+            t3 = time.perf_counter()
+            store.release(key, owner)
+            assert entry is not None and usable == ids[n] and outcome.kind == "claimed", (entry, usable, outcome)
+            return {"task": t1 - t0, "receipt": t2 - t1, "claim": t3 - t2}
+
+        looked = alternate(cfg.store_lookups, lookups)
+        for part, label in (("task", "Lookup of a task by id"), ("receipt", "Task receipt by fingerprint"),
+                            ("claim", "Claim of an unknown fingerprint")):
+            pg, lite = median(looked["PostgreSQL"][part]), median(looked["SQLite"][part])
+            say(f"  {label.lower()} ({count:,} tasks, medians of {cfg.store_lookups}): SQLite {lite * 1000:.2f} ms, "
+                f"PostgreSQL {pg * 1000:.2f} ms; PostgreSQL / SQLite {pg / lite:.2f}")
+            rows.append(Row(f"{label}, {count:,} tasks, PostgreSQL", f"{pg * 1000:.2f} ms",
+                            f"{lite * 1000:.2f} ms (SQLite)", pg / lite, "≤ 2 ms", pg <= 0.002))
+        for store in stores.values():
+            store.close()
+
+        # 3. The provider's limit across processes: each its own store connection, one limit between them all.
+        ideal = cfg.farm_processes * cfg.farm_units / cfg.farm_limit * cfg.farm_latency
+        for name, kind, where in (("SQLite", "sqlite", str(Path(tmp) / "shared-sqlite")),
+                                  ("PostgreSQL", "postgres", url)):
+            got = _farm_limit(kind, where, Path(tmp) / f"farm-{kind}", cfg)
+            ratio = got["wall"] / ideal
+            say(f"  {cfg.farm_processes} processes x {cfg.farm_units} units of L={cfg.farm_latency:g} s, limit "
+                f"{cfg.farm_limit} through one {name} store: {got['wall']:.2f} s against {ideal:.0f} s ideal = "
+                f"{ratio:.2f}x; peak {got['peak']} in flight ({got['units']} units; the last process was ready "
+                f"{-got['late']:.2f} s before the start)")
+            rows.append(Row(f"{cfg.farm_processes} processes × {cfg.farm_units} units, L={cfg.farm_latency:g} s, "
+                            f"limit {cfg.farm_limit}, {name}: wall", f"{got['wall']:.2f} s",
+                            f"{ideal:.0f} s (ideal)", ratio, f"≤ 1.10×, peak ≤ {cfg.farm_limit} (peak {got['peak']})",
+                            ratio <= 1.10 and got["peak"] <= cfg.farm_limit))
+    return rows
+
+
 def table(rows: list[Row]) -> str:
     header = ("metric", "pack", "floor/peer", "ratio", "target", "met?")
     cells = [header] + [
@@ -1065,6 +1404,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of every section; figures not meaningful")
     parser.add_argument("--only", default="", help=f"comma-separated sections to run: {', '.join(SECTIONS)}")
+    parser.add_argument("--postgres", default=os.environ.get("ZIMAGE_TEST_POSTGRES_URL", ""), metavar="URL",
+                        help="a PostgreSQL server for the farm section, which works in a schema of its own and drops "
+                             "it (default: $ZIMAGE_TEST_POSTGRES_URL; without one the section is skipped)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -1089,6 +1431,7 @@ def main(argv: list[str] | None = None) -> int:
             ("nodes", lambda: bench_nodes(cfg)),
             ("store", lambda: bench_store(cfg)),
             ("bounds", lambda: bench_bounds(cfg)),
+            ("farm", lambda: bench_farm(cfg, args.postgres)),
         ], start=1):
             if name not in chosen:
                 continue
