@@ -18,6 +18,7 @@ from tests.data.zimage_api_0_1_0 import receipts as old_receipts
 from zimage_api.engine import fingerprint
 from zimage_api.ledger import Ledger
 from zimage_api.results import GenerationResult
+from zimage_api.store import open_store
 from zimage_api.store.sqlite import (
     FINAL_STATUSES,
     NO_PICTURE_STATUSES,
@@ -27,7 +28,6 @@ from zimage_api.store.sqlite import (
     UNFINISHED_STATUSES,
     Store,
 )
-from zimage_api.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 def _jpeg() -> bytes:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m zimage_api generate|edit|submit|poll|batch|tasks|spend|emulator|demo``.
+"""The command line: ``python -m zimage_api generate|edit|submit|poll|batch|tasks|spend|store|emulator|demo``.
 
 Every command writes pictures to ``--out`` with predictable names and prints one line per picture (its path) on
 stdout; messages go to stderr. Exit codes: 0 success, 1 a failed job, 2 bad usage (including every local
@@ -123,6 +123,10 @@ def run(argv: Sequence[str] | None = None, *, sleep: Callable[[float], None] | N
     handler = _verbose_logging() if verbose else None
     rt = runtime
     try:
+        if args.command == "store":  # copies between stores: no run, no store of record to open
+            from .store_copy import run_store
+
+            return run_store(args)
         rt = rt or Runtime(sleep=sleep, clock=clock)
         rt.retry_uncertain = bool(getattr(args, "retry_uncertain", False))
         if args.command in _GENTLE:

@@ -191,6 +191,28 @@ def _add_spend_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None
                             "budget_usd, left_usd")
 
 
+def _add_store_command(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    store = _command(sub, "store", parents, summary="copy this machine's task store into the shared PostgreSQL one",
+                     description="The task store of a farm can be one PostgreSQL database (ZIMAGE_STORE_URL). "
+                                 "`store copy` copies this machine's store (its data folder's zimage.sqlite3) into "
+                                 "it: tasks with their history, receipts with their pictures, Idempotency-Keys, "
+                                 "uncertain requests and the spend. Running it again copies nothing twice.",
+                     examples=["store copy --to postgresql://zimage@db.example:5432/zimage",
+                               "store copy --from ~/old-data --to postgresql://zimage@db.example:5432/zimage"])
+    actions = store.add_subparsers(dest="store_action", metavar="ACTION", parser_class=_Parser, required=True,
+                                   help="copy")
+    copy = _command(actions, "copy", parents, summary="copy this machine's store into the shared one",
+                    description="Copy this machine's task store into the shared PostgreSQL store and print what was "
+                                "copied; rows the shared store holds already are left as they are.",
+                    examples=["store copy --to postgresql://zimage@db.example:5432/zimage",
+                              "store copy                     # into the store set in ZIMAGE_STORE_URL"])
+    copy.add_argument("--to", metavar="URL", default=None,
+                      help="the shared store, postgresql://user:password@host:port/database (default: the store URL "
+                           "set in ZIMAGE_STORE_URL or [store] url)")
+    copy.add_argument("--from", dest="source", metavar="FOLDER", type=Path, default=None,
+                      help="the data folder whose zimage.sqlite3 is copied (default: this machine's data folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every option documented, with examples in each epilog)."""
     verbose, out, wait = _common_parents()
@@ -284,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "write the pictures to --out.")
 
     _add_spend_command(sub, [verbose])
+    _add_store_command(sub, [verbose])
 
     sub.add_parser("emulator", add_help=False, help="serve the local emulator of both providers (see "
                                                       "`emulator --help`)")

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore", "POOL_SIZE", "CHANNEL", "missing_driver_message", "store_address"]
 
 POOL_SIZE = 8  # connections per process at most; a run holds one only for one short transaction or query
-CHANNEL = "zimage_store"  # NOTIFY'd with a claim's fingerprint, or slot:<provider>, when one is given back
+# NOTIFY'd (as zimage_store_<schema>) with a claim's fingerprint, or slot:<provider>, when one is given back.
+CHANNEL = "zimage_store"
 IDLE_CHECK_SECONDS = 2.0  # a pooled connection idle longer than this is checked before use
 CONNECT_SECONDS = 10  # how long opening a connection may take before the store counts as unreachable
 _LOCK_CLASS = 0x5A494D47  # "ZIMG": the advisory lock's first key; the second is the schema's hash
@@ -166,8 +167,9 @@ class _Listener:
     """One ``LISTEN`` connection per process and store, in a daemon thread: counts the ``NOTIFY``s it hears, so a
     waiter sleeps until something is given back instead of asking the database again and again."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str) -> None:
         self.url = url
+        self.channel = channel
         self.heard = 0
         self.last_heard = 0.0
         self._cond = threading.Condition()
@@ -182,7 +184,7 @@ class _Listener:
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_SECONDS,
                                      application_name="comfyui-zimage listen") as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f'LISTEN "{self.channel}"')
                     self._ready.set()
                     while not self._stop.is_set():
                         for _note in conn.notifies(timeout=1.0, stop_after=1):
@@ -227,6 +229,7 @@ class PostgresStore(Store):
         self._pool: _Pool | None = None
         self._listener: _Listener | None = None
         self._guard = threading.Lock()
+        self._channel = CHANNEL  # made per schema once connected
         _OPEN.add(self)
 
     def __repr__(self) -> str:
@@ -285,6 +288,9 @@ class PostgresStore(Store):
         """Create or migrate the schema (once per store object; the advisory lock serialises the machines). A store
         already at this version is only read, so a worker's role needs no right to create tables."""
         psycopg = _driver()
+        # Stores in other schemas of the same database (other farms, tests) have channels of their own.
+        schema = conn.execute("SELECT current_schema()").fetchone()[0] or "public"
+        self._channel = f"{CHANNEL}_{schema}"[:63]
         try:
             row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         except psycopg.errors.UndefinedTable:
@@ -334,14 +340,16 @@ class PostgresStore(Store):
                     from err
 
     def _changed(self, conn: Any, what: str) -> None:
-        conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, what))
+        conn.execute("SELECT pg_notify(?, ?)", (self._channel, what))
 
     def wait(self, seconds: float, cancelled: threading.Event | None = None) -> None:
         """Wait up to ``seconds`` for another run to give back a claim or a slot (``NOTIFY``), or ``cancelled``."""
-        self._pool_now()
+        if not self._ready or self._pool is None:
+            with self._connection():  # learns the schema, and so the channel
+                pass
         with self._guard:
             if self._listener is None:
-                self._listener = _Listener(self.url)
+                self._listener = _Listener(self.url, self._channel)
             listener = self._listener
         listener.wait(seconds, cancelled)
 
