@@ -271,3 +271,18 @@ def test_day_start_is_local_midnight() -> None:
 )
 def test_task_cost(entry: dict, usd: float | None) -> None:
     assert task_cost_usd(entry) == usd
+
+
+def test_a_slow_balance_route_stays_inside_the_orders_timeout(emu: Emulator, clock) -> None:
+    from zimage_api.account import Funds
+    from zimage_api.clients import Clients
+    from zimage_api.engine import Engine
+
+    emu.inject(BALANCE, "status", status=503, times=50)  # retried with waits, until its share of the deadline ends
+    engine = Engine(Clients(sleep=clock.sleep, now=clock), clock=clock, sleep=clock.sleep, funds=Funds.new(clock))
+    started = clock()
+    [outcome] = engine.pictures(order(timeout=12, seed=7))
+    assert outcome.error is None and len(outcome.value.images) == 1
+    assert len(emu.requests_to(PAID)) == 1
+    assert clock() - started <= 12  # the balance check, the submit and the wait together: one timeout
+    assert 2 <= len(emu.requests_to(BALANCE)) < 50

@@ -46,6 +46,7 @@ __all__ = ["Engine", "Unit", "RunCancelled", "submit_error", "collect_error", "f
 
 RECEIPT_NOTE = "served from the local receipt"
 GRACE_SECONDS = 0.5  # after Cancel, how long a node waits for its requests in flight before it lets them go
+BALANCE_SECONDS = 60.0  # the longest the balance check before a run may take
 MAX_HOLDER_WAIT_SECONDS = 5.0  # the longest a run waiting on another run's claim goes without looking again
 HOLDER_POLL_SECONDS = 0.25  # how often a run waiting on another run's claim looks again (real time: another process)
 T = TypeVar("T")
@@ -178,32 +179,41 @@ class Engine:
 
         Raises :class:`RunCancelled` on Cancel, once the waits have stopped.
         """
-        return self._order(order, lambda unit, provider, progress: self._picture(order, unit, provider, progress))
+        return self._order(order, lambda unit, provider, progress, deadline: self._picture(order, unit, provider,
+                                                                                             progress, deadline))
 
     def submit(self, order: QingboTasks) -> list[JobOutcome[Accepted]]:
         """Buy every task of ``order`` without waiting for it; a task bought earlier with the same inputs is
         returned (``earlier``), not bought again."""
-        return self._order(order, lambda unit, provider, progress: self._task(order, unit, provider, progress))
+        return self._order(order, lambda unit, provider, progress, deadline: self._task(order, unit, provider,
+                                                                                          progress, deadline))
 
-    def _order(self, order: Order, unit_job: Callable[[Unit, Provider, BatchProgress], T]) -> list[JobOutcome[T]]:
+    def _order(self, order: Order,
+               unit_job: Callable[[Unit, Provider, BatchProgress, Deadline], T]) -> list[JobOutcome[T]]:
+        # One deadline for the whole order: the balance check, the waits for a slot or another run, every unit.
+        deadline = Deadline.after(float(order.timeout), self.clock)
         provider = self.provider(order)
         units = provider.plan(order, provider.endpoint())
         progress = self._progress(len(units))
         self.store.check_writable()  # no record, no payment: before any upload or request
         to_pay = sum(1 for unit in units if self.store.receipt(unit.key) is None)
         if to_pay and not self.token.cancelled():
-            funds = provider.check_funds(order, to_pay, self._call(0, progress, 60.0, provider))
+            # The balance only advises (one that cannot be read does not stop the run): it may take a quarter of
+            # the order's timeout, the rest is the pictures'.
+            check = Deadline.after(min(float(order.timeout) / 4, BALANCE_SECONDS), self.clock)
+            funds = provider.check_funds(order, to_pay, self._call(0, progress, order.timeout, provider,
+                                                                   deadline=check))
             self.balance = funds if funds is not None else self.balance
-        jobs = [(lambda unit=unit: unit_job(unit, provider, progress)) for unit in units]
+        jobs = [(lambda unit=unit: unit_job(unit, provider, progress, deadline)) for unit in units]
         return self._run(jobs, progress)
 
-    def _picture(self, order: PictureOrder, unit: Unit, provider: Provider,
-                 progress: BatchProgress) -> GenerationResult:
+    def _picture(self, order: PictureOrder, unit: Unit, provider: Provider, progress: BatchProgress,
+                 deadline: Deadline) -> GenerationResult:
         saved = self.store.load_result(unit.key)  # the common repeat: one indexed read, no claim, no slot
         if saved is not None:
             progress.update(unit.index, 1.0, "done (receipt)")
             return saved
-        call = self._call(unit.index, progress, order.timeout, provider)
+        call = self._call(unit.index, progress, order.timeout, provider, deadline=deadline)
         with self._slot(provider, unit.index, progress):
             outcome = self._buy(order, unit, provider, progress, call, picture=True)
             if outcome.served is not None:
@@ -224,9 +234,10 @@ class Engine:
         progress.update(unit.index, 1.0, "done")
         return result
 
-    def _task(self, order: QingboTasks, unit: Unit, provider: Provider, progress: BatchProgress) -> Accepted:
+    def _task(self, order: QingboTasks, unit: Unit, provider: Provider, progress: BatchProgress,
+              deadline: Deadline) -> Accepted:
         progress.update(unit.index, 0.0, "submitting")
-        call = self._call(unit.index, progress, order.timeout, provider)
+        call = self._call(unit.index, progress, order.timeout, provider, deadline=deadline)
         with self._slot(provider, unit.index, progress):
             outcome = self._buy(order, unit, provider, progress, call, picture=False)
         assert outcome.handle is not None and outcome.handle.task_id is not None
@@ -240,7 +251,9 @@ class Engine:
              picture: bool) -> _Outcome:
         """Serve what was bought under the unit's fingerprint, else wait for the run paying for it, else claim it
         and pay (or, taking over a run that died while sending, recover that request)."""
-        deadline = Deadline.after(float(call.deadline.seconds), time.monotonic)  # another process: real time
+        # What is left of the order's deadline, counted in real time (the other run is another process); the
+        # message names the timeout promised.
+        deadline = Deadline(time.monotonic() + call.deadline.left(), time.monotonic, float(call.deadline.seconds))
         # Each unit bought claims as an owner of its own, so two units (or two threads) with one fingerprint never
         # both pay.
         owner = f"{self.owner}/{next(self._claims)}"
