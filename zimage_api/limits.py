@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -96,7 +97,10 @@ class ProviderLimits:
                     if cancelled():
                         raise InterruptedError("cancelled while waiting for a free slot")
                     wait_started(taken.in_flight)
-                    store.wait(SHARED_WAIT_SECONDS, cancel_event)
+                    # Woken when a slot is given back; at the latest when the first lease would end (a holder
+                    # that died gives nothing back).
+                    until_free = (taken.free_at - time.time()) if taken.free_at is not None else SHARED_WAIT_SECONDS
+                    store.wait(min(max(until_free, 0.05), SHARED_WAIT_SECONDS), cancel_event)
                 if keeper is not None:
                     keeper.hold(f"slot:{provider}", owner)
             yield

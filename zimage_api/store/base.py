@@ -132,10 +132,12 @@ class ClaimOutcome:
 
 @dataclass(frozen=True)
 class Slot:
-    """The answer to taking one of a provider's slots: whether it was ``taken``, and how many are ``in_flight``."""
+    """The answer to taking one of a provider's slots: whether it was ``taken``, how many are ``in_flight``, and
+    when a slot whose holder died would be free at the latest (``free_at``)."""
 
     taken: bool
     in_flight: int
+    free_at: float | None = None  # when the first held slot's lease ends, if nothing renews it (unix time)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import ImageDecodeError
 from .base import StoreError, read_picture
-from .postgres import PostgresStore
+from .postgres import PostgresStore, driver_reason
 from .sqlite import Store
 
 __all__ = ["CopyReport", "copy_store", "BATCH_ROWS", "BATCH_RECEIPTS"]
@@ -79,8 +79,9 @@ def copy_store(source: Store, target: PostgresStore) -> CopyReport:
     try:
         target._read("SELECT 1")
     except StoreError as err:
-        raise StoreError(f"The shared task store at {target.address} cannot be used ({_reason(err)}), so nothing was "
-                         "copied; check that the PostgreSQL server is running and that the URL names it.") from err
+        raise StoreError(f"The shared task store at {target.address} cannot be used ({_reason(err, target.url)}), so "
+                         "nothing was copied; check that the PostgreSQL server is running and that the URL names "
+                         "it.") from err
     try:
         _copy_tasks(source, target, report)
         _copy_receipts(source, target, report)
@@ -89,8 +90,8 @@ def copy_store(source: Store, target: PostgresStore) -> CopyReport:
         _copy_spend(source, target, report)
         _copy_notes(source, target, report)
     except StoreError as err:
-        raise StoreError(f"The copy into {target.address} stopped ({_reason(err)}) after it {report.summary()}; run "
-                         "it again to copy the rest (nothing is copied twice).") from err
+        raise StoreError(f"The copy into {target.address} stopped ({_reason(err, target.url)}) after it "
+                         f"{report.summary()}; run it again to copy the rest (nothing is copied twice).") from err
     return report
 
 
@@ -276,10 +277,11 @@ def _real(value: Any) -> float | None:
         return None
 
 
-def _reason(err: BaseException) -> str:
-    """The underlying error in a few words: the driver's or the file's, else the store's own message."""
+def _reason(err: BaseException, url: str) -> str:
+    """The underlying error in a few words: the driver's or the file's, else the store's own message (never the
+    URL's password)."""
     cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
-    return " ".join(str(cause).split())[:300] or type(cause).__name__
+    return driver_reason(cause, url)
 
 
 def _count(n: int, noun: str) -> str:

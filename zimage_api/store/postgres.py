@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from ..results import GenerationResult
 
-__all__ = ["PostgresStore", "POOL_SIZE", "CHANNEL", "missing_driver_message", "store_address"]
+__all__ = ["PostgresStore", "driver_reason", "POOL_SIZE", "CHANNEL", "missing_driver_message", "store_address"]
 
 POOL_SIZE = 8  # connections per process at most; a run holds one only for one short transaction or query
 # NOTIFY'd (as zimage_store_<schema>) with a claim's fingerprint, or slot:<provider>, when one is given back.
@@ -129,7 +129,7 @@ class _Pool:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_SECONDS,
                                    application_name="comfyui-zimage")
         except psycopg.Error as err:
-            raise self.unusable("cannot be reached", _reason(err)) from err
+            raise self.unusable("cannot be reached", driver_reason(err, self.url)) from err
 
     @contextmanager
     def connection(self, *, fresh: bool = False) -> Iterator[tuple[Any, bool]]:
@@ -193,7 +193,7 @@ class _Listener:
                                 self.last_heard = time.monotonic()
                                 self._cond.notify_all()
             except psycopg.Error as err:  # the server restarted: listen again; waiters look again on their own
-                logger.debug("task store listener: %s", _reason(err))
+                logger.debug("task store listener: %s", driver_reason(err, self.url))
                 self._stop.wait(1.0)
 
     def wait(self, seconds: float, cancelled: threading.Event | None) -> None:
@@ -278,9 +278,9 @@ class PostgresStore(Store):
                 except psycopg.OperationalError as err:
                     if attempt == 0:
                         continue
-                    raise self._unusable("cannot be reached", _reason(err)) from err
+                    raise self._unusable("cannot be reached", driver_reason(err, self.url)) from err
                 except psycopg.Error as err:
-                    raise self._unusable("cannot be used", _reason(err)) from err
+                    raise self._unusable("cannot be used", driver_reason(err, self.url)) from err
                 yield conn
                 return
 
@@ -328,7 +328,7 @@ class PostgresStore(Store):
                     raise
                 raw.execute("COMMIT")
             except psycopg.Error as err:
-                raise self._unusable("cannot be written", _reason(err)) from err
+                raise self._unusable("cannot be written", driver_reason(err, self.url)) from err
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         psycopg = _driver()
@@ -336,8 +336,8 @@ class PostgresStore(Store):
             try:
                 return list(_Connection(raw).execute(sql, args).fetchall())
             except psycopg.Error as err:
-                raise StoreError(f"The shared task store at {self.address} cannot be read ({_reason(err)}).") \
-                    from err
+                reason = driver_reason(err, self.url)
+                raise StoreError(f"The shared task store at {self.address} cannot be read ({reason}).") from err
 
     def _changed(self, conn: Any, what: str) -> None:
         conn.execute("SELECT pg_notify(?, ?)", (self._channel, what))
@@ -431,10 +431,29 @@ class PostgresStore(Store):
         return bytes(rows[0][0]) if rows else None
 
 
-def _reason(err: BaseException) -> str:
-    """The driver's words, one line, without the connection string (it may hold the password)."""
+def driver_reason(err: BaseException, url: str) -> str:
+    """The driver's words, one line, with the URL's password masked wherever they repeat it (libpq quotes a URL it
+    cannot read, password and all)."""
     text = " ".join(str(err).split()) or type(err).__name__
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
     return text[:300]
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of ``url`` as written and as decoded, from its user part or a ``password=`` parameter."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
+        found += [raw, unquote(raw)]
+        for value in parse_qs(parts.query).get("password", []):
+            found += [value, unquote(value)]
+    except ValueError:
+        pass
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
 def _close(conn: Any) -> None:

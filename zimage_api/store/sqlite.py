@@ -905,13 +905,14 @@ class Store:
         until = at + (claim_lease() if lease is None else lease)
         with self._write(durable=False) as conn:
             conn.execute("DELETE FROM slots WHERE provider = ? AND lease_until < ?", (provider, at))
-            held = {int(row[0]): str(row[1]) for row in conn.execute(
-                "SELECT slot, owner FROM slots WHERE provider = ?", (provider,)).fetchall()}
+            rows = conn.execute("SELECT slot, owner, lease_until FROM slots WHERE provider = ?",
+                                (provider,)).fetchall()
+            held = {int(row[0]): str(row[1]) for row in rows}
             if owner in held.values():
                 return Slot(True, len(held))
             free = next((n for n in range(limit) if n not in held), None)
             if free is None:
-                return Slot(False, len(held))
+                return Slot(False, len(held), min(float(row[2]) for row in rows))
             conn.execute("INSERT INTO slots (provider, slot, owner, lease_until) VALUES (?, ?, ?, ?)",
                          (provider, free, owner, until))
             return Slot(True, len(held) + 1)
