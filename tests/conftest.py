@@ -205,3 +205,17 @@ def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         from zimage_api.store.postgres import PostgresStore
 
         PostgresStore.close_all()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line for the PostgreSQL tests skipped on a machine without a server, saying why and how to run them."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        if reason.startswith("Skipped: "):
+            reason = reason[len("Skipped: "):]
+        if reason.startswith("PostgreSQL tests need"):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(f"{count} PostgreSQL store tests skipped: {reason}")

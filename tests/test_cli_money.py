@@ -161,7 +161,8 @@ def test_second_ctrl_c_abandons_the_image_request_and_says_what_that_costs(emu, 
     assert (process.returncode, out) == (130, "")
     assert lines(err) == [
         "error: interrupted; the image request was abandoned before its answer came: it is probably charged and its "
-        "picture is lost (the same command again pays again)."]
+        "picture is lost (the same command does not send it again by itself: check the dashboard, then "
+        "--retry-uncertain pays again)."]
     assert not out_dir.exists() or not any(out_dir.glob("*.png"))
 
 
@@ -199,7 +200,8 @@ def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_f
      "Stopping: the 2 image requests already sent are finishing so that their pictures are kept (they are paid). "
      "Press Ctrl-C again to abandon them; their cost is then lost.",
      "the 2 image requests were abandoned before their answer came: they are probably charged and their pictures are "
-     "lost (the same command again pays again)"),
+     "lost (the same command does not send them again by itself: check the dashboard, then --retry-uncertain pays "
+     "again)"),
     (["the task request"],
      "Stopping: the task request already sent is finishing so that its id reaches the ledger (it is paid). Press "
      "Ctrl-C again to abandon it; it may then be charged with no id to collect.",

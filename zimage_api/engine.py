@@ -113,7 +113,8 @@ class Engine:
         token: the caller's Cancel, handed to every wait and retry sleep down to the transport: units not started
             never start, and waits stop within a slice.
         abandon: on Cancel, stop waiting for requests already in flight after a short grace (a node, whose artist
-            is waiting); False lets them finish so that their ids reach the store (the command line, at Ctrl-C).
+            is waiting); False lets them finish so that their ids reach the store (the command line, at Ctrl-C);
+            an event abandons them once it is set (the command line's second Ctrl-C).
         clock, sleep: the time source and sleep of every wait.
         limits: the per-provider limit of paid requests in flight.
         hooks: what the caller is told (see :class:`Hooks`); the keyword arguments of the same names set them too.
@@ -129,7 +130,7 @@ class Engine:
     """
 
     def __init__(self, clients: Clients, *, progress: BatchProgress | None = None,
-                 token: CancelToken | None = None, abandon: bool = True,
+                 token: CancelToken | None = None, abandon: bool | threading.Event = True,
                  on_tick: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, limits: ProviderLimits = LIMITS,
                  paying: Callable[[str], AbstractContextManager[object]] | None = None,
@@ -146,8 +147,10 @@ class Engine:
         self.balance: float | None = None  # the paying account's balance in USD, once a run has read it
         self.progress = progress
         self.token = token if token is not None else CancelToken()
-        # run_jobs abandons the jobs in flight once its event is set: the token's own, or one that is never set.
-        self._abandon_event = self.token.event if abandon else threading.Event()
+        # run_jobs abandons the jobs in flight once its event is set: the token's own, the caller's, or one that is
+        # never set.
+        self._abandon_event = abandon if isinstance(abandon, threading.Event) else (
+            self.token.event if abandon else threading.Event())
         self.hooks = hooks if hooks is not None else Hooks(
             paying=paying, on_task_id=on_task_id, on_collected=on_collected, on_retry=on_retry, on_tick=on_tick,
             resume_hint=resume_hint)

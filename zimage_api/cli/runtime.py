@@ -140,8 +140,8 @@ def abandoned_text(paying: list[str]) -> str:
     if all(what == IMAGE_REQUEST for what in paying):
         lost = "its picture is" if one else "their pictures are"
         return (f"{names} {'was' if one else 'were'} abandoned before {'its' if one else 'their'} answer came: "
-                f"{'it is' if one else 'they are'} probably charged and {lost} lost (the same command again pays "
-                "again)")
+                f"{'it is' if one else 'they are'} probably charged and {lost} lost (the same command does not send "
+                f"{'it' if one else 'them'} again by itself: check the dashboard, then --retry-uncertain pays again)")
     return (f"{names} {'was' if one else 'were'} abandoned before {'its' if one else 'their'} answer came: "
             f"{'it' if one else 'each'} may have been charged, with no id to collect; check the provider's dashboard "
             "before sending again")
@@ -185,6 +185,7 @@ class Runtime:
         self._paying_serial = itertools.count()
         self.saved_after_stop = 0  # pictures written after the first Ctrl-C (their requests were let finish)
         self.abandoned = False  # a second Ctrl-C gave up the paid requests still in flight
+        self.abandon = threading.Event()  # set by that second Ctrl-C: the engine stops waiting for them
 
     def sleep(self, seconds: float) -> None:
         """Sleep (the waits look at :attr:`token` between their slices; a real sleep ends early at Ctrl-C)."""
@@ -221,7 +222,7 @@ class Runtime:
 
         # Ctrl-C starts no new unit, and every wait ends, but a paid request already in flight finishes, so that its
         # id reaches the ledger: the engine does not abandon its requests in flight.
-        return Engine(self.clients, token=self.token, abandon=False, clock=self.clock, sleep=self.sleep,
+        return Engine(self.clients, token=self.token, abandon=self.abandon, clock=self.clock, sleep=self.sleep,
                       paying=paying or self.paying, on_task_id=on_task_id or self.track, on_collected=self.untrack,
                       on_tick=on_progress, on_retry=self._show_retry, resume_hint=resume_hint,
                       retry_uncertain=self.retry_uncertain, funds=self.funds)
@@ -288,7 +289,8 @@ class Runtime:
     def gentle_interrupts(self) -> Iterator[None]:
         """Within the block, the first Ctrl-C only stops the run: no new paid request starts, every wait ends, and a
         paid request already sent finishes (its picture or id is kept); it says so on stderr. A second Ctrl-C
-        raises :class:`KeyboardInterrupt` at once, abandoning what is still in flight.
+        abandons what is still in flight (the engine stops waiting for it) and the run ends as interrupted; a third
+        raises :class:`KeyboardInterrupt` wherever the run is.
 
         Only in the main thread, and only when Ctrl-C has Python's default handler (an embedding program's own
         handler is left alone).
@@ -299,9 +301,15 @@ class Runtime:
             return
 
         def first_stops(_signum: int, _frame: Any) -> None:
-            if self.stop.is_set():
-                self.abandoned = True
+            if self.abandon.is_set():  # a third press: out at once, whatever the run is doing
                 raise KeyboardInterrupt
+            if self.stop.is_set():
+                # The second press: the engine stops waiting for the requests in flight (within its grace) and
+                # the run ends as interrupted. Not raised here: a KeyboardInterrupt inside a lock's wait can leave
+                # the lock released twice.
+                self.abandoned = True
+                self.abandon.set()
+                return
             self.token.cancel()
             line = stopping_line(self.paying_now())
             if line:
