@@ -264,24 +264,27 @@ class PostgresStore(Store):
             return self._pool
 
     @contextmanager
-    def _connection(self) -> Iterator[Any]:
-        """A working connection: one from the pool, replaced once by a new one if it turns out broken."""
+    def _connection(self, first: str | None = None, args: Sequence[Any] = ()) -> Iterator[tuple[Any, Any]]:
+        """A working connection and the cursor of its ``first`` statement (SQL as psycopg takes it): a pooled
+        connection that fails it (a restarted server cuts them all) is replaced by a new one, once. Nothing of a
+        first statement that failed took effect, so it is sent again on the new connection."""
         psycopg = _driver()
         pool = self._pool_now()
         for attempt in (0, 1):
             with pool.connection(fresh=attempt > 0) as (conn, stale):
                 try:
-                    if stale:
+                    if stale and first is None:
                         conn.execute("SELECT 1")
                     if not self._ready:
                         self._set_up_pg(conn)
+                    cursor = conn.execute(first, tuple(args)) if first is not None else None
                 except psycopg.OperationalError as err:
                     if attempt == 0:
                         continue
                     raise self._unusable("cannot be reached", driver_reason(err, self.url)) from err
                 except psycopg.Error as err:
                     raise self._unusable("cannot be used", driver_reason(err, self.url)) from err
-                yield conn
+                yield conn, cursor
                 return
 
     def _set_up_pg(self, conn: Any) -> None:
@@ -316,10 +319,9 @@ class PostgresStore(Store):
     @contextmanager
     def _write(self, *, durable: bool = True) -> Iterator[Any]:
         psycopg = _driver()
-        with self._connection() as raw:
-            try:
-                # One round trip: the transaction, its lock and (for a claim's bookkeeping) no wait for the disk.
-                raw.execute(_BEGIN if durable else _BEGIN_NOT_DURABLE)
+        try:
+            # One round trip: the transaction, its lock and (for a claim's bookkeeping) no wait for the disk.
+            with self._connection(_BEGIN if durable else _BEGIN_NOT_DURABLE) as (raw, _began):
                 try:
                     yield _Connection(raw)
                 except BaseException:
@@ -327,17 +329,17 @@ class PostgresStore(Store):
                         raw.execute("ROLLBACK")
                     raise
                 raw.execute("COMMIT")
-            except psycopg.Error as err:
-                raise self._unusable("cannot be written", driver_reason(err, self.url)) from err
+        except psycopg.Error as err:
+            raise self._unusable("cannot be written", driver_reason(err, self.url)) from err
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         psycopg = _driver()
-        with self._connection() as raw:
-            try:
-                return list(_Connection(raw).execute(sql, args).fetchall())
-            except psycopg.Error as err:
-                reason = driver_reason(err, self.url)
-                raise StoreError(f"The shared task store at {self.address} cannot be read ({reason}).") from err
+        try:
+            with self._connection(_Connection.translate(sql), args) as (_raw, cursor):
+                return list(cursor.fetchall())
+        except psycopg.Error as err:
+            reason = driver_reason(err, self.url)
+            raise StoreError(f"The shared task store at {self.address} cannot be read ({reason}).") from err
 
     def _changed(self, conn: Any, what: str) -> None:
         conn.execute("SELECT pg_notify(?, ?)", (self._channel, what))
