@@ -78,6 +78,7 @@ from zimage_api.parallel import run_jobs  # noqa: E402
 from zimage_api.providers.openai_images import ImagesClient  # noqa: E402
 from zimage_api.providers.qingbo_tasks import QingboClient  # noqa: E402
 from zimage_api.providers.wavespeed_v3 import WaveSpeedClient  # noqa: E402
+from zimage_api.store.postgres import with_schema  # noqa: E402
 
 PREVIOUS_RELEASE = "797e917"  # the commit of the previous release, measured beside this one in the store section
 SECTIONS = ("decode", "upload", "lag", "many", "import", "memory", "nodes", "store", "bounds", "farm")
@@ -1104,17 +1105,6 @@ print(json.dumps({"spans": spans, "done": time.time(), "late": late, "errors": e
 """
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    """``url`` with a libpq ``options`` parameter that makes ``schema`` its sessions' search_path."""
-    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    options = " ".join([value for key, value in query if key == "options"] + [f"-csearch_path={schema}"])
-    query = [(key, value) for key, value in query if key != "options"] + [("options", options)]
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
-
-
 @contextlib.contextmanager
 def _pg_schema(base: str) -> Iterator[str]:
     """A fresh schema on the server of ``base`` for one run (a URL whose sessions work in it), dropped afterwards."""
@@ -1129,7 +1119,7 @@ def _pg_schema(base: str) -> Iterator[str]:
     with psycopg.connect(base, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         try:
-            yield _with_search_path(base, schema)
+            yield with_schema(base, schema)
         finally:
             PostgresStore.close_all()
             conn.execute("SET lock_timeout = '20s'")

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from tests.comfy_stubs import RecordingHooks, load_pack, pack_nodes, patch_nodes
+from zimage_api.store.postgres import with_schema as with_search_path
 
 if TYPE_CHECKING:
     from zimage_api.emulator import Emulator
@@ -71,6 +71,21 @@ def emu(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Iterator["Emulator
 
     yield from serving(Emulator(clock=clock, queue_seconds=0.5, process_seconds=2.0, picture_scale=0.25,
                                 wavespeed_keys={DEMO_KEY}, qingbo_keys={DEMO_KEY}), monkeypatch)
+
+
+def lines(text: str) -> list[str]:
+    """The non-blank lines of a command's output."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    """Wait (real time, bounded) until ``condition()`` holds; fail naming ``what`` when it does not in time."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def serving(emulator: "Emulator", monkeypatch: pytest.MonkeyPatch) -> Iterator["Emulator"]:
@@ -133,15 +148,6 @@ class PgAdmin:
         """How many other sessions are open on the test database (the code under test's, when tests run one by one)."""
         return int(self.query("SELECT count(*) FROM pg_stat_activity"
                               " WHERE datname = current_database() AND pid <> pg_backend_pid()")[0][0])
-
-
-def with_search_path(url: str, schema: str) -> str:
-    """``url`` with a libpq ``options`` parameter that makes ``schema`` its sessions' search_path."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    options = " ".join([value for key, value in query if key == "options"] + [f"-csearch_path={schema}"])
-    query = [(key, value) for key, value in query if key != "options"] + [("options", options)]
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 def missing(reason: str, required: bool) -> NoReturn:

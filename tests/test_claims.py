@@ -22,7 +22,9 @@ import requests
 from PIL import Image
 
 from tests.comfy_stubs import call_node
+from tests.conftest import lines as _lines
 from tests.conftest import serving
+from tests.conftest import wait_for as _wait_for
 from zimage_api.cli import run
 from zimage_api.clients import Clients
 from zimage_api.emulator import DEMO_KEY, Emulator
@@ -245,15 +247,6 @@ def _finish(process: subprocess.Popen[str], seconds: float = 30) -> tuple[int, s
     return process.returncode, out, err
 
 
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _here(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -8,14 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import lines
+from tests.conftest import wait_for as _wait_for
 from zimage_api.cli import build_parser, run
 from zimage_api.emulator import DEMO_KEY, Emulator
 from zimage_api.ledger import Ledger
@@ -23,9 +23,6 @@ from zimage_api.ledger import Ledger
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
 
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -465,12 +462,6 @@ def _subprocess_env() -> dict[str, str]:
     """The test's environment (keys, base URLs and data folder of the emulator) for a CLI subprocess."""
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
-
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _batch_subprocess(jobs: Path, out_dir: Path) -> subprocess.Popen:

@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import lines
 from zimage_api.cli import build_parser, run
 from zimage_api.emulator import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
 
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 @pytest.fixture

@@ -7,21 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import lines
+from tests.conftest import wait_for as _wait_for
 from zimage_api.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 Result = tuple[int, str, str]
 SMALL = ("--width", "256", "--height", "256")
 
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def posts(emu: Emulator, pattern: str = "POST *") -> int:
@@ -110,12 +107,6 @@ def _generate(out_dir: Path) -> subprocess.Popen:
                              "--out", str(out_dir)], cwd=out_dir.parent, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")

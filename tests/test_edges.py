@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import lines
 from zimage_api.catalog import WAVESPEED_PROMPT_LIMIT
 from zimage_api.config import WAVESPEED, resolve_api_key
 from zimage_api.errors import ConfigError, InvalidTaskIdError, ValidationError
@@ -19,9 +20,6 @@ from zimage_api.validation import check_server_task_id
 Result = tuple[int, str, str]
 SMALL = ("--width", "256", "--height", "256")
 
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 # -- keys with control characters -----------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +20,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PgAdmin, serving
+from tests.conftest import lines as _lines
+from tests.conftest import wait_for as _wait_for
 from zimage_api.catalog import QINGBO_USD_PER_PICTURE, WAVESPEED_USD_PER_PICTURE
 from zimage_api.emulator import DEMO_KEY, Emulator
 from zimage_api.store import LEASE_ENV, STORE_URL_ENV
@@ -77,15 +78,6 @@ def _both(runs: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
     return [_finish(process) for process in runs]
 
 
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _pictures(out: str, machine: Path) -> list[bytes]:

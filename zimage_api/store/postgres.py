@@ -23,13 +23,11 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..catalog import picture_extension
 from ..logs import logger
-from .base import StoreError, reuse_enabled, write_file
+from .base import StoreError
 from .schema import PG_INDEXES, PG_TABLES, dumps
 from .sqlite import SCHEMA_VERSION, SQL_META, Store
 
@@ -38,7 +36,8 @@ if TYPE_CHECKING:
 
     from ..results import GenerationResult
 
-__all__ = ["PostgresStore", "driver_reason", "POOL_SIZE", "CHANNEL", "missing_driver_message", "store_address"]
+__all__ = ["PostgresStore", "driver_reason", "with_schema", "POOL_SIZE", "CHANNEL", "missing_driver_message",
+           "store_address"]
 
 POOL_SIZE = 8  # connections per process at most; a run holds one only for one short transaction or query
 # NOTIFY'd (as zimage_store_<schema>) with a claim's fingerprint, or slot:<provider>, when one is given back.
@@ -78,6 +77,18 @@ def store_address(url: str) -> str:
     port = str(parts.get("port") or "5432")
     user = f"{quote(str(parts['user']))}@" if parts.get("user") else ""
     return f"postgresql://{user}{host}:{port}/{quote(str(parts.get('dbname') or ''))}"
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` whose sessions work in ``schema`` (a libpq ``options`` parameter setting the search_path; options
+    already in the URL are kept). Farms that share one database keep apart this way, each with its own channel."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([value for key, value in query if key == "options"] + [f"-csearch_path={schema}"])
+    query = [(key, value) for key, value in query if key != "options"] + [("options", options)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 def _driver() -> Any:
@@ -381,36 +392,18 @@ class PostgresStore(Store):
 
     # -- receipts keep their pictures in the database ---------------------------------------------------------------
 
-    def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
-        """Keep ``result`` under ``key`` with its pictures' bytes, so that every machine of the farm serves it; a copy
-        also goes to this machine's data folder (the Z-Image panel shows it from there)."""
-        if not reuse_enabled():
-            if owner is not None:
-                self.release(key, owner)
-            return
-        paths = list(result.paths) if len(result.paths) == len(result.images) else []
-        if not paths:
-            try:
-                self.receipts_dir.mkdir(parents=True, exist_ok=True)
-                for index, data in enumerate(result.images):
-                    path = self.receipts_dir / f"{key}_{index}.{picture_extension(data)}"
-                    write_file(path, data)
-                    paths.append(str(path))
-            except OSError as err:  # the database copy is the one that counts
-                logger.debug("no local copy of receipt %s: %s", key, err)
-                paths = []
+    def _keep_pictures_of(self, key: str, result: GenerationResult) -> list[str]:
+        """A receipt's pictures go into the database, so that every machine of the farm serves them; a copy also
+        goes to this machine's data folder (the Z-Image tab shows it from there), where it may fail."""
         with self._write() as conn:
             conn.execute("DELETE FROM receipt_pictures WHERE fingerprint = ?", (key,))
             conn.executemany("INSERT INTO receipt_pictures (fingerprint, idx, data) VALUES (?, ?, ?)",
                              [(key, index, data) for index, data in enumerate(result.images)])
-        record = {k: v for k, v in asdict(result).items() if k not in ("images", "notes")}
-        record["paths"] = paths
-        record["pictures"] = len(result.images)
-        record["saved_at"] = time.strftime("%Y-%m-%d %H:%M", time.localtime())
-        if owner is not None:
-            self.finish(key, owner, result=record)
-        else:
-            self.save_result(key, record)
+        try:
+            return super()._keep_pictures_of(key, result)
+        except StoreError as err:  # the database copy is the one that counts
+            logger.debug("no local copy of receipt %s: %s", key, err)
+            return []
 
     def _receipt_images(self, key: str, record: dict[str, Any]) -> list[bytes]:
         from ..images import check_picture

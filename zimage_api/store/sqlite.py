@@ -656,16 +656,9 @@ class Store:
         the data folder (the shared PostgreSQL store keeps their bytes, for the machines that did not pay)."""
         return None
 
-    def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
-        """Keep ``result`` under ``key`` (and release ``owner``'s claim on it, in the same transaction). Pictures
-        already on disk (a task's copies) are not copied again.
-
-        Raises :class:`StoreError` when it cannot be kept: the caller says the picture was paid and where it is.
-        """
-        if not reuse_enabled():
-            if owner is not None:
-                self.release(key, owner)
-            return
+    def _keep_pictures_of(self, key: str, result: GenerationResult) -> list[str]:
+        """Where a receipt's pictures are kept: files in ``receipts/`` (a task's copies on disk are not copied
+        again). Raises :class:`StoreError` when they cannot be written."""
         paths = list(result.paths) if len(result.paths) == len(result.images) else []
         if not paths:
             try:
@@ -676,8 +669,20 @@ class Store:
                     paths.append(str(path))
             except OSError as err:
                 raise self._unusable("cannot keep a picture", err.strerror or err) from err
+        return paths
+
+    def keep_result(self, key: str, result: GenerationResult, *, owner: str | None = None) -> None:
+        """Keep ``result`` under ``key`` (and release ``owner``'s claim on it, in the same transaction). Pictures
+        already on disk (a task's copies) are not copied again.
+
+        Raises :class:`StoreError` when it cannot be kept: the caller says the picture was paid and where it is.
+        """
+        if not reuse_enabled():
+            if owner is not None:
+                self.release(key, owner)
+            return
         record = {k: v for k, v in asdict(result).items() if k not in ("images", "notes")}
-        record["paths"] = paths
+        record["paths"] = self._keep_pictures_of(key, result)
         record["saved_at"] = time.strftime("%Y-%m-%d %H:%M", time.localtime())
         if owner is not None:
             self.finish(key, owner, result=record)
