@@ -364,12 +364,19 @@ def _killed_while_sending(live: Emulator, tmp_path: Path, paid: str, *argv: str)
         _wait_for(lambda: len(live.served_images) == 1, "the emulator to draw the picture")
 
 
+def _generate_killed_while_sending(live: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   api: str) -> tuple[str, ...]:
+    """A generate on ``api`` killed while its paid request is being answered, with a 1 s lease; its command line."""
+    monkeypatch.setenv(LEASE_ENV, "1")
+    argv = (*GENERATE, "--api", api, "--out", str(tmp_path / "out"))
+    _killed_while_sending(live, tmp_path, V3_POST if api == "v3" else V1_POST, *argv)
+    return argv
+
+
 def test_v3_run_killed_while_sending_is_adopted_from_the_history(live: Emulator, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(LEASE_ENV, "1")
-    argv = (*GENERATE, "--api", "v3", "--out", str(tmp_path / "out"))
-    _killed_while_sending(live, tmp_path, V3_POST, *argv)
+    argv = _generate_killed_while_sending(live, tmp_path, monkeypatch, "v3")
     [task_id] = list(live.tasks)
 
     code, out, err = _here(capsys, *argv)
@@ -383,9 +390,7 @@ def test_v3_run_killed_while_sending_is_adopted_from_the_history(live: Emulator,
 def test_v3_run_killed_while_sending_with_two_orphans_is_uncertain(live: Emulator, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(LEASE_ENV, "1")
-    argv = (*GENERATE, "--api", "v3", "--out", str(tmp_path / "out"))
-    _killed_while_sending(live, tmp_path, V3_POST, *argv)
+    argv = _generate_killed_while_sending(live, tmp_path, monkeypatch, "v3")
     # Another prediction of the same model at the same time, made elsewhere (not in this store).
     answer = requests.post(f"{live.url}/api/v3/wavespeed-ai/z-image/base", timeout=10,
                            json={"prompt": "a different picture", "size": "256*256"},
@@ -423,9 +428,7 @@ def test_qingbo_submit_killed_while_sending_is_sent_again_under_the_same_key(liv
 def test_v1_run_killed_while_sending_is_uncertain_and_sends_nothing(live: Emulator, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(LEASE_ENV, "1")
-    argv = (*GENERATE, "--out", str(tmp_path / "out"))
-    _killed_while_sending(live, tmp_path, V1_POST, *argv)
+    argv = _generate_killed_while_sending(live, tmp_path, monkeypatch, "v1/images")
 
     for rerun in (1, 2):  # the second run finds the claim uncertain, as every later one
         code, out, err = _here(capsys, *argv)
@@ -439,9 +442,7 @@ def test_v1_uncertain_picture_is_paid_again_when_asked(live: Emulator, tmp_path:
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """The uncertain message offers --retry-uncertain: the command that printed it must take it, and pay."""
-    monkeypatch.setenv(LEASE_ENV, "1")
-    argv = (*GENERATE, "--out", str(tmp_path / "out"))
-    _killed_while_sending(live, tmp_path, V1_POST, *argv)
+    argv = _generate_killed_while_sending(live, tmp_path, monkeypatch, "v1/images")
     code, _out, err = _here(capsys, *argv)
     assert code == 1 and "--retry-uncertain" in err
 
@@ -452,9 +453,7 @@ def test_v1_uncertain_picture_is_paid_again_when_asked(live: Emulator, tmp_path:
 
 def test_engine_retrying_an_uncertain_v1_picture_pays(live: Emulator, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch, clock: Any) -> None:
-    monkeypatch.setenv(LEASE_ENV, "1")
-    argv = (*GENERATE, "--out", str(tmp_path / "out"))
-    _killed_while_sending(live, tmp_path, V1_POST, *argv)
+    _generate_killed_while_sending(live, tmp_path, monkeypatch, "v1/images")
     order = TextToImage(prompt=PROMPT, width=256, height=256, seed=21)
     with pytest.raises(Exception, match="may have been charged"):
         outcomes = _engine(clock).pictures(order)

@@ -102,11 +102,21 @@ def test_submit_says_the_qingbo_price_and_poll_charges_nothing_now(cli, emu, tmp
 # -- Ctrl-C while a /v1/images request is being paid for --------------------------------------------------------------
 
 
-def _generate(out_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "zimage_api", "generate", "a kite at dusk", "--seed", "7", *SMALL,
-                             "--out", str(out_dir)], cwd=out_dir.parent, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _generate(out_dir: Path, *argv: str) -> subprocess.Popen:
+    argv = argv or ("a kite at dusk", "--seed", "7")
+    return subprocess.Popen([sys.executable, "-m", "zimage_api", "generate", *argv, *SMALL, "--out", str(out_dir)],
+                            cwd=out_dir.parent, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
+
+def _ctrl_c_once_sent(process: subprocess.Popen, emu, what: str) -> tuple[str, str]:
+    """Ctrl-C once the paid request reached the emulator; the process's stdout and stderr when it has ended."""
+    try:
+        _wait_for(lambda: posts(emu) == 1, what)
+        process.send_signal(signal.SIGINT)
+        return process.communicate(timeout=30)
+    finally:
+        process.kill()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a child process")
@@ -114,12 +124,7 @@ def test_first_ctrl_c_lets_the_image_request_finish_and_keeps_its_picture(cli, e
     out_dir = tmp_path / "out"
     emu.inject("POST /v1/images/generations", "delay", seconds=1.5)  # still being made at Ctrl-C
     process = _generate(out_dir)
-    try:
-        _wait_for(lambda: posts(emu) == 1, "the image request")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
+    out, err = _ctrl_c_once_sent(process, emu, "the image request")
     assert process.returncode == 130
     assert lines(err) == [
         "Stopping: the image request already sent is finishing so that its picture is kept (it is paid). Press "
@@ -161,16 +166,8 @@ def test_second_ctrl_c_abandons_the_image_request_and_says_what_that_costs(emu, 
 def test_first_ctrl_c_lets_a_v3_submit_finish_and_the_same_command_collects_it_for_nothing(cli, emu, tmp_path):
     out_dir = tmp_path / "out"
     emu.inject("POST /api/v3/wavespeed-ai/*", "delay", seconds=1.5)
-    process = subprocess.Popen([sys.executable, "-m", "zimage_api", "generate", "a lighthouse", "--api", "v3",
-                                "--seed", "9", *SMALL, "--out", str(out_dir)], cwd=tmp_path,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: posts(emu) == 1, "the prediction request")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
+    process = _generate(out_dir, "a lighthouse", "--api", "v3", "--seed", "9")
+    out, err = _ctrl_c_once_sent(process, emu, "the prediction request")
     [task_id] = list(emu.tasks)
     assert (process.returncode, out) == (130, "")
     assert lines(err) == [

@@ -198,11 +198,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: str
 
     img = _open_untrusted(data, max_pixels=max_pixels, source=source)
 
-    width, height = img.size
-    if width * height > max_pixels:
-        raise _too_large(source, (width, height), max_pixels, None)
-    if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"The picture from {source} is {width}x{height} pixels, which is empty.")
+    _check_size(img.size, source, max_pixels)
 
     try:
         img.load()
@@ -262,6 +258,15 @@ def _header_size(head: bytes) -> tuple[int, int] | None:
         width, height = struct.unpack(">II", head[16:24])
         return width, height
     return None
+
+
+def _check_size(size: tuple[int, int], source: str, max_pixels: int) -> None:
+    """Refuse a picture above the pixel cap, or one with no pixels."""
+    width, height = size
+    if width * height > max_pixels:
+        raise _too_large(source, (width, height), max_pixels, None)
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"The picture from {source} is {width}x{height} pixels, which is empty.")
 
 
 def _too_large(source: str, size: tuple[int, int] | None, max_pixels: int,
@@ -357,11 +362,8 @@ def check_picture(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: 
                 f"Expected a PNG, JPEG or WebP picture from {source} but got a {img.format} picture ({size:,} bytes); "
                 "choose PNG or JPEG output."
             )
+        _check_size(img.size, source, max_pixels)
         width, height = img.size
-        if width * height > max_pixels:
-            raise _too_large(source, (width, height), max_pixels, None)
-        if width <= 0 or height <= 0:
-            raise ImageDecodeError(f"The picture from {source} is {width}x{height} pixels, which is empty.")
         try:
             whole = _structure_is_whole(img, view)
         except _DECODE_ERRORS as err:
